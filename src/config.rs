@@ -1,0 +1,191 @@
+//! The command line: `streamgate serve` and its flags. Every flag can also be set through the
+//! `STREAMGATE_*` environment variable named in `--help`, which is how containers configure it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// streamgate: Redis Streams behind a typed gRPC API.
+#[derive(Debug, Parser)]
+#[command(name = "streamgate", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The binary's subcommands (client subcommands will sit beside `serve`).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker.
+    Serve(ServeConfig),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Everything `streamgate serve` needs.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "serve")]
+pub struct ServeConfig {
+    /// Address the gRPC server listens on. Use 0.0.0.0:50051 in containers.
+    #[arg(long, env = "STREAMGATE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Redis to use: redis://[user:password@]host:port[/db], or rediss:// for TLS.
+    #[arg(
+        long,
+        env = "STREAMGATE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// Most Redis connections for commands. They are multiplexed, so a few serve many calls;
+    /// subscriptions hold none while they wait.
+    #[arg(long, env = "STREAMGATE_REDIS_POOL_SIZE", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub redis_pool_size: u32,
+
+    /// How long one Redis command may take before the call fails with UNAVAILABLE.
+    #[arg(long, env = "STREAMGATE_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// How long connecting to Redis may take.
+    #[arg(long, env = "STREAMGATE_REDIS_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub redis_connect_timeout: Duration,
+
+    /// How long the watcher of outside writes blocks in one XREAD before starting over.
+    #[arg(long, env = "STREAMGATE_WATCH_BLOCK", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub watch_block: Duration,
+
+    /// How often an idle subscription re-reads even without a wake-up: a safety net for
+    /// changes no XADD announces (a stream deleted and recreated, XGROUP SETID backwards).
+    #[arg(long, env = "STREAMGATE_IDLE_RECHECK", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub idle_recheck: Duration,
+
+    /// How often Redis is pinged to drive grpc.health.v1.
+    #[arg(long, env = "STREAMGATE_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+
+    /// After SIGTERM/SIGINT, how long to wait for calls to finish before closing anyway.
+    #[arg(long, env = "STREAMGATE_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// HTTP/2 keepalive ping interval: how a half-open client (vanished without closing) is
+    /// noticed and its subscriptions ended. 0s turns it off.
+    #[arg(long, env = "STREAMGATE_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long to wait for a keepalive ping's answer before closing the connection.
+    #[arg(long, env = "STREAMGATE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "STREAMGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `streamgate=debug,info` (tracing-subscriber EnvFilter syntax).
+    #[arg(long, env = "STREAMGATE_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Request limits.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Limits that keep one request from hurting everyone else; each breach is INVALID_ARGUMENT
+/// naming the field and the limit.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Most messages in one Produce call.
+    #[arg(long, env = "STREAMGATE_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+
+    /// Most bytes in one message (names and values of all fields).
+    #[arg(long, env = "STREAMGATE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Most fields in one message.
+    #[arg(long, env = "STREAMGATE_MAX_FIELDS", default_value_t = 1024)]
+    pub max_fields: usize,
+
+    /// Most bytes in one gRPC request (larger ones are refused by the transport).
+    #[arg(long, env = "STREAMGATE_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Longest stream, group or consumer name, in bytes.
+    #[arg(long, env = "STREAMGATE_MAX_NAME_BYTES", default_value_t = 512)]
+    pub max_name_bytes: usize,
+
+    /// Most streams one Subscribe may read.
+    #[arg(long, env = "STREAMGATE_MAX_SUBSCRIBE_STREAMS", default_value_t = 64)]
+    pub max_subscribe_streams: usize,
+
+    /// Messages read per round trip when a Subscribe does not say.
+    #[arg(long, env = "STREAMGATE_DEFAULT_BATCH_SIZE", default_value_t = 100)]
+    pub default_batch_size: usize,
+
+    /// Most messages read per round trip for one Subscribe, and most entries one Admin call
+    /// (QueryMessages, ListPending, AutoClaim) may return.
+    #[arg(long, env = "STREAMGATE_MAX_READ_COUNT", default_value_t = 10_000)]
+    pub max_read_count: usize,
+
+    /// Entries an Admin listing returns when the request does not say.
+    #[arg(long, env = "STREAMGATE_DEFAULT_QUERY_COUNT", default_value_t = 100)]
+    pub default_query_count: usize,
+}
+
+impl ServeConfig {
+    /// The defaults, pointed at `redis_url`: what tests and embedders start from.
+    pub fn for_redis(redis_url: &str) -> Self {
+        Self::parse_from(["serve", "--redis-url", redis_url])
+    }
+}
+
+/// The URL with any password replaced, for logs: secrets never reach a log line.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact_url("redis://:hunter2@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+        assert_eq!(redact_url("rediss://app:p@ss@h:1"), "rediss://app:***@h:1");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let config = ServeConfig::for_redis("redis://127.0.0.1:1");
+        assert_eq!(config.redis_pool_size, 8);
+        assert_eq!(config.limits.max_batch, 1000);
+        assert_eq!(config.listen.port(), 50051);
+    }
+}

@@ -1,0 +1,166 @@
+//! The broker's error type and its one mapping to gRPC status codes.
+//!
+//! Every failure a client can see passes through [`BrokerError`]; `From<BrokerError> for Status`
+//! below is the only place that picks a gRPC code, and it has no catch-all arm, so a new variant
+//! forces a decision. The code tells the client what to do: INVALID_ARGUMENT, NOT_FOUND,
+//! ALREADY_EXISTS and FAILED_PRECONDITION mean "retrying the same call will not help";
+//! UNAVAILABLE means "the deployment had a problem, retry (maybe elsewhere)".
+
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+/// A failure of a broker operation, in terms a client can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The request itself is malformed; `field` names the offending request field.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// Request field path, e.g. `messages[2].fields[0].name`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A stream, group or consumer the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request would create something that exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is well-formed but the data is not in a state that allows it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A server-side limit was reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// Redis could not be reached or is not ready; the call may be retried.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The server is shutting down; reconnect (to another instance).
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    /// Something that should not happen (an unexpected Redis reply); details are in the logs.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl BrokerError {
+    /// An INVALID_ARGUMENT naming `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl ToString) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NoSuchGroup { .. } | StoreError::NoSuchStream { .. } => {
+                Self::NotFound(err.to_string())
+            }
+            StoreError::GroupExists { .. } => Self::AlreadyExists(err.to_string()),
+            StoreError::WrongType { .. } | StoreError::IdNotIncreasing { .. } => {
+                Self::FailedPrecondition(err.to_string())
+            }
+            StoreError::Rejected(_) => Self::InvalidArgument {
+                field: "request".into(),
+                reason: err.to_string(),
+            },
+            StoreError::Unavailable(_) => {
+                // The client only learns that Redis is unavailable; operators get the cause.
+                tracing::warn!(error = %err, "redis unavailable");
+                Self::Unavailable(err.to_string())
+            }
+            StoreError::Unexpected(_) => {
+                tracing::error!(error = %err, "unexpected redis reply");
+                Self::Internal(err.to_string())
+            }
+        }
+    }
+}
+
+impl From<BrokerError> for Status {
+    fn from(err: BrokerError) -> Self {
+        let code = match &err {
+            BrokerError::InvalidArgument { .. } => Code::InvalidArgument,
+            BrokerError::NotFound(_) => Code::NotFound,
+            BrokerError::AlreadyExists(_) => Code::AlreadyExists,
+            BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
+            BrokerError::ResourceExhausted(_) => Code::ResourceExhausted,
+            BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
+            BrokerError::Internal(_) => Code::Internal,
+        };
+        Status::new(code, err.to_string())
+    }
+}
+
+impl From<StoreError> for Status {
+    /// Through [`BrokerError`], so that the code is still chosen in one place.
+    fn from(err: StoreError) -> Self {
+        BrokerError::from(err).into()
+    }
+}
+
+/// Shorthand for broker results.
+pub type BrokerResult<T> = Result<T, BrokerError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_actionable_codes() {
+        let cases = [
+            (
+                StoreError::NoSuchGroup {
+                    stream: "s".into(),
+                    group: "g".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                StoreError::NoSuchStream { stream: "s".into() },
+                Code::NotFound,
+            ),
+            (
+                StoreError::GroupExists {
+                    stream: "s".into(),
+                    group: "g".into(),
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                StoreError::WrongType { key: "s".into() },
+                Code::FailedPrecondition,
+            ),
+            (
+                StoreError::IdNotIncreasing { stream: "s".into() },
+                Code::FailedPrecondition,
+            ),
+            (
+                StoreError::Rejected("ERR syntax".into()),
+                Code::InvalidArgument,
+            ),
+            (StoreError::Unexpected("odd".into()), Code::Internal),
+        ];
+        for (err, code) in cases {
+            let status = Status::from(BrokerError::from(err));
+            assert_eq!(status.code(), code, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let status = Status::from(BrokerError::invalid(
+            "messages[1].fields",
+            "must not be empty",
+        ));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "invalid messages[1].fields: must not be empty"
+        );
+    }
+}

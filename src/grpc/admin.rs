@@ -1,0 +1,335 @@
+//! `streamgate.v1.Admin`: introspection and repair of streams, groups, consumers and pending
+//! entries. Each handler validates, makes one store call and converts the answer.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::config::Limits;
+use crate::error::BrokerResult;
+use crate::grpc::convert::{self, id_strings};
+use crate::grpc::pb;
+use crate::model::{EntryId, PendingQuery, StartId};
+use crate::store::Store;
+
+/// The control-plane service over any [`Store`].
+pub struct AdminService<S> {
+    store: S,
+    limits: Arc<Limits>,
+}
+
+impl<S: Store> AdminService<S> {
+    /// Serves `store`.
+    pub fn new(store: S, limits: Arc<Limits>) -> Self {
+        Self { store, limits }
+    }
+
+    fn stream(&self, stream: &str) -> BrokerResult<String> {
+        convert::name("stream", stream, &self.limits)
+    }
+
+    /// The (stream, group) pair most Admin calls address.
+    fn group(&self, stream: &str, group: &str) -> BrokerResult<(String, String)> {
+        Ok((
+            self.stream(stream)?,
+            convert::name("group", group, &self.limits)?,
+        ))
+    }
+
+    /// The (stream, group, consumer) triple of consumer-level calls.
+    fn consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> BrokerResult<(String, String, String)> {
+        let (stream, group) = self.group(stream, group)?;
+        Ok((
+            stream,
+            group,
+            convert::name("consumer", consumer, &self.limits)?,
+        ))
+    }
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl<S: Store> pb::admin_server::Admin for AdminService<S> {
+    async fn list_streams(
+        &self,
+        request: Request<pb::ListStreamsRequest>,
+    ) -> RpcResult<pb::ListStreamsResponse> {
+        let request = request.into_inner();
+        let cursor = match request.page_token.as_str() {
+            "" => 0,
+            token => token.parse().map_err(|_| {
+                crate::error::BrokerError::invalid(
+                    "page_token",
+                    "is not a token this server issued",
+                )
+            })?,
+        };
+        let page_size = convert::count(
+            "page_size",
+            request.page_size,
+            self.limits.default_query_count,
+            &self.limits,
+        )?;
+        let page = self
+            .store
+            .list_streams(&request.pattern, cursor, page_size as u32)
+            .await?;
+        Ok(Response::new(pb::ListStreamsResponse {
+            streams: page.streams,
+            next_page_token: match page.next_cursor {
+                0 => String::new(),
+                next => next.to_string(),
+            },
+        }))
+    }
+
+    async fn get_stream_info(
+        &self,
+        request: Request<pb::GetStreamInfoRequest>,
+    ) -> RpcResult<pb::StreamInfo> {
+        let stream = self.stream(&request.get_ref().stream)?;
+        Ok(Response::new(self.store.stream_info(&stream).await?.into()))
+    }
+
+    async fn query_messages(
+        &self,
+        request: Request<pb::QueryMessagesRequest>,
+    ) -> RpcResult<pb::QueryMessagesResponse> {
+        let request = request.into_inner();
+        let stream = self.stream(&request.stream)?;
+        let range = convert::range("min_id", &request.min_id, "max_id", &request.max_id)?;
+        let count = convert::count(
+            "count",
+            request.count,
+            self.limits.default_query_count,
+            &self.limits,
+        )?;
+        let entries = self
+            .store
+            .range(&stream, range, count, request.reverse)
+            .await?;
+        Ok(Response::new(pb::QueryMessagesResponse {
+            entries: entries.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn delete_messages(
+        &self,
+        request: Request<pb::DeleteMessagesRequest>,
+    ) -> RpcResult<pb::DeleteMessagesResponse> {
+        let request = request.into_inner();
+        let stream = self.stream(&request.stream)?;
+        let ids = convert::ids("ids", &request.ids, &self.limits)?;
+        let deleted = self.store.delete_entries(&stream, &ids).await?;
+        Ok(Response::new(pb::DeleteMessagesResponse { deleted }))
+    }
+
+    async fn trim_stream(
+        &self,
+        request: Request<pb::TrimStreamRequest>,
+    ) -> RpcResult<pb::TrimStreamResponse> {
+        let request = request.into_inner();
+        let stream = self.stream(&request.stream)?;
+        let policy = request
+            .trim
+            .as_ref()
+            .ok_or_else(|| crate::error::BrokerError::invalid("trim", "is required"))?;
+        let policy = convert::trim_policy("trim", policy)?;
+        let trimmed = self.store.trim(&stream, policy).await?;
+        Ok(Response::new(pb::TrimStreamResponse { trimmed }))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<pb::DeleteStreamRequest>,
+    ) -> RpcResult<pb::DeleteStreamResponse> {
+        let stream = self.stream(&request.get_ref().stream)?;
+        self.store.delete_stream(&stream).await?;
+        Ok(Response::new(pb::DeleteStreamResponse {}))
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<pb::CreateGroupRequest>,
+    ) -> RpcResult<pb::CreateGroupResponse> {
+        let request = request.into_inner();
+        let (stream, group) = self.group(&request.stream, &request.group)?;
+        let start: StartId = convert::parse("start_id", &request.start_id)?;
+        self.store
+            .create_group(
+                &stream,
+                &group,
+                start,
+                request.create_stream,
+                request.entries_read,
+            )
+            .await?;
+        Ok(Response::new(pb::CreateGroupResponse {}))
+    }
+
+    async fn destroy_group(
+        &self,
+        request: Request<pb::DestroyGroupRequest>,
+    ) -> RpcResult<pb::DestroyGroupResponse> {
+        let (stream, group) = self.group(&request.get_ref().stream, &request.get_ref().group)?;
+        self.store.destroy_group(&stream, &group).await?;
+        Ok(Response::new(pb::DestroyGroupResponse {}))
+    }
+
+    async fn set_group_id(
+        &self,
+        request: Request<pb::SetGroupIdRequest>,
+    ) -> RpcResult<pb::SetGroupIdResponse> {
+        let request = request.into_inner();
+        let (stream, group) = self.group(&request.stream, &request.group)?;
+        if request.id.is_empty() {
+            return Err(crate::error::BrokerError::invalid(
+                "id",
+                "is required (`$`, `0` or a stream id)",
+            )
+            .into());
+        }
+        let id: StartId = convert::parse("id", &request.id)?;
+        self.store
+            .set_group_id(&stream, &group, id, request.entries_read)
+            .await?;
+        Ok(Response::new(pb::SetGroupIdResponse {}))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> RpcResult<pb::ListGroupsResponse> {
+        let stream = self.stream(&request.get_ref().stream)?;
+        let groups = self.store.groups(&stream).await?;
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups: groups.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn create_consumer(
+        &self,
+        request: Request<pb::CreateConsumerRequest>,
+    ) -> RpcResult<pb::CreateConsumerResponse> {
+        let r = request.get_ref();
+        let (stream, group, consumer) = self.consumer(&r.stream, &r.group, &r.consumer)?;
+        let created = self
+            .store
+            .create_consumer(&stream, &group, &consumer)
+            .await?;
+        Ok(Response::new(pb::CreateConsumerResponse { created }))
+    }
+
+    async fn delete_consumer(
+        &self,
+        request: Request<pb::DeleteConsumerRequest>,
+    ) -> RpcResult<pb::DeleteConsumerResponse> {
+        let r = request.get_ref();
+        let (stream, group, consumer) = self.consumer(&r.stream, &r.group, &r.consumer)?;
+        let pending_dropped = self
+            .store
+            .delete_consumer(&stream, &group, &consumer)
+            .await?;
+        Ok(Response::new(pb::DeleteConsumerResponse {
+            pending_dropped,
+        }))
+    }
+
+    async fn list_consumers(
+        &self,
+        request: Request<pb::ListConsumersRequest>,
+    ) -> RpcResult<pb::ListConsumersResponse> {
+        let (stream, group) = self.group(&request.get_ref().stream, &request.get_ref().group)?;
+        let consumers = self.store.consumers(&stream, &group).await?;
+        Ok(Response::new(pb::ListConsumersResponse {
+            consumers: consumers.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_pending_summary(
+        &self,
+        request: Request<pb::GetPendingSummaryRequest>,
+    ) -> RpcResult<pb::PendingSummary> {
+        let (stream, group) = self.group(&request.get_ref().stream, &request.get_ref().group)?;
+        Ok(Response::new(
+            self.store.pending_summary(&stream, &group).await?.into(),
+        ))
+    }
+
+    async fn list_pending(
+        &self,
+        request: Request<pb::ListPendingRequest>,
+    ) -> RpcResult<pb::ListPendingResponse> {
+        let request = request.into_inner();
+        let (stream, group) = self.group(&request.stream, &request.group)?;
+        let query = PendingQuery {
+            range: convert::range("min_id", &request.min_id, "max_id", &request.max_id)?,
+            count: convert::count(
+                "count",
+                request.count,
+                self.limits.default_query_count,
+                &self.limits,
+            )? as u64,
+            consumer: match request.consumer.as_str() {
+                "" => None,
+                consumer => Some(convert::name("consumer", consumer, &self.limits)?),
+            },
+            min_idle_ms: request.min_idle_ms,
+        };
+        let entries = self.store.pending(&stream, &group, &query).await?;
+        Ok(Response::new(pb::ListPendingResponse {
+            entries: entries.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn claim(&self, request: Request<pb::ClaimRequest>) -> RpcResult<pb::ClaimResponse> {
+        let r = request.get_ref();
+        let (stream, group, consumer) = self.consumer(&r.stream, &r.group, &r.consumer)?;
+        let options = convert::claim_options(r, &self.limits)?;
+        let claimed = self
+            .store
+            .claim(&stream, &group, &consumer, &options)
+            .await?;
+        Ok(Response::new(pb::ClaimResponse {
+            claimed_ids: id_strings(&claimed.ids),
+            messages: claimed.entries.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn auto_claim(
+        &self,
+        request: Request<pb::AutoClaimRequest>,
+    ) -> RpcResult<pb::AutoClaimResponse> {
+        let r = request.get_ref();
+        let (stream, group, consumer) = self.consumer(&r.stream, &r.group, &r.consumer)?;
+        let start = match r.start_id.as_str() {
+            "" => EntryId::ZERO,
+            text => convert::parse("start_id", text)?,
+        };
+        let count = convert::count(
+            "count",
+            r.count,
+            self.limits.default_query_count,
+            &self.limits,
+        )?;
+        let result = self
+            .store
+            .auto_claim(
+                &stream,
+                &group,
+                &consumer,
+                r.min_idle_ms,
+                start,
+                count,
+                r.just_id,
+            )
+            .await?;
+        Ok(Response::new(result.into()))
+    }
+}

@@ -1,0 +1,634 @@
+//! Proto ↔ domain conversions, with all request validation.
+//!
+//! Requests are checked here before anything reaches the store, so that bad input never becomes
+//! a Redis command: every failure is INVALID_ARGUMENT naming the field (`messages[2].fields`,
+//! `streams[0].after_id`) and what is wrong with it.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use crate::config::Limits;
+use crate::error::{BrokerError, BrokerResult};
+use crate::grpc::pb;
+use crate::model::{
+    AutoClaimed, ClaimOptions, ConsumerInfo, Delivery, Entry, EntryId, Field, GroupInfo, IdRange,
+    NewMessage, ParseIdError, PendingEntry, PendingSummary, RangeBound, StartId, StreamInfo,
+    TrimPolicy, TrimThreshold,
+};
+use crate::subscription::{Event, GroupMembership, Mode, SubscriptionSpec, generate_consumer_name};
+
+/// A stream, group or consumer name: not empty, not over the length limit.
+pub fn name(field: &str, value: &str, limits: &Limits) -> BrokerResult<String> {
+    if value.is_empty() {
+        return Err(BrokerError::invalid(field, "must not be empty"));
+    }
+    if value.len() > limits.max_name_bytes {
+        return Err(BrokerError::invalid(
+            field,
+            format!(
+                "is {} bytes, over the limit of {}",
+                value.len(),
+                limits.max_name_bytes
+            ),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Parses an id-like value, naming `field` on failure.
+pub fn parse<T: FromStr<Err = ParseIdError>>(field: &str, text: &str) -> BrokerResult<T> {
+    text.parse().map_err(|err| BrokerError::invalid(field, err))
+}
+
+/// A non-empty list of entry ids.
+pub fn ids(field: &str, texts: &[String], limits: &Limits) -> BrokerResult<Vec<EntryId>> {
+    if texts.is_empty() {
+        return Err(BrokerError::invalid(field, "must list at least one id"));
+    }
+    if texts.len() > limits.max_read_count {
+        return Err(BrokerError::invalid(
+            field,
+            format!(
+                "lists {} ids, over the limit of {}",
+                texts.len(),
+                limits.max_read_count
+            ),
+        ));
+    }
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| parse(&format!("{field}[{i}]"), text))
+        .collect()
+}
+
+/// A requested count: 0 means `default`, above `limits.max_read_count` is refused.
+pub fn count(field: &str, requested: u32, default: usize, limits: &Limits) -> BrokerResult<usize> {
+    match requested as usize {
+        0 => Ok(default),
+        n if n > limits.max_read_count => Err(BrokerError::invalid(
+            field,
+            format!("{n} is over the limit of {}", limits.max_read_count),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// An id range from two optional bounds.
+pub fn range(field_min: &str, min: &str, field_max: &str, max: &str) -> BrokerResult<IdRange> {
+    Ok(IdRange {
+        min: RangeBound::parse(min, "-").map_err(|err| BrokerError::invalid(field_min, err))?,
+        max: RangeBound::parse(max, "+").map_err(|err| BrokerError::invalid(field_max, err))?,
+    })
+}
+
+/// A trim policy; `field` is where it sits in the request.
+pub fn trim_policy(field: &str, policy: &pb::TrimPolicy) -> BrokerResult<TrimPolicy> {
+    let threshold = match &policy.threshold {
+        Some(pb::trim_policy::Threshold::MaxLen(len)) => TrimThreshold::MaxLen(*len),
+        Some(pb::trim_policy::Threshold::MinId(id)) => {
+            TrimThreshold::MinId(parse(&format!("{field}.min_id"), id)?)
+        }
+        None => {
+            return Err(BrokerError::invalid(field, "set either max_len or min_id"));
+        }
+    };
+    if policy.limit > 0 && !policy.approximate {
+        return Err(BrokerError::invalid(
+            format!("{field}.limit"),
+            "needs approximate trimming (`approximate: true`); Redis refuses LIMIT with exact trimming",
+        ));
+    }
+    Ok(TrimPolicy {
+        threshold,
+        approximate: policy.approximate,
+        limit: (policy.limit > 0).then_some(policy.limit),
+    })
+}
+
+/// A Produce request: stream, messages (taken, not copied) and optional trim.
+pub fn produce(
+    request: pb::ProduceRequest,
+    limits: &Limits,
+) -> BrokerResult<(String, Vec<NewMessage>, Option<TrimPolicy>)> {
+    let stream = name("stream", &request.stream, limits)?;
+    if request.messages.is_empty() {
+        return Err(BrokerError::invalid(
+            "messages",
+            "must hold at least one message",
+        ));
+    }
+    if request.messages.len() > limits.max_batch {
+        return Err(BrokerError::invalid(
+            "messages",
+            format!(
+                "holds {} messages, over the batch limit of {}",
+                request.messages.len(),
+                limits.max_batch
+            ),
+        ));
+    }
+    let messages = request
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| outgoing_message(i, message, limits))
+        .collect::<BrokerResult<_>>()?;
+    let trim = request
+        .trim
+        .as_ref()
+        .map(|policy| trim_policy("trim", policy))
+        .transpose()?;
+    Ok((stream, messages, trim))
+}
+
+fn outgoing_message(
+    index: usize,
+    message: pb::OutgoingMessage,
+    limits: &Limits,
+) -> BrokerResult<NewMessage> {
+    let field = |suffix: &str| format!("messages[{index}]{suffix}");
+    let id = parse(&field(".id"), &message.id)?;
+    if message.fields.is_empty() {
+        return Err(BrokerError::invalid(
+            field(".fields"),
+            "must hold at least one field (Redis stores no empty entries)",
+        ));
+    }
+    if message.fields.len() > limits.max_fields {
+        return Err(BrokerError::invalid(
+            field(".fields"),
+            format!(
+                "holds {} fields, over the limit of {}",
+                message.fields.len(),
+                limits.max_fields
+            ),
+        ));
+    }
+    let size: usize = message
+        .fields
+        .iter()
+        .map(|f| f.name.len() + f.value.len())
+        .sum();
+    if size > limits.max_message_bytes {
+        return Err(BrokerError::invalid(
+            field(""),
+            format!(
+                "is {size} bytes, over the limit of {}",
+                limits.max_message_bytes
+            ),
+        ));
+    }
+    let fields = message
+        .fields
+        .into_iter()
+        .enumerate()
+        .map(|(j, f)| {
+            if f.name.is_empty() {
+                return Err(BrokerError::invalid(
+                    field(&format!(".fields[{j}].name")),
+                    "must not be empty",
+                ));
+            }
+            Ok(Field {
+                name: f.name,
+                value: f.value,
+            })
+        })
+        .collect::<BrokerResult<_>>()?;
+    Ok(NewMessage { id, fields })
+}
+
+/// A Subscribe request, with the consumer name generated when left empty.
+pub fn subscription(
+    request: pb::SubscribeRequest,
+    limits: &Limits,
+) -> BrokerResult<SubscriptionSpec> {
+    if request.streams.is_empty() {
+        return Err(BrokerError::invalid(
+            "streams",
+            "must name at least one stream",
+        ));
+    }
+    if request.streams.len() > limits.max_subscribe_streams {
+        return Err(BrokerError::invalid(
+            "streams",
+            format!(
+                "names {} streams, over the limit of {}",
+                request.streams.len(),
+                limits.max_subscribe_streams
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut streams = Vec::with_capacity(request.streams.len());
+    for (i, start) in request.streams.iter().enumerate() {
+        let stream = name(&format!("streams[{i}].stream"), &start.stream, limits)?;
+        if !seen.insert(stream.clone()) {
+            return Err(BrokerError::invalid(
+                format!("streams[{i}].stream"),
+                format!("`{stream}` is listed twice"),
+            ));
+        }
+        streams.push(stream);
+    }
+    let batch_size = count(
+        "batch_size",
+        request.batch_size,
+        limits.default_batch_size,
+        limits,
+    )?;
+    let mode = if request.group.is_empty() {
+        // Group-only options without a group are a mistake worth naming, not ignoring.
+        let group_only = [
+            ("consumer", !request.consumer.is_empty()),
+            ("create_group", request.create_group),
+            ("group_start_id", !request.group_start_id.is_empty()),
+            ("no_ack", request.no_ack),
+        ];
+        if let Some((field, _)) = group_only.iter().find(|(_, set)| *set) {
+            return Err(BrokerError::invalid(
+                *field,
+                "only applies in group mode; set `group` too",
+            ));
+        }
+        let starts = request
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse::<StartId>(&format!("streams[{i}].after_id"), &s.after_id))
+            .collect::<BrokerResult<_>>()?;
+        Mode::Tail(starts)
+    } else {
+        let group = name("group", &request.group, limits)?;
+        if let Some(i) = request.streams.iter().position(|s| !s.after_id.is_empty()) {
+            return Err(BrokerError::invalid(
+                format!("streams[{i}].after_id"),
+                "must be empty in group mode: the group's position decides where reading starts",
+            ));
+        }
+        if !request.create_group && !request.group_start_id.is_empty() {
+            return Err(BrokerError::invalid(
+                "group_start_id",
+                "only applies with `create_group`",
+            ));
+        }
+        let consumer = if request.consumer.is_empty() {
+            generate_consumer_name()
+        } else {
+            name("consumer", &request.consumer, limits)?
+        };
+        let create_from = request
+            .create_group
+            .then(|| parse::<StartId>("group_start_id", &request.group_start_id))
+            .transpose()?;
+        Mode::Group(GroupMembership {
+            group,
+            consumer,
+            create_from,
+            no_ack: request.no_ack,
+        })
+    };
+    Ok(SubscriptionSpec {
+        streams,
+        mode,
+        batch_size,
+    })
+}
+
+/// Claim options from a Claim request.
+pub fn claim_options(request: &pb::ClaimRequest, limits: &Limits) -> BrokerResult<ClaimOptions> {
+    Ok(ClaimOptions {
+        min_idle_ms: request.min_idle_ms,
+        ids: ids("ids", &request.ids, limits)?,
+        idle_ms: request.idle_ms,
+        time_ms: request.time_ms,
+        retry_count: request.retry_count,
+        force: request.force,
+        just_id: request.just_id,
+    })
+}
+
+/// Ids as text, in order.
+pub fn id_strings(ids: &[EntryId]) -> Vec<String> {
+    ids.iter().map(EntryId::to_string).collect()
+}
+
+impl From<Field> for pb::Field {
+    fn from(field: Field) -> Self {
+        Self {
+            name: field.name,
+            value: field.value,
+        }
+    }
+}
+
+impl From<Entry> for pb::Entry {
+    fn from(entry: Entry) -> Self {
+        Self {
+            id: entry.id.to_string(),
+            fields: entry.fields.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<Delivery> for pb::ReceivedMessage {
+    fn from(delivery: Delivery) -> Self {
+        Self {
+            stream: delivery.stream,
+            id: delivery.entry.id.to_string(),
+            fields: delivery.entry.fields.into_iter().map(Into::into).collect(),
+            delivery_count: delivery.delivery_count,
+        }
+    }
+}
+
+impl From<Event> for pb::SubscribeResponse {
+    fn from(event: Event) -> Self {
+        use pb::subscribe_response::Event as Kind;
+        let event = match event {
+            Event::Started { consumer, streams } => {
+                Kind::Started(pb::SubscriptionStarted { consumer, streams })
+            }
+            Event::Message(delivery) => Kind::Message(delivery.into()),
+        };
+        Self { event: Some(event) }
+    }
+}
+
+impl From<StreamInfo> for pb::StreamInfo {
+    fn from(info: StreamInfo) -> Self {
+        Self {
+            length: info.length,
+            radix_tree_keys: info.radix_tree_keys,
+            radix_tree_nodes: info.radix_tree_nodes,
+            groups: info.groups,
+            last_generated_id: info.last_generated_id,
+            max_deleted_entry_id: info.max_deleted_entry_id,
+            entries_added: info.entries_added,
+            first_entry: info.first_entry.map(Into::into),
+            last_entry: info.last_entry.map(Into::into),
+            recorded_first_entry_id: info.recorded_first_entry_id,
+        }
+    }
+}
+
+impl From<GroupInfo> for pb::GroupInfo {
+    fn from(info: GroupInfo) -> Self {
+        Self {
+            name: info.name,
+            consumers: info.consumers,
+            pending: info.pending,
+            last_delivered_id: info.last_delivered_id,
+            entries_read: info.entries_read,
+            lag: info.lag,
+        }
+    }
+}
+
+impl From<ConsumerInfo> for pb::ConsumerInfo {
+    fn from(info: ConsumerInfo) -> Self {
+        Self {
+            name: info.name,
+            pending: info.pending,
+            idle_ms: info.idle_ms,
+        }
+    }
+}
+
+impl From<PendingSummary> for pb::PendingSummary {
+    fn from(summary: PendingSummary) -> Self {
+        let (min_id, max_id) = summary
+            .bounds
+            .map(|(min, max)| (min.to_string(), max.to_string()))
+            .unwrap_or_default();
+        Self {
+            count: summary.count,
+            min_id,
+            max_id,
+            consumers: summary
+                .consumers
+                .into_iter()
+                .map(|(consumer, pending)| pb::ConsumerPendingCount { consumer, pending })
+                .collect(),
+        }
+    }
+}
+
+impl From<PendingEntry> for pb::PendingEntry {
+    fn from(entry: PendingEntry) -> Self {
+        Self {
+            id: entry.id.to_string(),
+            consumer: entry.consumer,
+            idle_ms: entry.idle_ms,
+            delivery_count: entry.delivery_count,
+        }
+    }
+}
+
+impl From<AutoClaimed> for pb::AutoClaimResponse {
+    fn from(result: AutoClaimed) -> Self {
+        Self {
+            next_start_id: result.next_start.to_string(),
+            claimed_ids: id_strings(&result.claimed.ids),
+            messages: result.claimed.entries.into_iter().map(Into::into).collect(),
+            deleted_ids: id_strings(&result.deleted_ids),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use clap::Parser;
+    use tonic::Code;
+
+    use super::*;
+    use crate::config::ServeConfig;
+
+    fn limits() -> Limits {
+        ServeConfig::parse_from(["serve"]).limits
+    }
+
+    fn status_of<T: std::fmt::Debug>(result: BrokerResult<T>) -> tonic::Status {
+        tonic::Status::from(result.unwrap_err())
+    }
+
+    fn message(fields: &[(&str, &str)]) -> pb::OutgoingMessage {
+        pb::OutgoingMessage {
+            id: String::new(),
+            fields: fields
+                .iter()
+                .map(|(n, v)| pb::Field {
+                    name: (*n).into(),
+                    value: Bytes::from(v.to_string()),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn produce_errors_name_the_field() {
+        let request = |stream: &str, messages| pb::ProduceRequest {
+            stream: stream.into(),
+            messages,
+            trim: None,
+            require_existing_stream: false,
+        };
+        let cases = [
+            (
+                request("", vec![message(&[("a", "1")])]),
+                "invalid stream: must not be empty",
+            ),
+            (request("s", vec![]), "invalid messages:"),
+            (
+                request("s", vec![message(&[("a", "1")]), message(&[])]),
+                "invalid messages[1].fields:",
+            ),
+            (
+                request("s", vec![message(&[("", "1")])]),
+                "invalid messages[0].fields[0].name:",
+            ),
+        ];
+        for (req, expected) in cases {
+            let status = status_of(produce(req, &limits()));
+            assert_eq!(status.code(), Code::InvalidArgument);
+            assert!(
+                status.message().starts_with(expected),
+                "{} !~ {expected}",
+                status.message()
+            );
+        }
+        let mut bad_id = message(&[("a", "1")]);
+        bad_id.id = "1-x".into();
+        let status = status_of(produce(request("s", vec![bad_id]), &limits()));
+        assert!(
+            status
+                .message()
+                .starts_with("invalid messages[0].id: `1-x`"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn size_limits_are_enforced() {
+        let mut limits = limits();
+        limits.max_message_bytes = 10;
+        limits.max_batch = 2;
+        let req = |n: usize, value: &str| pb::ProduceRequest {
+            stream: "s".into(),
+            messages: (0..n).map(|_| message(&[("f", value)])).collect(),
+            trim: None,
+            require_existing_stream: false,
+        };
+        assert!(produce(req(2, "123456789"), &limits).is_ok());
+        assert!(
+            status_of(produce(req(1, "1234567890"), &limits))
+                .message()
+                .contains("over the limit of 10")
+        );
+        assert!(
+            status_of(produce(req(3, "1"), &limits))
+                .message()
+                .contains("batch limit of 2")
+        );
+    }
+
+    #[test]
+    fn trim_limit_needs_approximate() {
+        let policy = pb::TrimPolicy {
+            threshold: Some(pb::trim_policy::Threshold::MaxLen(5)),
+            approximate: false,
+            limit: 10,
+        };
+        let status = status_of(trim_policy("trim", &policy));
+        assert!(
+            status.message().starts_with("invalid trim.limit"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status_of(trim_policy("trim", &pb::TrimPolicy::default()))
+                .message()
+                .contains("max_len or min_id")
+        );
+    }
+
+    #[test]
+    fn subscribe_requests_are_checked() {
+        let start = |stream: &str, after: &str| pb::StreamStart {
+            stream: stream.into(),
+            after_id: after.into(),
+        };
+        let tail = pb::SubscribeRequest {
+            streams: vec![start("a", "0"), start("b", "")],
+            ..Default::default()
+        };
+        let spec = subscription(tail, &limits()).unwrap();
+        assert_eq!(
+            spec.mode,
+            Mode::Tail(vec![StartId::After(EntryId::ZERO), StartId::Latest])
+        );
+
+        let group = pb::SubscribeRequest {
+            streams: vec![start("a", "")],
+            group: "g".into(),
+            ..Default::default()
+        };
+        match subscription(group, &limits()).unwrap().mode {
+            Mode::Group(m) => assert!(m.consumer.starts_with("sg-")),
+            other => panic!("{other:?}"),
+        }
+
+        let bad = [
+            (pb::SubscribeRequest::default(), "invalid streams:"),
+            (
+                pb::SubscribeRequest {
+                    streams: vec![start("a", ""), start("a", "")],
+                    ..Default::default()
+                },
+                "invalid streams[1].stream",
+            ),
+            (
+                pb::SubscribeRequest {
+                    streams: vec![start("a", "abc")],
+                    ..Default::default()
+                },
+                "invalid streams[0].after_id",
+            ),
+            (
+                pb::SubscribeRequest {
+                    streams: vec![start("a", "")],
+                    consumer: "c".into(),
+                    ..Default::default()
+                },
+                "invalid consumer",
+            ),
+            (
+                pb::SubscribeRequest {
+                    streams: vec![start("a", "0")],
+                    group: "g".into(),
+                    ..Default::default()
+                },
+                "invalid streams[0].after_id",
+            ),
+            (
+                pb::SubscribeRequest {
+                    streams: vec![start("a", "")],
+                    batch_size: 1_000_000,
+                    ..Default::default()
+                },
+                "invalid batch_size",
+            ),
+        ];
+        for (req, expected) in bad {
+            let status = status_of(subscription(req, &limits()));
+            assert!(
+                status.message().starts_with(expected),
+                "{} !~ {expected}",
+                status.message()
+            );
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The gRPC layer: generated code, conversions, and one file per service.
+//!
+//! Each handler has the same rhythm: take the request, validate and convert it
+//! ([`convert`]), call the store or the subscription pump, convert the answer. Errors become
+//! statuses through `From<BrokerError> for Status` in [`crate::error`], nowhere else.
+
+pub mod admin;
+pub mod broker;
+pub mod convert;
+
+/// Code generated from `proto/streamgate/v1/*.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("streamgate.v1");
+
+    /// The encoded descriptors of our protos, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("streamgate_descriptor");
+}

@@ -1,0 +1,25 @@
+//! streamgate: a gRPC message broker that puts Redis Streams behind a typed API.
+//!
+//! # Layout
+//! - [`config`]: the command line and environment (`streamgate serve --help`).
+//! - [`server`]: binds the services, health and reflection together and drains on shutdown.
+//! - [`grpc`]: one file per service; each handler validates and converts the request
+//!   ([`grpc::convert`]), calls the store or the subscription pump, and converts the answer.
+//! - [`subscription`]: the Subscribe pump, which turns reads into a response stream and stops
+//!   when the client leaves or the server shuts down.
+//! - [`store`]: the only code that talks to Redis, behind the [`store::Store`] trait.
+//! - [`model`]: domain types (ids, entries, trim policies) shared by all of the above.
+//! - [`error`]: the broker's error type and its single mapping to gRPC status codes.
+//!
+//! A Produce call travels `grpc::broker` → `grpc::convert` (validation) → `Store::append` →
+//! one pipelined round trip to Redis → ids back; a Subscribe call starts a task in
+//! `subscription` that reads through the same `Store` and feeds a bounded channel that tonic
+//! drains into the response stream.
+
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod subscription;

@@ -1,0 +1,79 @@
+//! The `streamgate` binary: parse the command line, set up logging, bind, and run until a
+//! signal asks it to stop.
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use streamgate::config::{Cli, Command, LogFormat, ServeConfig, redact_url};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(config) => serve(config).await,
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    init_tracing(config.log_format, &config.log)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        redis = %redact_url(&config.redis_url),
+        version = env!("CARGO_PKG_VERSION"),
+        "streamgate listening"
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    streamgate::server::run(listener, config, shutdown).await?;
+    tracing::info!("streamgate stopped");
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_new(filter).with_context(|| format!("invalid --log filter `{filter}`"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT, saying which.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let signal = wait_for_signal().await;
+    tracing::info!(signal, "shutdown requested");
+    shutdown.cancel();
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "ctrl-c"
+}

@@ -1,0 +1,261 @@
+//! Wires the services, health and reflection into one tonic server, and shuts it down in order.
+//!
+//! The caller binds the listener and owns the shutdown token, so tests bind `127.0.0.1:0`, start
+//! [`Broker::serve`] in a task, and stop it by cancelling their token.
+//!
+//! Shutdown order, once the token is cancelled:
+//! 1. health turns NOT_SERVING for every service name, so load balancers stop sending;
+//! 2. open Subscribe streams end with UNAVAILABLE (clients reconnect elsewhere);
+//! 3. tonic stops accepting and lets in-flight unary calls (Produce, Ack...) finish;
+//! 4. after `--drain-timeout`, whatever is still open (say a client watching Health/Watch,
+//!    which never lets go by itself) is closed anyway and `serve` returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::ServeConfig;
+use crate::grpc::admin::AdminService;
+use crate::grpc::broker::BrokerService;
+use crate::grpc::pb;
+use crate::store::{RedisStore, RedisStoreConfig, Store, StoreError};
+use crate::subscription::Subscriptions;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be set up (a malformed Redis URL, say).
+    #[error("cannot set up the store: {0}")]
+    Store(#[from] StoreError),
+    /// Reflection could not load our descriptors (a build problem).
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The health service names streamgate reports on: the whole server (`""`) and each service.
+pub const HEALTH_SERVICE_NAMES: [&str; 3] = [
+    "",
+    pb::broker_server::SERVICE_NAME,
+    pb::admin_server::SERVICE_NAME,
+];
+
+/// A broker ready to serve: its store and the counters tests and operators look at.
+pub struct Broker {
+    config: ServeConfig,
+    store: RedisStore,
+    subscriptions_shutdown: CancellationToken,
+    tracker: TaskTracker,
+    subscriptions: Subscriptions<RedisStore>,
+}
+
+impl Broker {
+    /// Sets up the store (lazily: Redis may still be down) from `config`.
+    pub fn new(config: ServeConfig) -> Result<Self, ServeError> {
+        let store = RedisStore::new(RedisStoreConfig {
+            url: config.redis_url.clone(),
+            pool_size: config.redis_pool_size,
+            response_timeout: config.redis_timeout,
+            connect_timeout: config.redis_connect_timeout,
+            watch_block: config.watch_block,
+        })?;
+        let subscriptions_shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let subscriptions = Subscriptions::new(
+            store.clone(),
+            subscriptions_shutdown.clone(),
+            tracker.clone(),
+            config.idle_recheck,
+        );
+        Ok(Self {
+            config,
+            store,
+            subscriptions_shutdown,
+            tracker,
+            subscriptions,
+        })
+    }
+
+    /// Subscriptions whose pump is running.
+    pub fn open_subscriptions(&self) -> usize {
+        self.subscriptions.open_count()
+    }
+
+    /// A cheap handle for reading [`open_subscriptions`](Self::open_subscriptions) and the
+    /// wake-up registry from outside while the broker serves.
+    pub fn stats(&self) -> BrokerStats {
+        BrokerStats {
+            subscriptions: self.subscriptions.clone(),
+            store: self.store.clone(),
+        }
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then drains (see the module docs).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
+        let limits = Arc::new(self.config.limits.clone());
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        set_health(&reporter, ServingStatus::NotServing).await;
+
+        let background = CancellationToken::new();
+        let health_task = tokio::spawn(report_health(
+            self.store.clone(),
+            reporter.clone(),
+            self.config.health_interval,
+            background.clone(),
+        ));
+        let watcher_task = tokio::spawn(self.store.clone().run_watcher(background.clone()));
+
+        let broker = pb::broker_server::BrokerServer::new(BrokerService::new(
+            self.store.clone(),
+            self.subscriptions.clone(),
+            limits.clone(),
+        ))
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_request_bytes);
+        let admin = pb::admin_server::AdminServer::new(AdminService::new(
+            self.store.clone(),
+            limits.clone(),
+        ))
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_request_bytes);
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        // Both versions: some clients (Python's grpcio-reflection among them) still ask v1alpha.
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let drain = {
+            let shutdown = shutdown.clone();
+            let reporter = reporter.clone();
+            let background = background.clone();
+            let subscriptions = self.subscriptions_shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                background.cancel();
+                let _ = health_task.await;
+                set_health(&reporter, ServingStatus::NotServing).await;
+                tracing::info!("health is NOT_SERVING; ending subscriptions and draining calls");
+                subscriptions.cancel();
+            }
+        };
+        let keepalive = |d: Duration| (!d.is_zero()).then_some(d);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = Server::builder()
+            .http2_keepalive_interval(keepalive(self.config.http2_keepalive_interval))
+            .http2_keepalive_timeout(keepalive(self.config.http2_keepalive_timeout))
+            .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(broker)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(incoming, drain);
+
+        let drain_timeout = self.config.drain_timeout;
+        let result = tokio::select! {
+            result = server => result.map_err(ServeError::from),
+            () = async { shutdown.cancelled().await; tokio::time::sleep(drain_timeout).await } => {
+                tracing::warn!(?drain_timeout, "drain timeout reached; closing the connections still open");
+                Ok(())
+            }
+        };
+        // Whatever ended the server, nothing of ours outlives it.
+        background.cancel();
+        self.subscriptions_shutdown.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        let _ = watcher_task.await;
+        result
+    }
+}
+
+/// Read-only view of a serving broker.
+#[derive(Clone)]
+pub struct BrokerStats {
+    subscriptions: Subscriptions<RedisStore>,
+    store: RedisStore,
+}
+
+impl BrokerStats {
+    /// Subscriptions whose pump is running.
+    pub fn open_subscriptions(&self) -> usize {
+        self.subscriptions.open_count()
+    }
+
+    /// Subscriptions registered for wake-ups (each one counted once per stream it reads).
+    pub fn waiting_registrations(&self) -> usize {
+        self.store.wakeups().watcher_count()
+    }
+}
+
+/// Sets up a [`Broker`] from `config` and serves it; what `streamgate serve` runs.
+pub async fn run(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    Broker::new(config)?.serve(listener, shutdown).await
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for name in HEALTH_SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Pings the store every `interval` and reports SERVING while it answers.
+async fn report_health<S: Store>(
+    store: S,
+    reporter: HealthReporter,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut serving = None;
+    loop {
+        let ping = tokio::select! {
+            _ = stop.cancelled() => return,
+            ping = tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()) => ping,
+        };
+        let error = match ping {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(_) => Some("ping timed out".to_owned()),
+        };
+        let now_serving = error.is_none();
+        if serving != Some(now_serving) {
+            match &error {
+                None => tracing::info!("redis answers; health is SERVING"),
+                Some(error) => {
+                    tracing::warn!(%error, "redis does not answer; health is NOT_SERVING")
+                }
+            }
+            let status = if now_serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&reporter, status).await;
+            serving = Some(now_serving);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The only layer that holds stream data: a narrow [`Store`] interface over Redis Streams.
+//!
+//! The gRPC layer and the subscription pump speak domain types ([`crate::model`]) to a `Store`
+//! and never see a Redis reply or connection. [`RedisStore`] implements it today; an embedded
+//! in-memory store can implement the same trait without the layers above changing.
+//!
+//! Subscriptions never block on Redis: they read without `BLOCK` and, when a read comes back
+//! empty, wait on a [`StreamWatch`] from the shared [`Wakeups`] registry. Appends through this
+//! broker wake the watchers at once; a store-specific watcher (for Redis, one blocked `XREAD`
+//! on one dedicated connection for all watched streams) covers entries written by anyone else.
+
+mod redis_store;
+mod wakeups;
+
+use std::future::Future;
+
+pub use redis_store::{RedisStore, RedisStoreConfig};
+pub use wakeups::{StreamWatch, Wakeups};
+
+use crate::model::{
+    AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo, IdRange,
+    NewMessage, PendingEntry, PendingQuery, PendingSummary, StartId, StreamInfo, TrimPolicy,
+};
+
+/// A store failure, classified by what the caller can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// NOGROUP: the group (or the stream holding it) does not exist.
+    #[error("consumer group `{group}` does not exist on stream `{stream}`")]
+    NoSuchGroup {
+        /// Stream named by the request.
+        stream: String,
+        /// Group named by the request.
+        group: String,
+    },
+    /// The stream does not exist, for a command that needs it to.
+    #[error("stream `{stream}` does not exist")]
+    NoSuchStream {
+        /// Stream named by the request.
+        stream: String,
+    },
+    /// BUSYGROUP: the group exists already.
+    #[error("consumer group `{group}` already exists on stream `{stream}`")]
+    GroupExists {
+        /// Stream named by the request.
+        stream: String,
+        /// Group named by the request.
+        group: String,
+    },
+    /// WRONGTYPE: the key holds something other than a stream.
+    #[error("key `{key}` exists and is not a stream")]
+    WrongType {
+        /// The key.
+        key: String,
+    },
+    /// An explicit XADD id not above the stream's last id.
+    #[error("the id given is equal to or smaller than the last id of stream `{stream}`")]
+    IdNotIncreasing {
+        /// Stream named by the request.
+        stream: String,
+    },
+    /// Redis refused the request for a reason of the request's own (syntax, arguments).
+    #[error("redis refused the request: {0}")]
+    Rejected(String),
+    /// Redis is unreachable, not ready, or too slow; retrying may succeed.
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+    /// A reply of a shape we do not understand.
+    #[error("unexpected reply from redis: {0}")]
+    Unexpected(String),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where a group read starts on one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupCursor {
+    /// `>`: entries never delivered to the group.
+    New,
+    /// This consumer's own pending entries with ids above this one.
+    PendingAfter(EntryId),
+}
+
+/// An entry read by a group consumer. `fields` is `None` when the entry is still pending but was
+/// deleted or trimmed from the stream: there is nothing left to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    /// Entry id.
+    pub id: EntryId,
+    /// Fields, or `None` if the entry no longer exists.
+    pub fields: Option<Vec<Field>>,
+}
+
+/// One page of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPage {
+    /// Stream names.
+    pub streams: Vec<String>,
+    /// Cursor for the next page; 0 when the listing is complete.
+    pub next_cursor: u64,
+}
+
+/// Everything streamgate needs from a stream store.
+///
+/// Every method takes plain domain values and returns a [`StoreError`]; no method blocks waiting
+/// for new data (use [`Store::watch`] for that), so a call never holds a connection for longer
+/// than one round trip.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Appends messages in order (one round trip) and returns their ids; wakes watchers.
+    fn append(
+        &self,
+        stream: &str,
+        messages: &[NewMessage],
+        trim: Option<TrimPolicy>,
+        require_existing_stream: bool,
+    ) -> impl Future<Output = StoreResult<Vec<EntryId>>> + Send;
+
+    /// XREAD without blocking: entries after each cursor, at most `count` per stream.
+    fn read(
+        &self,
+        streams: &[(String, EntryId)],
+        count: usize,
+    ) -> impl Future<Output = StoreResult<Vec<(String, Vec<Entry>)>>> + Send;
+
+    /// XREADGROUP without blocking, as `consumer` of `group`.
+    fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[(String, GroupCursor)],
+        count: usize,
+        no_ack: bool,
+    ) -> impl Future<Output = StoreResult<Vec<(String, Vec<GroupEntry>)>>> + Send;
+
+    /// The id of the newest entry, `None` for an empty or missing stream.
+    fn last_entry_id(
+        &self,
+        stream: &str,
+    ) -> impl Future<Output = StoreResult<Option<EntryId>>> + Send;
+
+    /// XACK; returns how many were pending.
+    fn ack(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// A handle that resolves when any of `streams` may have new entries.
+    fn watch(&self, streams: &[String]) -> StreamWatch;
+
+    /// A cheap round trip, for health checks.
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// One page of stream keys matching `pattern` (SCAN TYPE stream).
+    fn list_streams(
+        &self,
+        pattern: &str,
+        cursor: u64,
+        page_size: u32,
+    ) -> impl Future<Output = StoreResult<StreamPage>> + Send;
+
+    /// XINFO STREAM.
+    fn stream_info(&self, stream: &str) -> impl Future<Output = StoreResult<StreamInfo>> + Send;
+
+    /// XRANGE / XREVRANGE.
+    fn range(
+        &self,
+        stream: &str,
+        range: IdRange,
+        count: usize,
+        reverse: bool,
+    ) -> impl Future<Output = StoreResult<Vec<Entry>>> + Send;
+
+    /// XDEL; returns how many existed.
+    fn delete_entries(
+        &self,
+        stream: &str,
+        ids: &[EntryId],
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// XTRIM; returns how many were evicted.
+    fn trim(
+        &self,
+        stream: &str,
+        policy: TrimPolicy,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Deletes the key only if it is a stream.
+    fn delete_stream(&self, stream: &str) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// XGROUP CREATE.
+    fn create_group(
+        &self,
+        stream: &str,
+        group: &str,
+        start: StartId,
+        create_stream: bool,
+        entries_read: Option<i64>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// XGROUP DESTROY; NoSuchGroup when it did not exist.
+    fn destroy_group(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// XGROUP SETID.
+    fn set_group_id(
+        &self,
+        stream: &str,
+        group: &str,
+        id: StartId,
+        entries_read: Option<i64>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// XINFO GROUPS.
+    fn groups(&self, stream: &str) -> impl Future<Output = StoreResult<Vec<GroupInfo>>> + Send;
+
+    /// XGROUP CREATECONSUMER; false when it existed.
+    fn create_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// XGROUP DELCONSUMER; returns the pending entries it dropped.
+    fn delete_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// XINFO CONSUMERS.
+    fn consumers(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ConsumerInfo>>> + Send;
+
+    /// XPENDING summary.
+    fn pending_summary(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> impl Future<Output = StoreResult<PendingSummary>> + Send;
+
+    /// XPENDING extended.
+    fn pending(
+        &self,
+        stream: &str,
+        group: &str,
+        query: &PendingQuery,
+    ) -> impl Future<Output = StoreResult<Vec<PendingEntry>>> + Send;
+
+    /// XCLAIM.
+    fn claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        options: &ClaimOptions,
+    ) -> impl Future<Output = StoreResult<Claimed>> + Send;
+
+    /// XAUTOCLAIM.
+    #[allow(clippy::too_many_arguments)]
+    fn auto_claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle_ms: u64,
+        start: EntryId,
+        count: usize,
+        just_id: bool,
+    ) -> impl Future<Output = StoreResult<AutoClaimed>> + Send;
+}
