@@ -250,14 +250,18 @@ impl Reader {
     async fn start<S: Store>(store: &S, spec: &SubscriptionSpec) -> BrokerResult<Self> {
         match &spec.mode {
             Mode::Group(membership) => {
-                if let Some(start) = membership.create_from {
-                    for stream in &spec.streams {
-                        match store
-                            .create_group(stream, &membership.group, start, true, None)
-                            .await
-                        {
-                            Ok(()) | Err(StoreError::GroupExists { .. }) => {}
-                            Err(err) => return Err(err.into()),
+                // Settled before `started`, so a missing group fails the call up front.
+                for stream in &spec.streams {
+                    let group = &membership.group;
+                    match membership.create_from {
+                        Some(start) => {
+                            match store.create_group(stream, group, start, true, None).await {
+                                Ok(()) | Err(StoreError::GroupExists { .. }) => {}
+                                Err(err) => return Err(err.into()),
+                            }
+                        }
+                        None => {
+                            store.pending_summary(stream, group).await?;
                         }
                     }
                 }

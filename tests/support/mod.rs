@@ -1,0 +1,437 @@
+//! Guards for the real processes integration tests run against: a `redis-server` of their own on
+//! an ephemeral loopback port, and the broker serving in-process on another.
+//!
+//! No mocks, no shared state: each test starts its own Redis, so tests can run in parallel and
+//! may kill and restart it at will. The machine's shared Redis on 6379 is never touched.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use streamgate::config::ServeConfig;
+use streamgate::grpc::pb;
+use streamgate::grpc::pb::admin_client::AdminClient;
+use streamgate::grpc::pb::broker_client::BrokerClient;
+use streamgate::server::{Broker, BrokerStats};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const INSTALL_HINT: &str = "redis-server was not found on PATH. Install it (Debian/Ubuntu: \
+`sudo apt-get install -y redis-server`, or run `scripts/setup-test-deps.sh`) and run the tests again.";
+
+/// A `redis-server` child process on a loopback port, killed on drop.
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+impl RedisServer {
+    /// Starts a fresh Redis with no persistence.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a fresh Redis with extra `redis-server` arguments.
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        let mut server = Self {
+            port: 0,
+            dir,
+            child: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        // Another process may take the port between our probe and redis's bind: retry afresh.
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!(
+            "redis-server did not start after 5 attempts; see {}",
+            server.log_path().display()
+        );
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// Spawns on `self.port` and waits until it answers PING; false if it died (port taken).
+    fn spawn(&mut self) -> bool {
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log_path())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(err) => panic!("cannot start redis-server: {err}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return false;
+                }
+            }
+            if self.answers_ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "redis-server on port {} did not answer within 10s",
+            self.port
+        );
+    }
+
+    fn answers_ping(&self) -> bool {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SIGKILLs the server (no chance to save or say goodbye).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: no persistence).
+    pub fn restart(&mut self) {
+        self.kill();
+        for _ in 0..50 {
+            if self.spawn() {
+                return;
+            }
+            // The old socket may linger for a moment.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server could not restart on port {}", self.port);
+    }
+
+    /// A direct connection, for checking what the broker did with plain Redis commands.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("direct redis connection")
+    }
+
+    /// Runs one command directly against this Redis.
+    pub async fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command
+            .query_async(&mut self.connection().await)
+            .await
+            .unwrap_or_else(|err| panic!("{args:?} failed: {err}"))
+    }
+
+    /// Connected clients, as CLIENT LIST sees them (this probe included).
+    pub async fn client_count(&self) -> usize {
+        let list: String = self.cmd(&["CLIENT", "LIST"]).await;
+        list.lines().count()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Never panic here: Drop also runs while a failed assertion unwinds.
+        self.kill();
+    }
+}
+
+/// The broker serving in-process on a loopback port, with clients connected to it.
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub broker: BrokerClient<Channel>,
+    pub admin: AdminClient<Channel>,
+    pub channel: Channel,
+    pub stats: BrokerStats,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), streamgate::server::ServeError>>>,
+}
+
+impl TestBroker {
+    /// A broker on `redis` with default settings (fast health checks).
+    pub async fn start(redis: &RedisServer) -> Self {
+        Self::start_with(redis, |_| {}).await
+    }
+
+    /// A broker on `redis` with settings adjusted by `configure`.
+    pub async fn start_with(redis: &RedisServer, configure: impl FnOnce(&mut ServeConfig)) -> Self {
+        let mut config = ServeConfig::for_redis(&redis.url());
+        config.health_interval = Duration::from_millis(200);
+        config.drain_timeout = Duration::from_secs(5);
+        configure(&mut config);
+        Self::start_config(config).await
+    }
+
+    /// A broker with exactly `config` (its `listen` is ignored: a free port is bound).
+    pub async fn start_config(config: ServeConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind broker");
+        let addr = listener.local_addr().expect("broker addr");
+        let broker = Broker::new(config).expect("broker set-up");
+        let stats = broker.stats();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(broker.serve(listener, shutdown.clone()));
+        // The listener is bound already, so connecting cannot race the server's start.
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to broker");
+        Self {
+            addr,
+            broker: BrokerClient::new(channel.clone()),
+            admin: AdminClient::new(channel.clone()),
+            channel,
+            stats,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Starts the graceful shutdown and waits for `serve` to return; returns how long it took.
+    pub async fn shutdown(&mut self) -> Duration {
+        let started = Instant::now();
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("serve task").expect("serve result");
+        }
+        started.elapsed()
+    }
+
+    /// Starts the graceful shutdown without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A field list from text pairs.
+pub fn fields(pairs: &[(&str, &str)]) -> Vec<pb::Field> {
+    pairs
+        .iter()
+        .map(|(name, value)| pb::Field {
+            name: (*name).to_owned(),
+            value: bytes::Bytes::copy_from_slice(value.as_bytes()),
+        })
+        .collect()
+}
+
+/// A Produce request of single-field messages `n=<i>` for each i in `range`.
+pub fn numbered(stream: &str, range: std::ops::Range<usize>) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        stream: stream.to_owned(),
+        messages: range
+            .map(|i| pb::OutgoingMessage {
+                id: String::new(),
+                fields: fields(&[("n", &i.to_string())]),
+            })
+            .collect(),
+        trim: None,
+        require_existing_stream: false,
+    }
+}
+
+/// Produces `n=<i>` messages and returns their ids.
+pub async fn produce_numbered(
+    broker: &mut BrokerClient<Channel>,
+    stream: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
+    broker
+        .produce(numbered(stream, range))
+        .await
+        .expect("produce")
+        .into_inner()
+        .ids
+}
+
+/// A Subscribe request over `streams` in `group` as `consumer` (create the group from `0`).
+pub fn group_request(streams: &[&str], group: &str, consumer: &str) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        streams: streams
+            .iter()
+            .map(|s| pb::StreamStart {
+                stream: (*s).to_owned(),
+                after_id: String::new(),
+            })
+            .collect(),
+        group: group.to_owned(),
+        consumer: consumer.to_owned(),
+        create_group: true,
+        group_start_id: "0".to_owned(),
+        batch_size: 0,
+        no_ack: false,
+    }
+}
+
+/// A tail Subscribe request starting after `after` on each stream.
+pub fn tail_request(streams: &[(&str, &str)]) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        streams: streams
+            .iter()
+            .map(|(s, after)| pb::StreamStart {
+                stream: (*s).to_owned(),
+                after_id: (*after).to_owned(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// An open Subscribe stream with helpers to read it with deadlines (a hung stream fails the
+/// test instead of hanging it).
+pub struct Subscription {
+    pub stream: tonic::Streaming<pb::SubscribeResponse>,
+    pub consumer: String,
+}
+
+/// How long a test waits for an item that should come.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+impl Subscription {
+    /// Opens the subscription and reads its `started` item.
+    pub async fn open(broker: &mut BrokerClient<Channel>, request: pb::SubscribeRequest) -> Self {
+        let mut stream = broker
+            .subscribe(request)
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let first = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("no `started` within the deadline")
+            .expect("stream failed before `started`")
+            .expect("stream ended before `started`");
+        match first.event {
+            Some(pb::subscribe_response::Event::Started(started)) => Self {
+                stream,
+                consumer: started.consumer,
+            },
+            other => panic!("first item was not `started`: {other:?}"),
+        }
+    }
+
+    /// The next message; fails the test on timeout, error or end.
+    pub async fn next(&mut self) -> pb::ReceivedMessage {
+        match tokio::time::timeout(WAIT, self.stream.message()).await {
+            Ok(Ok(Some(pb::SubscribeResponse {
+                event: Some(pb::subscribe_response::Event::Message(m)),
+            }))) => m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The next `n` messages.
+    pub async fn take(&mut self, n: usize) -> Vec<pb::ReceivedMessage> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.next().await);
+        }
+        out
+    }
+
+    /// Asserts nothing arrives for `quiet`.
+    pub async fn expect_quiet(&mut self, quiet: Duration) {
+        if let Ok(item) = tokio::time::timeout(quiet, self.stream.message()).await {
+            panic!("expected nothing, got {item:?}");
+        }
+    }
+
+    /// Reads until the stream ends with a status; fails on timeout or a clean end.
+    pub async fn final_status(&mut self) -> tonic::Status {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.message()).await {
+                Ok(Ok(Some(_))) => continue,
+                Ok(Err(status)) => return status,
+                Ok(Ok(None)) => panic!("stream ended without an error status"),
+                Err(_) => panic!("stream did not end within {WAIT:?}"),
+            }
+        }
+    }
+}
+
+/// The `n` field of a numbered message.
+pub fn number(message: &pb::ReceivedMessage) -> usize {
+    let field = message
+        .fields
+        .iter()
+        .find(|f| f.name == "n")
+        .expect("field n");
+    std::str::from_utf8(&field.value)
+        .expect("utf8")
+        .parse()
+        .expect("number")
+}
+
+/// Polls `check` until it holds or `WAIT` passes; for state that settles asynchronously.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
