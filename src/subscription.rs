@@ -278,11 +278,14 @@ impl Reader {
             Mode::Tail(starts) => {
                 let mut cursors = Vec::with_capacity(starts.len());
                 for (stream, start) in spec.streams.iter().zip(starts) {
+                    // Asked even for an explicit start: a key that is not a stream then fails
+                    // the call before `started`.
+                    let top = store.last_entry_id(stream).await?;
                     let after = match start {
                         StartId::After(id) => *id,
                         // `$` is pinned to a concrete id now, so that nothing written between
                         // two reads is skipped (XREAD with `$` would skip it).
-                        StartId::Latest => store.last_entry_id(stream).await?.unwrap_or_default(),
+                        StartId::Latest => top.unwrap_or_default(),
                     };
                     cursors.push((stream.clone(), after));
                 }
