@@ -386,3 +386,29 @@ async fn redis_down_is_unavailable_and_recovery_needs_no_restart() {
         .ids;
     assert_eq!(ids.len(), 1);
 }
+
+#[tokio::test]
+async fn a_wrong_redis_password_is_unavailable_and_says_why() {
+    let redis = RedisServer::start();
+    let _: () = redis.cmd(&["CONFIG", "SET", "requirepass", "right"]).await;
+    let mut broker = TestBroker::start_config(streamgate::config::ServeConfig::for_redis(
+        &format!("redis://:wrong@127.0.0.1:{}", redis.port()),
+    ))
+    .await;
+    let status = broker
+        .broker
+        .produce(numbered("s", 0..1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("authentication failed"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains("wrong@"),
+        "the URL leaked: {}",
+        status.message()
+    );
+}

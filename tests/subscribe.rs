@@ -59,9 +59,7 @@ async fn group_mode_delivers_then_ack_clears_pending() {
         .unwrap()
         .into_inner();
     assert_eq!(again.acknowledged, 0);
-    let left: (u64, String, String, Vec<(String, String)>) =
-        redis.cmd(&["XPENDING", "jobs", "workers"]).await;
-    assert_eq!(left.0, 4);
+    assert_eq!(redis.pending_count("jobs", "workers").await, 4);
 
     // New messages keep flowing to the live subscription.
     produce_numbered(&mut broker.broker, "jobs", 10..13).await;
@@ -162,13 +160,7 @@ async fn a_group_over_several_streams_and_no_ack_mode() {
     );
     assert!(got.iter().all(|m| m.delivery_count == 0));
     // NOACK: nothing pending.
-    let summary: (
-        u64,
-        Option<String>,
-        Option<String>,
-        Option<Vec<(String, String)>>,
-    ) = redis.cmd(&["XPENDING", "s1", "g"]).await;
-    assert_eq!(summary.0, 0);
+    assert_eq!(redis.pending_count("s1", "g").await, 0);
 }
 
 #[tokio::test]

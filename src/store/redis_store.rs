@@ -15,11 +15,11 @@
 //!   longer deadline (redis-rs 1.x would otherwise cut it after 500 ms).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bb8::{ManageConnection, Pool, RunError};
+use bb8::{ErrorSink, ManageConnection, Pool, RunError};
 use bb8_redis::RedisConnectionManager;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
@@ -61,6 +61,7 @@ struct Connection {
 struct Manager {
     inner: RedisConnectionManager,
     response_timeout: Duration,
+    connect_errors: ConnectErrors,
 }
 
 impl ManageConnection for Manager {
@@ -70,6 +71,7 @@ impl ManageConnection for Manager {
     async fn connect(&self) -> Result<Connection, RedisError> {
         let mut redis = self.inner.connect().await?;
         redis.set_response_timeout(self.response_timeout);
+        self.connect_errors.clear();
         Ok(Connection {
             redis,
             broken: Arc::default(),
@@ -146,12 +148,47 @@ fn classify(err: &RedisError, ctx: Ctx<'_>) -> StoreError {
     }
 }
 
-fn pool_error(err: RunError<RedisError>) -> StoreError {
-    match err {
-        RunError::User(err) => StoreError::Unavailable(err.to_string()),
-        RunError::TimedOut => {
-            StoreError::Unavailable("timed out waiting for a redis connection".into())
+/// Where bb8 reports failed connection attempts: logged, and kept so that a caller who timed
+/// out waiting for a connection learns why (bb8 itself only says "timed out").
+#[derive(Debug, Clone, Default)]
+struct ConnectErrors {
+    last: Arc<Mutex<Option<String>>>,
+}
+
+impl ConnectErrors {
+    fn last(&self) -> Option<String> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn clear(&self) {
+        if self
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .is_some()
+        {
+            tracing::info!("connected to redis again");
         }
+    }
+}
+
+impl ErrorSink<RedisError> for ConnectErrors {
+    fn sink(&self, error: RedisError) {
+        let error = error.to_string();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        // Once per distinct cause, not once per attempt.
+        if last.as_deref() != Some(error.as_str()) {
+            tracing::warn!(%error, "cannot connect to redis");
+        }
+        *last = Some(error);
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<RedisError>> {
+        Box::new(self.clone())
     }
 }
 
@@ -162,6 +199,7 @@ pub struct RedisStore {
     client: Client,
     config: Arc<RedisStoreConfig>,
     wakeups: Wakeups,
+    connect_errors: ConnectErrors,
 }
 
 impl RedisStore {
@@ -170,11 +208,7 @@ impl RedisStore {
     pub fn new(config: RedisStoreConfig) -> StoreResult<Self> {
         let client = Client::open(config.url.as_str())
             .map_err(|err| StoreError::Rejected(format!("invalid redis url: {err}")))?;
-        let manager = Manager {
-            inner: RedisConnectionManager::new(config.url.as_str())
-                .map_err(|err| StoreError::Rejected(format!("invalid redis url: {err}")))?,
-            response_timeout: config.response_timeout,
-        };
+        let connect_errors = ConnectErrors::default();
         let pool = Pool::builder()
             .max_size(config.pool_size)
             .min_idle(Some(0))
@@ -183,15 +217,19 @@ impl RedisStore {
             // Fail fast with Redis's own error instead of retrying until the timeout.
             .retry_connection(false)
             .connection_timeout(config.connect_timeout)
+            .error_sink(Box::new(connect_errors.clone()))
             .build_unchecked(Manager {
-                inner: manager.inner,
-                response_timeout: manager.response_timeout,
+                inner: RedisConnectionManager::new(config.url.as_str())
+                    .map_err(|err| StoreError::Rejected(format!("invalid redis url: {err}")))?,
+                response_timeout: config.response_timeout,
+                connect_errors: connect_errors.clone(),
             });
         Ok(Self {
             pool,
             client,
             config: Arc::new(config),
             wakeups: Wakeups::default(),
+            connect_errors,
         })
     }
 
@@ -205,7 +243,7 @@ impl RedisStore {
         // Each broken connection we meet is dropped, which makes bb8 discard it; after at most
         // pool-size of them we get a fresh one.
         for _ in 0..=self.config.pool_size {
-            let pooled = self.pool.get().await.map_err(pool_error)?;
+            let pooled = self.pool.get().await.map_err(|err| self.pool_error(err))?;
             if !pooled.broken.load(Ordering::Relaxed) {
                 return Ok(pooled.clone());
             }
@@ -213,6 +251,16 @@ impl RedisStore {
         Err(StoreError::Unavailable(
             "no healthy redis connection".into(),
         ))
+    }
+
+    fn pool_error(&self, err: RunError<RedisError>) -> StoreError {
+        match err {
+            RunError::User(err) => StoreError::Unavailable(err.to_string()),
+            RunError::TimedOut => StoreError::Unavailable(match self.connect_errors.last() {
+                Some(cause) => format!("no redis connection could be made ({cause})"),
+                None => "timed out waiting for a redis connection".into(),
+            }),
+        }
     }
 
     async fn query<T: FromRedisValue>(&self, command: &Cmd, ctx: Ctx<'_>) -> StoreResult<T> {

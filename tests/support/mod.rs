@@ -98,11 +98,11 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.child = None;
-                    return false;
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.child = None;
+                return false;
             }
             if self.answers_ping() {
                 return true;
@@ -172,6 +172,15 @@ impl RedisServer {
             .query_async(&mut self.connection().await)
             .await
             .unwrap_or_else(|err| panic!("{args:?} failed: {err}"))
+    }
+
+    /// How many entries of `group` on `stream` are pending, as XPENDING reports it.
+    pub async fn pending_count(&self, stream: &str, group: &str) -> u64 {
+        let summary: Vec<redis::Value> = self.cmd(&["XPENDING", stream, group]).await;
+        match summary.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            other => panic!("unexpected XPENDING reply {other:?}"),
+        }
     }
 
     /// Connected clients, as CLIENT LIST sees them (this probe included).

@@ -1,0 +1,175 @@
+//! The broker seen from outside Rust's test harness: the real binary under signals, and a
+//! Python client that knows nothing but what reflection tells it (as grpcurl would).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The Python that has the test packages: `STREAMGATE_TEST_PYTHON`, else the repo's `.venv`,
+/// else `python3`.
+fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("STREAMGATE_TEST_PYTHON") {
+        return python.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+#[tokio::test]
+async fn a_python_client_round_trips_through_reflection_alone() {
+    let python = python();
+    let probe = Command::new(&python)
+        .args(["-c", "import grpc, grpc_reflection, google.protobuf"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        other => panic!(
+            "{} lacks the test's Python packages ({other:?}). Install them with \
+             `scripts/setup-test-deps.sh` (or: python3 -m venv .venv && \
+             .venv/bin/pip install -r tests/python/requirements.txt)",
+            python.display()
+        ),
+    }
+    let redis = RedisServer::start();
+    let broker = TestBroker::start(&redis).await;
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/reflection_roundtrip.py");
+    let addr = broker.addr.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(addr).output())
+            .await
+            .unwrap()
+            .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"ok\": true"), "{stdout}");
+    // What Python acknowledged is really settled in Redis.
+    assert_eq!(redis.pending_count("py-orders", "py-workers").await, 0);
+}
+
+#[test]
+fn help_documents_every_flag_with_its_environment_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    for flag in [
+        "--listen",
+        "--redis-url",
+        "--redis-pool-size",
+        "--redis-timeout",
+        "--drain-timeout",
+        "--log-format",
+        "--max-batch",
+        "--max-message-bytes",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    assert!(
+        help.contains("STREAMGATE_LISTEN") && help.contains("STREAMGATE_REDIS_URL"),
+        "{help}"
+    );
+    let top = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&top.stdout).contains("serve"));
+}
+
+#[tokio::test]
+async fn the_binary_serves_then_drains_on_sigterm_without_leaking_the_password() {
+    let redis = RedisServer::start();
+    let _: () = redis
+        .cmd(&["CONFIG", "SET", "requirepass", "s3cret-pw"])
+        .await;
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--drain-timeout",
+            "3s",
+        ])
+        .env("STREAMGATE_REDIS_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start streamgate");
+    // Read the log on a thread; the first line tells the bound address.
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let listening = loop {
+        let line = lines.recv_timeout(WAIT).expect("no 'listening' log line");
+        log.push(line.clone());
+        if line.contains("streamgate listening") {
+            break line;
+        }
+    };
+    let record: serde_json::Value = serde_json::from_str(&listening).expect("JSON log line");
+    let addr = record["listen"].as_str().expect("listen field").to_owned();
+
+    // It really serves.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = streamgate::grpc::pb::broker_client::BrokerClient::new(channel);
+    let ids = produce_numbered(&mut client, "bin", 0..3).await;
+    assert_eq!(ids.len(), 3);
+    let mut sub = Subscription::open(&mut client, tail_request(&[("bin", "0")])).await;
+    assert_eq!(sub.take(3).await.len(), 3);
+
+    let started = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = sub.final_status().await;
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3) + WAIT,
+            "did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    log.extend(lines.try_iter());
+    let log = log.join("\n");
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(log.contains("streamgate stopped"), "{log}");
+    assert!(
+        !log.contains("s3cret-pw"),
+        "password leaked into logs:\n{log}"
+    );
+}
