@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test. Installs what the tests need first: redis-server (tests start their own on
+# free loopback ports; a Redis already on 6379 is never touched), and the Python client
+# packages for the polyglot test, in ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_build_tools
+ensure_rust
+ensure_redis
+if ! .venv/bin/python -c "import grpc, grpc_reflection" >/dev/null 2>&1; then
+  say "installing the Python test client's packages into .venv"
+  rm -rf .venv
+  python3 -m venv .venv 2>/dev/null || { apt_install python3-venv; python3 -m venv .venv; }
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+exec cargo test --all-targets "$@"
