@@ -33,3 +33,10 @@ ensure_redis() {
   say "installing redis-server"
   apt_install redis-server
 }
+
+# What both scripts need before cargo runs: a compiler, Rust, and redis-server.
+ensure_toolchain_and_redis() {
+  ensure_build_tools
+  ensure_rust
+  ensure_redis
+}

@@ -6,9 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_build_tools
-ensure_rust
-ensure_redis
+ensure_toolchain_and_redis
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   say "starting redis-server on 127.0.0.1:6379 (append-only file in ./.redis-data)"
   mkdir -p .redis-data

@@ -6,9 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_build_tools
-ensure_rust
-ensure_redis
+ensure_toolchain_and_redis
 if ! .venv/bin/python -c "import grpc, grpc_reflection" >/dev/null 2>&1; then
   say "installing the Python test client's packages into .venv"
   rm -rf .venv

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::error::{BrokerError, BrokerResult};
 use crate::model::{Delivery, Entry, EntryId, IdRange, PendingQuery, RangeBound, StartId};
-use crate::store::{GroupCursor, Store, StoreError};
+use crate::store::{GroupCursor, GroupEntry, Store, StoreError};
 
 /// What a subscription emits, in order: `Started` once, then messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,22 @@ pub struct GroupMembership {
     pub create_from: Option<StartId>,
     /// XREADGROUP NOACK.
     pub no_ack: bool,
+}
+
+impl GroupMembership {
+    /// One XREADGROUP as this consumer.
+    async fn read<S: Store>(
+        &self,
+        store: &S,
+        cursors: impl Iterator<Item = (String, GroupCursor)>,
+        count: usize,
+        no_ack: bool,
+    ) -> BrokerResult<Vec<(String, Vec<GroupEntry>)>> {
+        let cursors: Vec<_> = cursors.collect();
+        Ok(store
+            .read_group(&self.group, &self.consumer, &cursors, count, no_ack)
+            .await?)
+    }
 }
 
 /// A validated Subscribe request.
@@ -351,18 +367,9 @@ async fn read_new<S: Store>(
     streams: &[String],
     count: usize,
 ) -> BrokerResult<Vec<Delivery>> {
-    let cursors: Vec<_> = streams
-        .iter()
-        .map(|s| (s.clone(), GroupCursor::New))
-        .collect();
-    let batches = store
-        .read_group(
-            &membership.group,
-            &membership.consumer,
-            &cursors,
-            count,
-            membership.no_ack,
-        )
+    let cursors = streams.iter().map(|s| (s.clone(), GroupCursor::New));
+    let batches = membership
+        .read(store, cursors, count, membership.no_ack)
         .await?;
     let delivery_count = if membership.no_ack { 0 } else { 1 };
     Ok(batches
@@ -390,19 +397,11 @@ async fn replay_pending<S: Store>(
     replaying: &mut Vec<(String, EntryId)>,
     count: usize,
 ) -> BrokerResult<Vec<Delivery>> {
-    let cursors: Vec<_> = replaying
+    let cursors = replaying
         .iter()
-        .map(|(s, id)| (s.clone(), GroupCursor::PendingAfter(*id)))
-        .collect();
-    let batches = store
-        .read_group(
-            &membership.group,
-            &membership.consumer,
-            &cursors,
-            count,
-            false,
-        )
-        .await?;
+        .map(|(s, id)| (s.clone(), GroupCursor::PendingAfter(*id)));
+    // NOACK has no meaning for the history of a consumer's own pending entries.
+    let batches = membership.read(store, cursors, count, false).await?;
     let mut deliveries = Vec::new();
     let mut progressed: HashMap<String, EntryId> = HashMap::new();
     for (stream, entries) in batches {
