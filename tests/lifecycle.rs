@@ -284,3 +284,46 @@ async fn shutdown_flips_health_ends_streams_with_unavailable_and_lets_calls_fini
     );
     drop(watch);
 }
+
+/// Opens a subscription through a proxy, freezes the proxy, and reports whether the broker
+/// ended the subscription within `wait`.
+async fn half_open_client_is_noticed(keepalive: Duration, wait: Duration) -> bool {
+    let redis = RedisServer::start();
+    let broker = TestBroker::start_with(&redis, |c| {
+        c.http2_keepalive_interval = keepalive;
+        c.http2_keepalive_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let proxy = FreezableProxy::start(broker.addr).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", proxy.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::broker_client::BrokerClient::new(channel);
+    let _sub = Subscription::open(&mut client, group_request(&["s"], "g", "c")).await;
+    assert_eq!(broker.stats.open_subscriptions(), 1);
+
+    proxy.freeze();
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if broker.stats.open_subscriptions() == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_half_open_client_is_noticed_by_http2_keepalive() {
+    assert!(
+        half_open_client_is_noticed(Duration::from_millis(500), WAIT).await,
+        "the subscription of a vanished client was never ended"
+    );
+    // The control: without keepalive nothing notices, which is why it is on by default.
+    assert!(
+        !half_open_client_is_noticed(Duration::ZERO, Duration::from_secs(3)).await,
+        "ended without keepalive: this test would not show what keepalive does"
+    );
+}
