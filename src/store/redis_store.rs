@@ -14,7 +14,7 @@
 //!   it runs on a connection whose response timeout is disabled in favour of an explicit,
 //!   longer deadline (redis-rs 1.x would otherwise cut it after 500 ms).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -329,7 +329,7 @@ impl RedisStore {
             self.config.watch_block + self.config.response_timeout + Duration::from_secs(1);
         loop {
             additions.borrow_and_update();
-            let watched = self.wakeups.watched();
+            let watched: HashSet<String> = self.wakeups.watched().into_iter().collect();
             positions.retain(|stream, _| watched.contains(stream));
             let fresh: Vec<String> = watched
                 .iter()
