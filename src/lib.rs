@@ -7,6 +7,8 @@
 //!   ([`grpc::convert`]), calls the store or the subscription pump, and converts the answer.
 //! - [`subscription`]: the Subscribe pump, which turns reads into a response stream and stops
 //!   when the client leaves or the server shuts down.
+//! - [`reading`]: the reads Subscribe and Fetch share (group preparation, XREAD/XREADGROUP into
+//!   deliveries), so both keep the same promises.
 //! - [`store`]: the only code that talks to Redis, behind the [`store::Store`] trait.
 //! - [`model`]: domain types (ids, entries, trim policies) shared by all of the above.
 //! - [`error`]: the broker's error type and its single mapping to gRPC status codes.
@@ -20,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod model;
+pub mod reading;
 pub mod server;
 pub mod store;
 pub mod subscription;

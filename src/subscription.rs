@@ -11,20 +11,19 @@
 //! consumer that reconnects under the same name gets back what it had not acknowledged, then
 //! reads new entries (`>`). Tail mode reads `XREAD` from a cursor per stream.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::error::{BrokerError, BrokerResult};
-use crate::model::{Delivery, Entry, EntryId, IdRange, PendingQuery, RangeBound, StartId};
-use crate::store::{GroupCursor, GroupEntry, Store, StoreError};
+use crate::model::{Delivery, EntryId, StartId};
+use crate::reading::{self, GroupMembership};
+use crate::store::{GroupCursor, Store};
 
 /// What a subscription emits, in order: `Started` once, then messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,35 +48,6 @@ pub enum Mode {
     Tail(Vec<StartId>),
 }
 
-/// A subscription's place in a consumer group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupMembership {
-    /// Group name.
-    pub group: String,
-    /// Consumer name; never empty (see [`generate_consumer_name`]).
-    pub consumer: String,
-    /// Create the group where missing, starting here.
-    pub create_from: Option<StartId>,
-    /// XREADGROUP NOACK.
-    pub no_ack: bool,
-}
-
-impl GroupMembership {
-    /// One XREADGROUP as this consumer.
-    async fn read<S: Store>(
-        &self,
-        store: &S,
-        cursors: impl Iterator<Item = (String, GroupCursor)>,
-        count: usize,
-        no_ack: bool,
-    ) -> BrokerResult<Vec<(String, Vec<GroupEntry>)>> {
-        let cursors: Vec<_> = cursors.collect();
-        Ok(store
-            .read_group(&self.group, &self.consumer, &cursors, count, no_ack)
-            .await?)
-    }
-}
-
 /// A validated Subscribe request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionSpec {
@@ -87,11 +57,6 @@ pub struct SubscriptionSpec {
     pub mode: Mode,
     /// Messages per read.
     pub batch_size: usize,
-}
-
-/// A consumer name unlikely to collide: `sg-` and 16 hex digits.
-pub fn generate_consumer_name() -> String {
-    format!("sg-{:016x}", rand::rng().random::<u64>())
 }
 
 /// The receiving end of a subscription: the gRPC layer drains it.
@@ -266,21 +231,7 @@ impl Reader {
     async fn start<S: Store>(store: &S, spec: &SubscriptionSpec) -> BrokerResult<Self> {
         match &spec.mode {
             Mode::Group(membership) => {
-                // Settled before `started`, so a missing group fails the call up front.
-                for stream in &spec.streams {
-                    let group = &membership.group;
-                    match membership.create_from {
-                        Some(start) => {
-                            match store.create_group(stream, group, start, true, None).await {
-                                Ok(()) | Err(StoreError::GroupExists { .. }) => {}
-                                Err(err) => return Err(err.into()),
-                            }
-                        }
-                        None => {
-                            store.pending_summary(stream, group).await?;
-                        }
-                    }
-                }
+                reading::prepare_group(store, &spec.streams, membership).await?;
                 Ok(Self::Group {
                     membership: membership.clone(),
                     streams: spec.streams.clone(),
@@ -291,22 +242,9 @@ impl Reader {
                         .collect(),
                 })
             }
-            Mode::Tail(starts) => {
-                let mut cursors = Vec::with_capacity(starts.len());
-                for (stream, start) in spec.streams.iter().zip(starts) {
-                    // Asked even for an explicit start: a key that is not a stream then fails
-                    // the call before `started`.
-                    let top = store.last_entry_id(stream).await?;
-                    let after = match start {
-                        StartId::After(id) => *id,
-                        // `$` is pinned to a concrete id now, so that nothing written between
-                        // two reads is skipped (XREAD with `$` would skip it).
-                        StartId::Latest => top.unwrap_or_default(),
-                    };
-                    cursors.push((stream.clone(), after));
-                }
-                Ok(Self::Tail { cursors })
-            }
+            Mode::Tail(starts) => Ok(Self::Tail {
+                cursors: reading::resolve_starts(store, &spec.streams, starts).await?,
+            }),
         }
     }
 
@@ -324,136 +262,39 @@ impl Reader {
         count: usize,
     ) -> BrokerResult<Vec<Delivery>> {
         match self {
-            Self::Tail { cursors } => {
-                let batches = store.read(cursors, count).await?;
-                let mut deliveries = Vec::new();
-                for (stream, entries) in batches {
-                    if let (Some(last), Some(cursor)) = (
-                        entries.last(),
-                        cursors.iter_mut().find(|(s, _)| *s == stream),
-                    ) {
-                        cursor.1 = last.id;
-                    }
-                    deliveries.extend(entries.into_iter().map(|entry| Delivery {
-                        stream: stream.clone(),
-                        entry,
-                        delivery_count: 0,
-                    }));
-                }
-                Ok(deliveries)
-            }
+            Self::Tail { cursors } => reading::read_tail(store, cursors, count).await,
             Self::Group {
                 membership,
                 streams,
                 replaying,
             } => loop {
                 if replaying.is_empty() {
-                    return read_new(store, membership, streams, count).await;
+                    let cursors: Vec<_> = streams
+                        .iter()
+                        .map(|s| (s.clone(), GroupCursor::New))
+                        .collect();
+                    return Ok(reading::read_group(store, membership, &cursors, count)
+                        .await?
+                        .deliveries);
                 }
-                let deliveries = replay_pending(store, membership, replaying, count).await?;
+                let cursors: Vec<_> = replaying
+                    .iter()
+                    .map(|(s, id)| (s.clone(), GroupCursor::PendingAfter(*id)))
+                    .collect();
+                let batch = reading::read_group(store, membership, &cursors, count).await?;
+                // A stream with no page back has nothing left to replay.
+                replaying.retain_mut(|(stream, cursor)| match batch.last_ids.get(stream) {
+                    Some(last) => {
+                        *cursor = *last;
+                        true
+                    }
+                    None => false,
+                });
                 // A page made only of deleted entries yields nothing; read on rather than wait.
-                if !deliveries.is_empty() {
-                    return Ok(deliveries);
+                if !batch.deliveries.is_empty() {
+                    return Ok(batch.deliveries);
                 }
             },
         }
     }
-}
-
-/// `XREADGROUP ... >`: entries never delivered to the group.
-async fn read_new<S: Store>(
-    store: &S,
-    membership: &GroupMembership,
-    streams: &[String],
-    count: usize,
-) -> BrokerResult<Vec<Delivery>> {
-    let cursors = streams.iter().map(|s| (s.clone(), GroupCursor::New));
-    let batches = membership
-        .read(store, cursors, count, membership.no_ack)
-        .await?;
-    let delivery_count = if membership.no_ack { 0 } else { 1 };
-    Ok(batches
-        .into_iter()
-        .flat_map(|(stream, entries)| {
-            entries.into_iter().filter_map(move |e| {
-                Some(Delivery {
-                    stream: stream.clone(),
-                    entry: Entry {
-                        id: e.id,
-                        fields: e.fields?,
-                    },
-                    delivery_count,
-                })
-            })
-        })
-        .collect())
-}
-
-/// One page of the consumer's own pending entries, advancing `replaying` and dropping streams
-/// whose replay is complete. Entries deleted since delivery are skipped and logged.
-async fn replay_pending<S: Store>(
-    store: &S,
-    membership: &GroupMembership,
-    replaying: &mut Vec<(String, EntryId)>,
-    count: usize,
-) -> BrokerResult<Vec<Delivery>> {
-    let cursors = replaying
-        .iter()
-        .map(|(s, id)| (s.clone(), GroupCursor::PendingAfter(*id)));
-    // NOACK has no meaning for the history of a consumer's own pending entries.
-    let batches = membership.read(store, cursors, count, false).await?;
-    let mut deliveries = Vec::new();
-    let mut progressed: HashMap<String, EntryId> = HashMap::new();
-    for (stream, entries) in batches {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            continue;
-        };
-        progressed.insert(stream.clone(), last.id);
-        // Replayed reads bump the delivery count; XPENDING tells us by how much.
-        let query = PendingQuery {
-            range: IdRange {
-                min: RangeBound::Inclusive(first.id),
-                max: RangeBound::Inclusive(last.id),
-            },
-            count: entries.len() as u64,
-            consumer: Some(membership.consumer.clone()),
-            min_idle_ms: 0,
-        };
-        let counts: HashMap<EntryId, u64> = store
-            .pending(&stream, &membership.group, &query)
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p.delivery_count))
-            .collect();
-        let mut deleted = 0usize;
-        for entry in entries {
-            match entry.fields {
-                Some(fields) => deliveries.push(Delivery {
-                    stream: stream.clone(),
-                    delivery_count: counts.get(&entry.id).copied().unwrap_or(1),
-                    entry: Entry {
-                        id: entry.id,
-                        fields,
-                    },
-                }),
-                None => deleted += 1,
-            }
-        }
-        if deleted > 0 {
-            tracing::warn!(
-                stream = %stream,
-                deleted,
-                "pending entries were deleted or trimmed before being acknowledged; they cannot be delivered"
-            );
-        }
-    }
-    // A stream with no page back has nothing left to replay.
-    replaying.retain_mut(|(stream, cursor)| match progressed.get(stream) {
-        Some(last) => {
-            *cursor = *last;
-            true
-        }
-        None => false,
-    });
-    Ok(deliveries)
 }

@@ -15,7 +15,8 @@ use crate::model::{
     NewMessage, ParseIdError, PendingEntry, PendingSummary, RangeBound, StartId, StreamInfo,
     TrimPolicy, TrimThreshold,
 };
-use crate::subscription::{Event, GroupMembership, Mode, SubscriptionSpec, generate_consumer_name};
+use crate::reading::{GroupMembership, generate_consumer_name};
+use crate::subscription::{Event, Mode, SubscriptionSpec};
 
 /// A stream, group or consumer name: not empty, not over the length limit.
 pub fn name(field: &str, value: &str, limits: &Limits) -> BrokerResult<String> {

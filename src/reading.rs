@@ -1,0 +1,182 @@
+//! Reads shared by Subscribe (a stream of batches) and Fetch (one batch): one code path for
+//! preparing a group, resolving start positions, and turning XREAD / XREADGROUP replies into
+//! deliveries, so the two RPCs cannot drift apart in what they promise.
+
+use std::collections::HashMap;
+
+use rand::Rng;
+
+use crate::error::BrokerResult;
+use crate::model::{Delivery, Entry, EntryId, IdRange, PendingQuery, RangeBound, StartId};
+use crate::store::{GroupCursor, Store, StoreError};
+
+/// A reader's place in a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMembership {
+    /// Group name.
+    pub group: String,
+    /// Consumer name; never empty (see [`generate_consumer_name`]).
+    pub consumer: String,
+    /// Create the group where missing, starting here.
+    pub create_from: Option<StartId>,
+    /// XREADGROUP NOACK.
+    pub no_ack: bool,
+}
+
+/// A consumer name unlikely to collide: `sg-` and 16 hex digits.
+pub fn generate_consumer_name() -> String {
+    format!("sg-{:016x}", rand::rng().random::<u64>())
+}
+
+/// Creates the group on each stream where asked (an existing group is fine), or checks that it
+/// exists, so that a missing group fails a call before anything is delivered.
+pub async fn prepare_group<S: Store>(
+    store: &S,
+    streams: &[String],
+    membership: &GroupMembership,
+) -> BrokerResult<()> {
+    let group = &membership.group;
+    for stream in streams {
+        match membership.create_from {
+            Some(start) => match store.create_group(stream, group, start, true, None).await {
+                Ok(()) | Err(StoreError::GroupExists { .. }) => {}
+                Err(err) => return Err(err.into()),
+            },
+            None => {
+                store.pending_summary(stream, group).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Concrete cursors for tail reads. `$` is pinned to the stream's current top now, so that
+/// nothing written between two reads is skipped (XREAD with `$` would skip it). The top is asked
+/// even for an explicit start: a key that is not a stream then fails the call up front.
+pub async fn resolve_starts<S: Store>(
+    store: &S,
+    streams: &[String],
+    starts: &[StartId],
+) -> BrokerResult<Vec<(String, EntryId)>> {
+    let mut cursors = Vec::with_capacity(streams.len());
+    for (stream, start) in streams.iter().zip(starts) {
+        let top = store.last_entry_id(stream).await?;
+        let after = match start {
+            StartId::After(id) => *id,
+            StartId::Latest => top.unwrap_or_default(),
+        };
+        cursors.push((stream.clone(), after));
+    }
+    Ok(cursors)
+}
+
+/// One XREAD after each cursor; advances the cursors past what it returns.
+pub async fn read_tail<S: Store>(
+    store: &S,
+    cursors: &mut [(String, EntryId)],
+    count: usize,
+) -> BrokerResult<Vec<Delivery>> {
+    let batches = store.read(cursors, count).await?;
+    let mut deliveries = Vec::new();
+    for (stream, entries) in batches {
+        if let (Some(last), Some(cursor)) = (
+            entries.last(),
+            cursors.iter_mut().find(|(s, _)| *s == stream),
+        ) {
+            cursor.1 = last.id;
+        }
+        deliveries.extend(entries.into_iter().map(|entry| Delivery {
+            stream: stream.clone(),
+            entry,
+            delivery_count: 0,
+        }));
+    }
+    Ok(deliveries)
+}
+
+/// What one group read returned.
+#[derive(Debug, Default)]
+pub struct GroupBatch {
+    /// Messages to hand over, deleted entries left out.
+    pub deliveries: Vec<Delivery>,
+    /// For each stream that returned anything (deleted entries included), the last id: where a
+    /// pending replay continues.
+    pub last_ids: HashMap<String, EntryId>,
+}
+
+/// One XREADGROUP with a cursor per stream: `New` reads entries never delivered to the group,
+/// `PendingAfter` re-reads this consumer's own pending entries.
+///
+/// Re-read entries carry their real delivery count (Redis bumps it on a history read; XPENDING
+/// says by how much). Pending entries deleted or trimmed since delivery come back from Redis as
+/// `[id, nil]`: they are skipped and logged, never delivered as empty messages.
+pub async fn read_group<S: Store>(
+    store: &S,
+    membership: &GroupMembership,
+    cursors: &[(String, GroupCursor)],
+    count: usize,
+) -> BrokerResult<GroupBatch> {
+    let replies = store
+        .read_group(
+            &membership.group,
+            &membership.consumer,
+            cursors,
+            count,
+            membership.no_ack,
+        )
+        .await?;
+    let mut batch = GroupBatch::default();
+    for (stream, entries) in replies {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            continue;
+        };
+        batch.last_ids.insert(stream.clone(), last.id);
+        let is_replay = cursors
+            .iter()
+            .any(|(s, c)| *s == stream && matches!(c, GroupCursor::PendingAfter(_)));
+        let counts: HashMap<EntryId, u64> = if is_replay {
+            let query = PendingQuery {
+                range: IdRange {
+                    min: RangeBound::Inclusive(first.id),
+                    max: RangeBound::Inclusive(last.id),
+                },
+                count: entries.len() as u64,
+                consumer: Some(membership.consumer.clone()),
+                min_idle_ms: 0,
+            };
+            store
+                .pending(&stream, &membership.group, &query)
+                .await?
+                .into_iter()
+                .map(|p| (p.id, p.delivery_count))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let first_delivery = if membership.no_ack { 0 } else { 1 };
+        let mut deleted = 0usize;
+        for entry in entries {
+            match entry.fields {
+                Some(fields) => batch.deliveries.push(Delivery {
+                    stream: stream.clone(),
+                    delivery_count: counts.get(&entry.id).copied().unwrap_or(first_delivery),
+                    entry: Entry {
+                        id: entry.id,
+                        fields,
+                    },
+                }),
+                None => deleted += 1,
+            }
+        }
+        if deleted > 0 {
+            tracing::warn!(
+                stream = %stream,
+                group = %membership.group,
+                consumer = %membership.consumer,
+                deleted,
+                "pending entries were deleted or trimmed before being acknowledged; they cannot be delivered"
+            );
+        }
+    }
+    Ok(batch)
+}
