@@ -146,6 +146,10 @@ pub struct Limits {
     /// Entries an Admin listing returns when the request does not say.
     #[arg(long, env = "STREAMGATE_DEFAULT_QUERY_COUNT", default_value_t = 100)]
     pub default_query_count: usize,
+
+    /// Longest wait a Fetch may ask for (`wait_ms`); a longer one is cut to this.
+    #[arg(long, env = "STREAMGATE_MAX_FETCH_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_fetch_wait: Duration,
 }
 
 impl ServeConfig {

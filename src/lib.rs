@@ -7,6 +7,7 @@
 //!   ([`grpc::convert`]), calls the store or the subscription pump, and converts the answer.
 //! - [`subscription`]: the Subscribe pump, which turns reads into a response stream and stops
 //!   when the client leaves or the server shuts down.
+//! - [`fetch`]: Fetch, one batch per call, with an optional wait for new entries.
 //! - [`reading`]: the reads Subscribe and Fetch share (group preparation, XREAD/XREADGROUP into
 //!   deliveries), so both keep the same promises.
 //! - [`store`]: the only code that talks to Redis, behind the [`store::Store`] trait.
@@ -20,6 +21,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fetch;
 pub mod grpc;
 pub mod model;
 pub mod reading;

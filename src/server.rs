@@ -122,6 +122,7 @@ impl Broker {
             self.store.clone(),
             self.subscriptions.clone(),
             limits.clone(),
+            self.subscriptions_shutdown.clone(),
         ))
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(limits.max_request_bytes);

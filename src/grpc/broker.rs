@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::config::Limits;
 use crate::error::BrokerResult;
+use crate::fetch;
 use crate::grpc::convert;
 use crate::grpc::pb;
 use crate::store::Store;
@@ -18,15 +20,23 @@ pub struct BrokerService<S> {
     store: S,
     subscriptions: Subscriptions<S>,
     limits: Arc<Limits>,
+    stopping: CancellationToken,
 }
 
 impl<S: Store> BrokerService<S> {
-    /// Serves `store`; subscriptions are started through `subscriptions`.
-    pub fn new(store: S, subscriptions: Subscriptions<S>, limits: Arc<Limits>) -> Self {
+    /// Serves `store`; subscriptions are started through `subscriptions`. When `stopping` is
+    /// cancelled (shutdown), waiting Fetch calls return their empty batch at once.
+    pub fn new(
+        store: S,
+        subscriptions: Subscriptions<S>,
+        limits: Arc<Limits>,
+        stopping: CancellationToken,
+    ) -> Self {
         Self {
             store,
             subscriptions,
             limits,
+            stopping,
         }
     }
 }
@@ -81,5 +91,15 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let ids = convert::ids("ids", &request.ids, &self.limits)?;
         let acknowledged = self.store.ack(&stream, &group, &ids).await?;
         Ok(Response::new(pb::AckResponse { acknowledged }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let deadline = convert::grpc_timeout(request.metadata());
+        let spec = convert::fetch(request.into_inner(), deadline, &self.limits)?;
+        let fetched = fetch::fetch(&self.store, spec, &self.stopping).await?;
+        Ok(Response::new(fetched.into()))
     }
 }

@@ -6,9 +6,11 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
+use crate::fetch::{FetchMode, FetchSpec, Fetched, Resume};
 use crate::grpc::pb;
 use crate::model::{
     AutoClaimed, ClaimOptions, ConsumerInfo, Delivery, Entry, EntryId, Field, GroupInfo, IdRange,
@@ -16,6 +18,7 @@ use crate::model::{
     TrimPolicy, TrimThreshold,
 };
 use crate::reading::{GroupMembership, generate_consumer_name};
+use crate::store::GroupCursor;
 use crate::subscription::{Event, Mode, SubscriptionSpec};
 
 /// A stream, group or consumer name: not empty, not over the length limit.
@@ -200,52 +203,62 @@ fn outgoing_message(
     Ok(NewMessage { id, fields })
 }
 
-/// A Subscribe request, with the consumer name generated when left empty.
-pub fn subscription(
-    request: pb::SubscribeRequest,
-    limits: &Limits,
-) -> BrokerResult<SubscriptionSpec> {
-    if request.streams.is_empty() {
-        return Err(BrokerError::invalid(
-            "streams",
-            "must name at least one stream",
-        ));
-    }
-    if request.streams.len() > limits.max_subscribe_streams {
-        return Err(BrokerError::invalid(
-            "streams",
-            format!(
-                "names {} streams, over the limit of {}",
-                request.streams.len(),
-                limits.max_subscribe_streams
-            ),
-        ));
-    }
-    let mut seen = HashSet::new();
-    let mut streams = Vec::with_capacity(request.streams.len());
-    for (i, start) in request.streams.iter().enumerate() {
-        let stream = name(&format!("streams[{i}].stream"), &start.stream, limits)?;
-        if !seen.insert(stream.clone()) {
+/// The reading options Subscribe and Fetch share, borrowed from either request.
+struct ReadOptions<'a> {
+    streams: &'a [pb::StreamStart],
+    group: &'a str,
+    consumer: &'a str,
+    create_group: bool,
+    group_start_id: &'a str,
+    no_ack: bool,
+}
+
+impl ReadOptions<'_> {
+    /// The stream names: at least one, within the limit, valid, no duplicates.
+    fn stream_names(&self, limits: &Limits) -> BrokerResult<Vec<String>> {
+        if self.streams.is_empty() {
             return Err(BrokerError::invalid(
-                format!("streams[{i}].stream"),
-                format!("`{stream}` is listed twice"),
+                "streams",
+                "must name at least one stream",
             ));
         }
-        streams.push(stream);
+        if self.streams.len() > limits.max_subscribe_streams {
+            return Err(BrokerError::invalid(
+                "streams",
+                format!(
+                    "names {} streams, over the limit of {}",
+                    self.streams.len(),
+                    limits.max_subscribe_streams
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut streams = Vec::with_capacity(self.streams.len());
+        for (i, start) in self.streams.iter().enumerate() {
+            let stream = name(&format!("streams[{i}].stream"), &start.stream, limits)?;
+            if !seen.insert(stream.clone()) {
+                return Err(BrokerError::invalid(
+                    format!("streams[{i}].stream"),
+                    format!("`{stream}` is listed twice"),
+                ));
+            }
+            streams.push(stream);
+        }
+        Ok(streams)
     }
-    let batch_size = count(
-        "batch_size",
-        request.batch_size,
-        limits.default_batch_size,
-        limits,
-    )?;
-    let mode = if request.group.is_empty() {
-        // Group-only options without a group are a mistake worth naming, not ignoring.
+
+    fn is_group_mode(&self) -> bool {
+        !self.group.is_empty()
+    }
+
+    /// Tail / plain mode: group-only options are a mistake worth naming, not ignoring; each
+    /// stream's `after_id` is a start position.
+    fn tail_starts(&self) -> BrokerResult<Vec<StartId>> {
         let group_only = [
-            ("consumer", !request.consumer.is_empty()),
-            ("create_group", request.create_group),
-            ("group_start_id", !request.group_start_id.is_empty()),
-            ("no_ack", request.no_ack),
+            ("consumer", !self.consumer.is_empty()),
+            ("create_group", self.create_group),
+            ("group_start_id", !self.group_start_id.is_empty()),
+            ("no_ack", self.no_ack),
         ];
         if let Some((field, _)) = group_only.iter().find(|(_, set)| *set) {
             return Err(BrokerError::invalid(
@@ -253,48 +266,173 @@ pub fn subscription(
                 "only applies in group mode; set `group` too",
             ));
         }
-        let starts = request
-            .streams
+        self.streams
             .iter()
             .enumerate()
             .map(|(i, s)| parse::<StartId>(&format!("streams[{i}].after_id"), &s.after_id))
-            .collect::<BrokerResult<_>>()?;
-        Mode::Tail(starts)
+            .collect()
+    }
+
+    /// Group mode: who reads, and whether to create the group. `consumer` is the name to use
+    /// (already generated or checked by the caller, whose rules differ).
+    fn membership(&self, consumer: String, limits: &Limits) -> BrokerResult<GroupMembership> {
+        let group = name("group", self.group, limits)?;
+        if !self.create_group && !self.group_start_id.is_empty() {
+            return Err(BrokerError::invalid(
+                "group_start_id",
+                "only applies with `create_group`",
+            ));
+        }
+        let create_from = self
+            .create_group
+            .then(|| parse::<StartId>("group_start_id", self.group_start_id))
+            .transpose()?;
+        Ok(GroupMembership {
+            group,
+            consumer,
+            create_from,
+            no_ack: self.no_ack,
+        })
+    }
+}
+
+/// A Subscribe request, with the consumer name generated when left empty.
+pub fn subscription(
+    request: pb::SubscribeRequest,
+    limits: &Limits,
+) -> BrokerResult<SubscriptionSpec> {
+    let options = ReadOptions {
+        streams: &request.streams,
+        group: &request.group,
+        consumer: &request.consumer,
+        create_group: request.create_group,
+        group_start_id: &request.group_start_id,
+        no_ack: request.no_ack,
+    };
+    let streams = options.stream_names(limits)?;
+    let batch_size = count(
+        "batch_size",
+        request.batch_size,
+        limits.default_batch_size,
+        limits,
+    )?;
+    let mode = if !options.is_group_mode() {
+        Mode::Tail(options.tail_starts()?)
     } else {
-        let group = name("group", &request.group, limits)?;
         if let Some(i) = request.streams.iter().position(|s| !s.after_id.is_empty()) {
             return Err(BrokerError::invalid(
                 format!("streams[{i}].after_id"),
                 "must be empty in group mode: the group's position decides where reading starts",
             ));
         }
-        if !request.create_group && !request.group_start_id.is_empty() {
-            return Err(BrokerError::invalid(
-                "group_start_id",
-                "only applies with `create_group`",
-            ));
-        }
-        let consumer = if request.consumer.is_empty() {
-            generate_consumer_name()
-        } else {
-            name("consumer", &request.consumer, limits)?
+        let consumer = match request.consumer.as_str() {
+            "" => generate_consumer_name(),
+            consumer => name("consumer", consumer, limits)?,
         };
-        let create_from = request
-            .create_group
-            .then(|| parse::<StartId>("group_start_id", &request.group_start_id))
-            .transpose()?;
-        Mode::Group(GroupMembership {
-            group,
-            consumer,
-            create_from,
-            no_ack: request.no_ack,
-        })
+        Mode::Group(options.membership(consumer, limits)?)
     };
     Ok(SubscriptionSpec {
         streams,
         mode,
         batch_size,
     })
+}
+
+/// A Fetch request. `deadline` is the time the client gave the call (`grpc-timeout`), if any:
+/// the wait ends well inside it, so that an empty batch arrives instead of DEADLINE_EXCEEDED.
+pub fn fetch(
+    request: pb::FetchRequest,
+    deadline: Option<Duration>,
+    limits: &Limits,
+) -> BrokerResult<FetchSpec> {
+    let options = ReadOptions {
+        streams: &request.streams,
+        group: &request.group,
+        consumer: &request.consumer,
+        create_group: request.create_group,
+        group_start_id: &request.group_start_id,
+        no_ack: request.no_ack,
+    };
+    let streams = options.stream_names(limits)?;
+    let count = count("count", request.count, limits.default_batch_size, limits)?;
+    let mode = if !options.is_group_mode() {
+        FetchMode::Plain(options.tail_starts()?)
+    } else {
+        if request.consumer.is_empty() {
+            return Err(BrokerError::invalid(
+                "consumer",
+                "is required in group mode: fetched messages stay pending for that consumer until acknowledged",
+            ));
+        }
+        let membership =
+            options.membership(name("consumer", &request.consumer, limits)?, limits)?;
+        let cursors = request
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.after_id.as_str() {
+                "" | ">" => Ok(GroupCursor::New),
+                id => parse(&format!("streams[{i}].after_id"), id).map(GroupCursor::PendingAfter),
+            })
+            .collect::<BrokerResult<_>>()?;
+        FetchMode::Group {
+            membership,
+            cursors,
+        }
+    };
+    Ok(FetchSpec {
+        streams,
+        mode,
+        count,
+        wait: fetch_wait(request.wait_ms, limits.max_fetch_wait, deadline),
+    })
+}
+
+/// The wait a fetch may use: what the client asked, at most the server limit, and ending before
+/// the client's deadline with a margin for the reply to travel (a tenth, at least 50 ms).
+pub fn fetch_wait(requested_ms: u32, max: Duration, deadline: Option<Duration>) -> Duration {
+    let mut wait = Duration::from_millis(u64::from(requested_ms)).min(max);
+    if let Some(deadline) = deadline {
+        let margin = (deadline / 10).max(Duration::from_millis(50));
+        wait = wait.min(deadline.saturating_sub(margin));
+    }
+    wait
+}
+
+/// The `grpc-timeout` a client sent (`<digits><unit>`, units H M S m u n), if any.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Fetch's result as the response message.
+impl From<Fetched> for pb::FetchResponse {
+    fn from(fetched: Fetched) -> Self {
+        Self {
+            messages: fetched.deliveries.into_iter().map(Into::into).collect(),
+            next: fetched
+                .next
+                .into_iter()
+                .map(|(stream, resume)| pb::StreamStart {
+                    stream,
+                    after_id: match resume {
+                        Resume::After(id) => id.to_string(),
+                        Resume::New => ">".to_owned(),
+                    },
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Claim options from a Claim request.
@@ -625,6 +763,105 @@ mod tests {
         ];
         for (req, expected) in bad {
             let status = status_of(subscription(req, &limits()));
+            assert!(
+                status.message().starts_with(expected),
+                "{} !~ {expected}",
+                status.message()
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let timeout = |value: &str| {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert("grpc-timeout", value.parse().unwrap());
+            grpc_timeout(&metadata)
+        };
+        assert_eq!(timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(timeout("7x"), None);
+        assert_eq!(timeout("S"), None);
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn fetch_waits_are_capped_by_the_server_and_the_deadline() {
+        let max = Duration::from_secs(30);
+        assert_eq!(fetch_wait(1000, max, None), Duration::from_secs(1));
+        assert_eq!(fetch_wait(u32::MAX, max, None), max);
+        // A 2 s deadline leaves 200 ms for the reply.
+        assert_eq!(
+            fetch_wait(5000, max, Some(Duration::from_secs(2))),
+            Duration::from_millis(1800)
+        );
+        assert_eq!(
+            fetch_wait(5000, max, Some(Duration::from_millis(40))),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn fetch_requests_are_checked() {
+        let start = |stream: &str, after: &str| pb::StreamStart {
+            stream: stream.into(),
+            after_id: after.into(),
+        };
+        let group = pb::FetchRequest {
+            streams: vec![start("a", ""), start("b", "0"), start("c", ">")],
+            group: "g".into(),
+            consumer: "c".into(),
+            ..Default::default()
+        };
+        match fetch(group, None, &limits()).unwrap().mode {
+            FetchMode::Group { cursors, .. } => assert_eq!(
+                cursors,
+                [
+                    GroupCursor::New,
+                    GroupCursor::PendingAfter(EntryId::ZERO),
+                    GroupCursor::New
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        let bad = [
+            (
+                pb::FetchRequest {
+                    streams: vec![start("a", "")],
+                    group: "g".into(),
+                    ..Default::default()
+                },
+                "invalid consumer: is required",
+            ),
+            (
+                pb::FetchRequest {
+                    streams: vec![start("a", "1-x")],
+                    group: "g".into(),
+                    consumer: "c".into(),
+                    ..Default::default()
+                },
+                "invalid streams[0].after_id",
+            ),
+            (
+                pb::FetchRequest {
+                    streams: vec![start("a", ">")],
+                    ..Default::default()
+                },
+                "invalid streams[0].after_id",
+            ),
+            (pb::FetchRequest::default(), "invalid streams"),
+            (
+                pb::FetchRequest {
+                    streams: vec![start("a", "")],
+                    no_ack: true,
+                    ..Default::default()
+                },
+                "invalid no_ack",
+            ),
+        ];
+        for (req, expected) in bad {
+            let status = status_of(fetch(req, None, &limits()));
             assert!(
                 status.message().starts_with(expected),
                 "{} !~ {expected}",
