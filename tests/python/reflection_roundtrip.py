@@ -86,6 +86,36 @@ def main(address: str) -> None:
     )
     assert pending.get("entries", []) == [], pending
 
+    # Fetch, with the JSON of README's fetch-process-ack loop.
+    produced = as_dict(
+        call(
+            "streamgate.v1.Broker",
+            "Produce",
+            {"stream": "py-orders", "messages": [{"fields": [{"name": "sku", "value": "eHl6"}]}]},
+        )
+    )
+    batch = as_dict(
+        call(
+            "streamgate.v1.Broker",
+            "Fetch",
+            {
+                "streams": [{"stream": "py-orders"}],
+                "group": "py-workers",
+                "consumer": "cron-1",
+                "createGroup": True,
+                "count": 50,
+                "waitMs": 1000,
+            },
+        )
+    )
+    ids = [m["id"] for m in batch.get("messages", [])]
+    assert ids == produced["ids"], batch
+    assert batch["next"] == [{"stream": "py-orders", "afterId": ">"}], batch
+    acked = as_dict(
+        call("streamgate.v1.Broker", "Ack", {"stream": "py-orders", "group": "py-workers", "ids": ids})
+    )
+    assert acked == {"acknowledged": "1"}, acked
+
     # An error arrives as a status with the documented code.
     try:
         call("streamgate.v1.Broker", "Produce", {"stream": "", "messages": []})
