@@ -220,6 +220,19 @@ pub struct NewMessage {
     pub fields: Vec<Field>,
 }
 
+/// One Produce request as the store takes it: messages for one stream, appended in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    /// Target stream.
+    pub stream: String,
+    /// Messages, in order; never empty.
+    pub messages: Vec<NewMessage>,
+    /// Trimming applied with each message.
+    pub trim: Option<TrimPolicy>,
+    /// NOMKSTREAM: fail instead of creating the stream.
+    pub require_existing_stream: bool,
+}
+
 /// What a trim evicts by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrimThreshold {

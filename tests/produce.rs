@@ -178,3 +178,51 @@ async fn require_existing_stream_refuses_to_create() {
         1
     );
 }
+
+#[tokio::test]
+async fn produce_stream_answers_every_request_in_order_errors_included() {
+    let redis = RedisServer::start();
+    let mut broker = TestBroker::start(&redis).await;
+    let mut requests: Vec<pb::ProduceRequest> =
+        (0..100).map(|i| numbered("streamed", i..i + 1)).collect();
+    requests.push(numbered("", 0..1)); // invalid: empty stream name
+    requests.extend((100..200).map(|i| numbered("streamed", i..i + 1)));
+    let mut answers = broker
+        .broker
+        .produce_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut outcomes = Vec::new();
+    while let Some(answer) = answers.message().await.expect("the stream ends cleanly") {
+        outcomes.push(answer.result.expect("an outcome"));
+    }
+    assert_eq!(outcomes.len(), 201, "one answer per request");
+    use pb::produce_stream_response::Result as Outcome;
+    match &outcomes[100] {
+        Outcome::Error(error) => {
+            assert_eq!(error.code, Code::InvalidArgument as i32);
+            assert!(
+                error.message.contains("invalid stream"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("request 100 should have failed: {other:?}"),
+    }
+    let ids: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Produced(p) => Some(p.ids[0].clone()),
+            Outcome::Error(_) => None,
+        })
+        .collect();
+    // Answers in request order: the ids are the stream's, in the order of the numbers sent.
+    let stored: Vec<(String, Vec<(String, String)>)> =
+        redis.cmd(&["XRANGE", "streamed", "-", "+"]).await;
+    assert_eq!(stored.len(), 200);
+    for (i, (id, fields)) in stored.iter().enumerate() {
+        assert_eq!(id, &ids[i]);
+        assert_eq!(fields[0].1, i.to_string());
+    }
+}

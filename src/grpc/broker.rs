@@ -1,17 +1,20 @@
-//! `streamgate.v1.Broker`: Produce, Subscribe, Ack.
+//! `streamgate.v1.Broker`: Produce, ProduceStream, Subscribe, Ack, Fetch.
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::config::Limits;
-use crate::error::BrokerResult;
+use crate::error::{BrokerError, BrokerResult};
 use crate::fetch;
 use crate::grpc::convert;
 use crate::grpc::pb;
+use crate::model::{Append, EntryId};
 use crate::store::Store;
 use crate::subscription::{Event, Subscriptions};
 
@@ -41,6 +44,129 @@ impl<S: Store> BrokerService<S> {
     }
 }
 
+/// Most requests of one ProduceStream coalesced into one pipelined round trip.
+const PRODUCE_STREAM_BATCH: usize = 64;
+
+/// Appends validated requests in one round trip; invalid ones are answered without touching
+/// Redis. Answers come back in request order. Shared by Produce and ProduceStream.
+async fn append_in_order<S: Store>(
+    store: &S,
+    requests: Vec<Result<Append, Status>>,
+) -> Vec<Result<pb::ProduceResponse, Status>> {
+    // Split without copying: the valid requests go to the store, the rest keep their errors.
+    let mut valid = Vec::with_capacity(requests.len());
+    let slots: Vec<Option<Status>> = requests
+        .into_iter()
+        .map(|request| match request {
+            Ok(append) => {
+                valid.push(append);
+                None
+            }
+            Err(status) => Some(status),
+        })
+        .collect();
+    let stored: Vec<Result<Vec<EntryId>, Status>> = match store.append(&valid).await {
+        Ok(answers) => answers
+            .into_iter()
+            .map(|a| a.map_err(Status::from))
+            .collect(),
+        // The round trip itself failed: every valid request shares that fate.
+        Err(err) => vec![Err(Status::from(err)); valid.len()],
+    };
+    let mut stored = stored.into_iter();
+    slots
+        .into_iter()
+        .map(|slot| {
+            if let Some(status) = slot {
+                return Err(status);
+            }
+            let ids = stored.next().unwrap_or_else(|| {
+                Err(Status::internal(
+                    "the store gave fewer answers than requests",
+                ))
+            })?;
+            Ok(pb::ProduceResponse {
+                ids: convert::id_strings(&ids),
+            })
+        })
+        .collect()
+}
+
+/// One request's answer on a ProduceStream: its ids, or its error as data (the stream goes on).
+fn stream_answer(result: Result<pb::ProduceResponse, Status>) -> pb::ProduceStreamResponse {
+    use pb::produce_stream_response::Result as Outcome;
+    let outcome = match result {
+        Ok(produced) => Outcome::Produced(produced),
+        Err(status) => Outcome::Error(pb::ProduceError {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        }),
+    };
+    pb::ProduceStreamResponse {
+        result: Some(outcome),
+    }
+}
+
+/// Serves one ProduceStream: waits for a request, takes the others already received (up to
+/// [`PRODUCE_STREAM_BATCH`]), appends them in one pipelined round trip, answers each in order,
+/// and repeats. One round trip at a time per stream is what keeps the stored order equal to the
+/// sent order; coalescing is what keeps it fast.
+async fn pump_produce_stream<S: Store>(
+    mut requests: tonic::Streaming<pb::ProduceRequest>,
+    tx: mpsc::Sender<Result<pb::ProduceStreamResponse, Status>>,
+    store: S,
+    limits: Arc<Limits>,
+    stopping: CancellationToken,
+) {
+    loop {
+        let mut next = tokio::select! {
+            biased;
+            _ = stopping.cancelled() => {
+                let _ = tx.send(Err(BrokerError::ShuttingDown.into())).await;
+                return;
+            }
+            _ = tx.closed() => return,
+            request = requests.message() => request,
+        };
+        let mut batch = Vec::new();
+        // Set when the client half-closed (Ok) or the transport failed (Err).
+        let mut end: Option<Result<(), Status>> = None;
+        loop {
+            match next {
+                Ok(Some(request)) => {
+                    batch.push(convert::produce(request, &limits).map_err(Status::from));
+                }
+                Ok(None) => end = Some(Ok(())),
+                Err(status) => end = Some(Err(status)),
+            }
+            if end.is_some() || batch.len() == PRODUCE_STREAM_BATCH {
+                break;
+            }
+            // Only what has arrived already; never wait for more here.
+            match requests.message().now_or_never() {
+                Some(request) => next = request,
+                None => break,
+            }
+        }
+        // Appends already started finish even during shutdown, and are answered: no request is
+        // left in doubt.
+        for answer in append_in_order(&store, batch).await {
+            if tx.send(Ok(stream_answer(answer))).await.is_err() {
+                return;
+            }
+        }
+        match end {
+            None => {}
+            // Dropping `tx` ends the response stream with OK.
+            Some(Ok(())) => return,
+            Some(Err(status)) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        }
+    }
+}
+
 fn to_response(item: BrokerResult<Event>) -> Result<pb::SubscribeResponse, Status> {
     item.map(Into::into).map_err(Into::into)
 }
@@ -57,16 +183,30 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let request = request.into_inner();
-        let require_existing = request.require_existing_stream;
-        let (stream, messages, trim) = convert::produce(request, &self.limits)?;
-        let ids = self
-            .store
-            .append(&stream, &messages, trim, require_existing)
-            .await?;
-        Ok(Response::new(pb::ProduceResponse {
-            ids: convert::id_strings(&ids),
-        }))
+        let append = convert::produce(request.into_inner(), &self.limits)?;
+        let mut answers = append_in_order(&self.store, vec![Ok(append)]).await;
+        answers
+            .pop()
+            .unwrap_or_else(|| Err(Status::internal("no answer for the request")))
+            .map(Response::new)
+    }
+
+    type ProduceStreamStream = ReceiverStream<Result<pb::ProduceStreamResponse, Status>>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let (tx, rx) = mpsc::channel(PRODUCE_STREAM_BATCH);
+        // A task of its own, so that a client that stops reading, or leaves, is noticed.
+        tokio::spawn(pump_produce_stream(
+            request.into_inner(),
+            tx,
+            self.store.clone(),
+            self.limits.clone(),
+            self.stopping.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     type SubscribeStream = SubscribeStream;

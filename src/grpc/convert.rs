@@ -13,9 +13,9 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::fetch::{FetchMode, FetchSpec, Fetched, Resume};
 use crate::grpc::pb;
 use crate::model::{
-    AutoClaimed, ClaimOptions, ConsumerInfo, Delivery, Entry, EntryId, Field, GroupInfo, IdRange,
-    NewMessage, ParseIdError, PendingEntry, PendingSummary, RangeBound, StartId, StreamInfo,
-    TrimPolicy, TrimThreshold,
+    Append, AutoClaimed, ClaimOptions, ConsumerInfo, Delivery, Entry, EntryId, Field, GroupInfo,
+    IdRange, NewMessage, ParseIdError, PendingEntry, PendingSummary, RangeBound, StartId,
+    StreamInfo, TrimPolicy, TrimThreshold,
 };
 use crate::reading::{GroupMembership, generate_consumer_name};
 use crate::store::GroupCursor;
@@ -110,11 +110,8 @@ pub fn trim_policy(field: &str, policy: &pb::TrimPolicy) -> BrokerResult<TrimPol
     })
 }
 
-/// A Produce request: stream, messages (taken, not copied) and optional trim.
-pub fn produce(
-    request: pb::ProduceRequest,
-    limits: &Limits,
-) -> BrokerResult<(String, Vec<NewMessage>, Option<TrimPolicy>)> {
+/// A Produce request, its messages taken (not copied).
+pub fn produce(request: pb::ProduceRequest, limits: &Limits) -> BrokerResult<Append> {
     let stream = name("stream", &request.stream, limits)?;
     if request.messages.is_empty() {
         return Err(BrokerError::invalid(
@@ -143,7 +140,12 @@ pub fn produce(
         .as_ref()
         .map(|policy| trim_policy("trim", policy))
         .transpose()?;
-    Ok((stream, messages, trim))
+    Ok(Append {
+        stream,
+        messages,
+        trim,
+        require_existing_stream: request.require_existing_stream,
+    })
 }
 
 fn outgoing_message(

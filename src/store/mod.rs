@@ -18,8 +18,8 @@ pub use redis_store::{RedisStore, RedisStoreConfig};
 pub use wakeups::{StreamWatch, Wakeups};
 
 use crate::model::{
-    AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo, IdRange,
-    NewMessage, PendingEntry, PendingQuery, PendingSummary, StartId, StreamInfo, TrimPolicy,
+    Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo,
+    IdRange, PendingEntry, PendingQuery, PendingSummary, StartId, StreamInfo, TrimPolicy,
 };
 
 /// A store failure, classified by what the caller can do about it.
@@ -107,14 +107,13 @@ pub struct StreamPage {
 /// for new data (use [`Store::watch`] for that), so a call never holds a connection for longer
 /// than one round trip.
 pub trait Store: Clone + Send + Sync + 'static {
-    /// Appends messages in order (one round trip) and returns their ids; wakes watchers.
+    /// Appends each request's messages, all requests in order in one pipelined round trip, and
+    /// answers each request on its own: its ids, or the error of its first failed message.
+    /// Wakes the watchers of every stream written. `Err` only when the round trip itself fails.
     fn append(
         &self,
-        stream: &str,
-        messages: &[NewMessage],
-        trim: Option<TrimPolicy>,
-        require_existing_stream: bool,
-    ) -> impl Future<Output = StoreResult<Vec<EntryId>>> + Send;
+        requests: &[Append],
+    ) -> impl Future<Output = StoreResult<Vec<StoreResult<Vec<EntryId>>>>> + Send;
 
     /// XREAD without blocking: entries after each cursor, at most `count` per stream.
     fn read(

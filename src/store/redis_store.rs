@@ -30,8 +30,8 @@ use super::{
     GroupCursor, GroupEntry, Store, StoreError, StoreResult, StreamPage, StreamWatch, Wakeups,
 };
 use crate::model::{
-    AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo, IdRange,
-    NewMessage, PendingEntry, PendingQuery, PendingSummary, StartId, StreamInfo, TrimPolicy,
+    Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo,
+    IdRange, PendingEntry, PendingQuery, PendingSummary, StartId, StreamInfo, TrimPolicy,
     TrimThreshold,
 };
 
@@ -600,32 +600,31 @@ return 1
 ";
 
 impl Store for RedisStore {
-    async fn append(
-        &self,
-        stream: &str,
-        messages: &[NewMessage],
-        trim: Option<TrimPolicy>,
-        require_existing_stream: bool,
-    ) -> StoreResult<Vec<EntryId>> {
+    async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
         let mut pipe = redis::pipe();
-        for message in messages {
-            let mut xadd = cmd("XADD");
-            xadd.arg(stream);
-            if require_existing_stream {
-                xadd.arg("NOMKSTREAM");
+        for request in requests {
+            for message in &request.messages {
+                let mut xadd = cmd("XADD");
+                xadd.arg(&request.stream);
+                if request.require_existing_stream {
+                    xadd.arg("NOMKSTREAM");
+                }
+                if let Some(policy) = &request.trim {
+                    push_trim(&mut xadd, policy);
+                }
+                xadd.arg(message.id.to_string());
+                for field in &message.fields {
+                    xadd.arg(&field.name).arg(field.value.as_ref());
+                }
+                pipe.add_command(xadd);
             }
-            if let Some(policy) = &trim {
-                push_trim(&mut xadd, policy);
-            }
-            xadd.arg(message.id.to_string());
-            for field in &message.fields {
-                xadd.arg(&field.name).arg(field.value.as_ref());
-            }
-            pipe.add_command(xadd);
         }
-        let ctx = Ctx::stream(stream);
+        let first_stream = requests
+            .first()
+            .map(|r| r.stream.as_str())
+            .unwrap_or_default();
         let mut conn = self.connection().await?;
-        // Per-command results, so that the first failure is classified on its own terms.
+        // Per-command results, so that each failure is classified on its own terms.
         let replies: Vec<Value> = pipe
             .ignore_errors()
             .query_async(&mut conn.redis)
@@ -634,21 +633,29 @@ impl Store for RedisStore {
                 if is_connection_failure(&err) {
                     conn.broken.store(true, Ordering::Relaxed);
                 }
-                classify(&err, ctx)
+                classify(&err, Ctx::stream(first_stream))
             })?;
-        if !replies.is_empty() {
-            self.wakeups.notify(stream);
+        let mut replies = replies.into_iter();
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let ctx = Ctx::stream(&request.stream);
+            let answer = replies
+                .by_ref()
+                .take(request.messages.len())
+                .map(|reply| match reply {
+                    Value::ServerError(err) => Err(classify(&err.into(), ctx)),
+                    Value::Nil => Err(StoreError::NoSuchStream {
+                        stream: request.stream.clone(),
+                    }),
+                    other => to_id(&other),
+                })
+                .collect::<StoreResult<Vec<_>>>();
+            if answer.is_ok() {
+                self.wakeups.notify(&request.stream);
+            }
+            answers.push(answer);
         }
-        replies
-            .into_iter()
-            .map(|reply| match reply {
-                Value::ServerError(err) => Err(classify(&err.into(), ctx)),
-                Value::Nil => Err(StoreError::NoSuchStream {
-                    stream: stream.to_owned(),
-                }),
-                other => to_id(&other),
-            })
-            .collect()
+        Ok(answers)
     }
 
     async fn read(
