@@ -160,6 +160,7 @@ impl Broker {
         let server = Server::builder()
             .http2_keepalive_interval(keepalive(self.config.http2_keepalive_interval))
             .http2_keepalive_timeout(keepalive(self.config.http2_keepalive_timeout))
+            .max_concurrent_streams(self.config.http2_max_concurrent_streams)
             .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
             .add_service(health_service)
             .add_service(reflection_v1)
