@@ -90,7 +90,11 @@ pub struct ServeConfig {
 
     /// Most concurrent gRPC calls (streams) on one HTTP/2 connection; each open Subscribe is
     /// one. Clients with more open at once use more connections.
-    #[arg(long, env = "STREAMGATE_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "STREAMGATE_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 1000
+    )]
     pub http2_max_concurrent_streams: u32,
 
     /// Log format.

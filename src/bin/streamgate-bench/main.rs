@@ -1,0 +1,346 @@
+//! `streamgate-bench`: the broker against raw Redis, in one run, on one machine.
+//!
+//! It starts its own `redis-server` and `streamgate` (the binary next to this one) on free
+//! loopback ports unless given `--redis-url` / `--broker`, runs every workload against the
+//! broker and, where there is one, the same work done directly with redis-rs at the same
+//! concurrency, and prints a table of figures with broker/raw ratios (and JSON with `--json`).
+//!
+//! Figures move with whatever else the machine does: compare ratios from one run, and take the
+//! median of several runs (`--runs`).
+
+mod setup;
+mod workloads;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::json;
+use tokio::time::Instant;
+
+use workloads::Bench;
+
+/// Benchmark streamgate against raw Redis.
+#[derive(Debug, Parser)]
+#[command(name = "streamgate-bench", version)]
+struct Args {
+    /// Use this Redis instead of starting one (it must be empty of `bench-*` keys).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Use this broker (host:port) instead of starting one; it must use the same Redis.
+    #[arg(long, requires = "redis_url")]
+    broker: Option<String>,
+    /// Concurrent producers.
+    #[arg(long, default_value_t = 16)]
+    producers: usize,
+    /// How long each throughput measurement runs.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Messages pre-filled for each consume measurement.
+    #[arg(long, default_value_t = 200_000)]
+    messages: usize,
+    /// Requests each streaming producer keeps outstanding.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// End-to-end latency rates, messages per second.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
+    rates: Vec<u64>,
+    /// Idle subscription counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    idle: Vec<usize>,
+    /// Broker connection pool size (when this run starts the broker).
+    #[arg(long, default_value_t = 8)]
+    pool_size: u32,
+    /// Run everything this many times and report medians.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// A seconds-long run of every workload with tiny sizes, to keep this tool from rotting.
+    #[arg(long)]
+    smoke: bool,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    fn shrink_for_smoke(&mut self) {
+        self.duration = Duration::from_millis(300);
+        self.messages = 2_000;
+        self.rates = vec![500];
+        self.idle = vec![20];
+        self.producers = 4;
+    }
+}
+
+/// One measured row: a workload, the broker's figure, raw Redis's, and the target.
+struct Row {
+    name: String,
+    unit: &'static str,
+    broker: f64,
+    raw: Option<f64>,
+    target: &'static str,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        self.raw.map(|raw| self.broker / raw)
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.shrink_for_smoke();
+    }
+    let dir = tempfile::tempdir()?;
+    let (redis_url, _redis) = match &args.redis_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let (url, guard) = setup::start_redis(dir.path())?;
+            (url, Some(guard))
+        }
+    };
+    let (addr, broker) = match &args.broker {
+        Some(addr) => {
+            setup::wait_serving(addr).await?;
+            (addr.clone(), None)
+        }
+        None => {
+            let (addr, guard) = setup::start_broker(&redis_url, args.pool_size).await?;
+            (addr, Some(guard))
+        }
+    };
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(setup::connect(&addr).await?);
+    }
+    let redis = redis::Client::open(redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await
+        .context("connect to redis")?;
+    let bench = Bench {
+        addr,
+        channels,
+        redis,
+        broker_pid: broker.as_ref().and_then(setup::Guard::pid),
+        producers: args.producers,
+        duration: args.duration,
+        messages: args.messages,
+        window: args.window,
+    };
+
+    let mut runs: Vec<Vec<Row>> = Vec::new();
+    let mut latencies = Vec::new();
+    let mut idles = Vec::new();
+    let epoch = Instant::now();
+    for run in 0..args.runs {
+        eprintln!("run {} of {}", run + 1, args.runs);
+        let (rows, lat, idle) = run_once(&bench, &args, epoch).await?;
+        runs.push(rows);
+        latencies = lat;
+        idles = idle;
+    }
+    let rows: Vec<Row> = (0..runs[0].len())
+        .map(|i| Row {
+            name: runs[0][i].name.clone(),
+            unit: runs[0][i].unit,
+            broker: median(runs.iter().map(|r| r[i].broker).collect()),
+            raw: runs[0][i]
+                .raw
+                .map(|_| median(runs.iter().filter_map(|r| r[i].raw).collect())),
+            target: runs[0][i].target,
+        })
+        .collect();
+    print_report(&args, &rows, &latencies, &idles);
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&to_json(&args, &rows, &latencies, &idles))?,
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run_once(
+    bench: &Bench,
+    args: &Args,
+    epoch: Instant,
+) -> anyhow::Result<(Vec<Row>, Vec<workloads::Latency>, Vec<workloads::Idle>)> {
+    let mut rows = Vec::new();
+    let mut push = |name: String, unit, broker, raw, target| {
+        eprintln!("  {name}: {broker:.0} {unit}");
+        rows.push(Row {
+            name,
+            unit,
+            broker,
+            raw,
+            target,
+        });
+    };
+    for (batch, size) in [(1, 100), (1, 1024), (100, 100), (100, 1024)] {
+        let raw = workloads::produce_raw(bench, batch, size).await?;
+        let broker = workloads::produce_broker(bench, batch, size).await?;
+        let target = if (batch, size) == (100, 100) {
+            "≥ 0.60 of raw"
+        } else {
+            ""
+        };
+        push(
+            format!("produce, batch {batch}, {size} B"),
+            "msg/s",
+            broker,
+            Some(raw),
+            target,
+        );
+    }
+    let empty = workloads::empty_unary(bench).await?;
+    let single = workloads::produce_broker(bench, 1, 100).await?;
+    push(
+        "produce, batch 1, 100 B vs empty unary call".into(),
+        "msg/s",
+        single,
+        Some(empty),
+        "≥ 0.85 of empty call",
+    );
+    let raw = workloads::stream_produce_raw(bench).await?;
+    let broker = workloads::stream_produce_broker(bench).await?;
+    push(
+        format!("ProduceStream, 1 msg/request, window {}", args.window),
+        "msg/s",
+        broker,
+        Some(raw),
+        "≥ 0.40 of raw",
+    );
+    for consumers in [1, 4] {
+        let raw = workloads::consume_raw(bench, consumers).await?;
+        let broker = workloads::consume_broker(bench, consumers).await?;
+        push(
+            format!("group consume + ack, {consumers} consumer(s)"),
+            "msg/s",
+            broker,
+            Some(raw),
+            "≥ 0.70 of raw",
+        );
+    }
+    let fanout = workloads::fan_out(bench, 10).await?;
+    push(
+        "fan-out, 1 stream, 10 tail subscribers".into(),
+        "deliveries/s",
+        fanout,
+        None,
+        "",
+    );
+    let mut latencies = Vec::new();
+    for rate in &args.rates {
+        latencies.push(workloads::latency(bench, *rate, epoch).await?);
+    }
+    let mut idles = Vec::new();
+    let probe_calls = if args.smoke { 50 } else { 2000 };
+    for count in &args.idle {
+        idles.push(workloads::idle(bench, *count, probe_calls).await?);
+    }
+    Ok((rows, latencies, idles))
+}
+
+fn print_report(
+    args: &Args,
+    rows: &[Row],
+    latencies: &[workloads::Latency],
+    idles: &[workloads::Idle],
+) {
+    println!(
+        "\nstreamgate-bench: {} producers, {:?} per measurement, {} messages per consume, median of {} run(s){}\n",
+        args.producers,
+        args.duration,
+        args.messages,
+        args.runs,
+        if args.smoke {
+            " (SMOKE: sizes too small to mean anything)"
+        } else {
+            ""
+        }
+    );
+    println!("| workload | broker | raw redis-rs | broker/raw | target |");
+    println!("|---|---:|---:|---:|---|");
+    for row in rows {
+        let raw = row
+            .raw
+            .map(|r| format!("{r:.0} {}", row.unit))
+            .unwrap_or_else(|| "—".into());
+        let ratio = row
+            .ratio()
+            .map(|r| format!("{r:.2}"))
+            .unwrap_or_else(|| "—".into());
+        println!(
+            "| {} | {:.0} {} | {raw} | {ratio} | {} |",
+            row.name, row.broker, row.unit, row.target
+        );
+    }
+    println!(
+        "\n| end-to-end latency (Produce call → delivery, group Subscribe + Ack) | achieved rate | p50 | p99 | p99.9 |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for l in latencies {
+        println!(
+            "| {} msg/s | {:.0} msg/s | {:.2} ms | {:.2} ms | {:.2} ms |",
+            l.target_rate, l.achieved_rate, l.p50_ms, l.p99_ms, l.p999_ms
+        );
+    }
+    println!(
+        "\n| idle Subscribe streams (half tail, half group) | broker RSS | RSS per subscription | Redis connections | Produce p99 before | Produce p99 with them open |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for i in idles {
+        let rss = i
+            .rss
+            .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+            .unwrap_or_else(|| "—".into());
+        let per = i
+            .rss_per_subscription
+            .map(|b| format!("{:.1} KiB", b / 1024.0))
+            .unwrap_or_else(|| "—".into());
+        println!(
+            "| {} | {rss} | {per} | {} | {:.2} ms | {:.2} ms |",
+            i.subscriptions, i.redis_connections, i.produce_p99_before_ms, i.produce_p99_ms
+        );
+    }
+}
+
+fn to_json(
+    args: &Args,
+    rows: &[Row],
+    latencies: &[workloads::Latency],
+    idles: &[workloads::Idle],
+) -> serde_json::Value {
+    json!({
+        "settings": {
+            "producers": args.producers,
+            "duration_ms": args.duration.as_millis() as u64,
+            "messages": args.messages,
+            "window": args.window,
+            "runs": args.runs,
+            "smoke": args.smoke,
+        },
+        "throughput": rows.iter().map(|r| json!({
+            "workload": r.name, "unit": r.unit, "broker": r.broker, "raw": r.raw,
+            "ratio": r.ratio(), "target": r.target,
+        })).collect::<Vec<_>>(),
+        "latency": latencies.iter().map(|l| json!({
+            "rate": l.target_rate, "achieved_rate": l.achieved_rate,
+            "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "p999_ms": l.p999_ms,
+        })).collect::<Vec<_>>(),
+        "idle": idles.iter().map(|i| json!({
+            "subscriptions": i.subscriptions, "rss_bytes": i.rss,
+            "rss_per_subscription_bytes": i.rss_per_subscription,
+            "redis_connections": i.redis_connections,
+            "produce_p99_before_ms": i.produce_p99_before_ms, "produce_p99_ms": i.produce_p99_ms,
+        })).collect::<Vec<_>>(),
+    })
+}
