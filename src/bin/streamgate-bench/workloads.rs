@@ -512,7 +512,7 @@ pub(crate) async fn latency(bench: &Bench, rate: u64, epoch: Instant) -> anyhow:
     while started.elapsed() < bench.duration {
         ticker.tick().await;
         let due = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
-        for _ in sent..due {
+        while sent < due {
             let permit = in_flight.clone().acquire_owned().await?;
             let mut client = bench.broker(sent as usize);
             let stamp = (epoch.elapsed().as_nanos() as u64).to_string();
