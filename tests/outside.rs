@@ -61,6 +61,15 @@ async fn a_python_client_round_trips_through_reflection_alone() {
     assert_eq!(redis.pending_count("py-orders", "py-workers").await, 0);
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn help_documents_every_flag_with_its_environment_variable() {
     let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
@@ -99,7 +108,7 @@ async fn the_binary_serves_then_drains_on_sigterm_without_leaking_the_password()
         .cmd(&["CONFIG", "SET", "requirepass", "s3cret-pw"])
         .await;
     let url = format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+    let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
         .args([
             "serve",
             "--listen",
@@ -114,9 +123,11 @@ async fn the_binary_serves_then_drains_on_sigterm_without_leaking_the_password()
         .stderr(Stdio::piped())
         .spawn()
         .expect("start streamgate");
+    // Killed on drop, so that a failed assertion does not leave a broker running.
+    let mut child = KillOnDrop(child);
     // Read the log on a thread; the first line tells the bound address.
     let (lines_tx, lines) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = lines_tx.send(line);
@@ -147,14 +158,14 @@ async fn the_binary_serves_then_drains_on_sigterm_without_leaking_the_password()
 
     let started = Instant::now();
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let status = sub.final_status().await;
     assert_eq!(status.code(), tonic::Code::Unavailable);
     let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
+        if let Some(exit) = child.0.try_wait().unwrap() {
             break exit;
         }
         assert!(

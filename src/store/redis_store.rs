@@ -440,9 +440,12 @@ fn to_opt_i64(value: &Value) -> Option<i64> {
 }
 
 fn to_id(value: &Value) -> StoreResult<EntryId> {
-    to_text(value)
-        .and_then(|text| text.parse().ok())
-        .ok_or_else(|| unexpected("entry id", value))
+    let parsed = match value {
+        // Ids are ASCII: parse the reply's bytes in place, no copy.
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().and_then(|t| t.parse().ok()),
+        other => to_text(other).and_then(|text| text.parse().ok()),
+    };
+    parsed.ok_or_else(|| unexpected("entry id", value))
 }
 
 fn into_items(value: Value) -> StoreResult<Vec<Value>> {
@@ -612,7 +615,11 @@ impl Store for RedisStore {
                 if let Some(policy) = &request.trim {
                     push_trim(&mut xadd, policy);
                 }
-                xadd.arg(message.id.to_string());
+                match message.id {
+                    // The common case, without formatting an id per message.
+                    NewEntryId::Auto => xadd.arg("*"),
+                    other => xadd.arg(other.to_string()),
+                };
                 for field in &message.fields {
                     xadd.arg(&field.name).arg(field.value.as_ref());
                 }

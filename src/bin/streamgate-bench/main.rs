@@ -60,6 +60,34 @@ struct Args {
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Run only these workload groups (for profiling one thing at a time).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Group>,
+}
+
+/// Workload groups, as `--only` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// Unary Produce at batch 1 and 100, 100 B and 1 KiB.
+    Produce,
+    /// Single-message Produce against an empty unary call.
+    Unary,
+    /// ProduceStream.
+    Stream,
+    /// Group consume + ack.
+    Consume,
+    /// Fan-out to tail subscribers.
+    Fanout,
+    /// End-to-end latency.
+    Latency,
+    /// Idle subscriptions.
+    Idle,
+}
+
+impl Args {
+    fn runs(&self, group: Group) -> bool {
+        self.only.is_empty() || self.only.contains(&group)
+    }
 }
 
 impl Args {
@@ -146,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         latencies = lat;
         idles = idle;
     }
-    let rows: Vec<Row> = (0..runs[0].len())
+    let rows: Vec<Row> = (0..runs.first().map_or(0, Vec::len))
         .map(|i| Row {
             name: runs[0][i].name.clone(),
             unit: runs[0][i].unit,
@@ -184,67 +212,66 @@ async fn run_once(
             target,
         });
     };
-    for (batch, size) in [(1, 100), (1, 1024), (100, 100), (100, 1024)] {
-        let raw = workloads::produce_raw(bench, batch, size).await?;
-        let broker = workloads::produce_broker(bench, batch, size).await?;
-        let target = if (batch, size) == (100, 100) {
-            "≥ 0.60 of raw"
-        } else {
-            ""
-        };
+    if args.runs(Group::Produce) {
+        for (batch, size) in [(1, 100), (1, 1024), (100, 100), (100, 1024)] {
+            let raw = workloads::produce_raw(bench, batch, size).await?;
+            let broker = workloads::produce_broker(bench, batch, size).await?;
+            let target = if (batch, size) == (100, 100) {
+                "≥ 0.60 of raw"
+            } else {
+                ""
+            };
+            push(
+                format!("produce, batch {batch}, {size} B"),
+                "msg/s",
+                broker,
+                Some(raw),
+                target,
+            );
+        }
+    }
+    if args.runs(Group::Unary) {
+        let empty = workloads::empty_unary(bench).await?;
+        let single = workloads::produce_broker(bench, 1, 100).await?;
+        let name = "produce, batch 1, 100 B vs empty unary call".to_owned();
+        push(name, "msg/s", single, Some(empty), "≥ 0.85 of empty call");
+    }
+    if args.runs(Group::Stream) {
+        let raw = workloads::stream_produce_raw(bench).await?;
+        let broker = workloads::stream_produce_broker(bench).await?;
+        let name = format!("ProduceStream, 1 msg/request, window {}", args.window);
+        push(name, "msg/s", broker, Some(raw), "≥ 0.40 of raw");
+    }
+    if args.runs(Group::Consume) {
+        for consumers in [1, 4] {
+            let raw = workloads::consume_raw(bench, consumers).await?;
+            let broker = workloads::consume_broker(bench, consumers).await?;
+            let name = format!("group consume + ack, {consumers} consumer(s)");
+            push(name, "msg/s", broker, Some(raw), "≥ 0.70 of raw");
+        }
+    }
+    if args.runs(Group::Fanout) {
+        let fanout = workloads::fan_out(bench, 10).await?;
         push(
-            format!("produce, batch {batch}, {size} B"),
-            "msg/s",
-            broker,
-            Some(raw),
-            target,
+            "fan-out, 1 stream, 10 tail subscribers".into(),
+            "deliveries/s",
+            fanout,
+            None,
+            "",
         );
     }
-    let empty = workloads::empty_unary(bench).await?;
-    let single = workloads::produce_broker(bench, 1, 100).await?;
-    push(
-        "produce, batch 1, 100 B vs empty unary call".into(),
-        "msg/s",
-        single,
-        Some(empty),
-        "≥ 0.85 of empty call",
-    );
-    let raw = workloads::stream_produce_raw(bench).await?;
-    let broker = workloads::stream_produce_broker(bench).await?;
-    push(
-        format!("ProduceStream, 1 msg/request, window {}", args.window),
-        "msg/s",
-        broker,
-        Some(raw),
-        "≥ 0.40 of raw",
-    );
-    for consumers in [1, 4] {
-        let raw = workloads::consume_raw(bench, consumers).await?;
-        let broker = workloads::consume_broker(bench, consumers).await?;
-        push(
-            format!("group consume + ack, {consumers} consumer(s)"),
-            "msg/s",
-            broker,
-            Some(raw),
-            "≥ 0.70 of raw",
-        );
-    }
-    let fanout = workloads::fan_out(bench, 10).await?;
-    push(
-        "fan-out, 1 stream, 10 tail subscribers".into(),
-        "deliveries/s",
-        fanout,
-        None,
-        "",
-    );
     let mut latencies = Vec::new();
-    for rate in &args.rates {
-        latencies.push(workloads::latency(bench, *rate, epoch).await?);
+    if args.runs(Group::Latency) {
+        for rate in &args.rates {
+            latencies.push(workloads::latency(bench, *rate, epoch).await?);
+        }
     }
     let mut idles = Vec::new();
-    let probe_calls = if args.smoke { 50 } else { 2000 };
-    for count in &args.idle {
-        idles.push(workloads::idle(bench, *count, probe_calls).await?);
+    if args.runs(Group::Idle) {
+        let probe_calls = if args.smoke { 50 } else { 2000 };
+        for count in &args.idle {
+            idles.push(workloads::idle(bench, *count, probe_calls).await?);
+        }
     }
     Ok((rows, latencies, idles))
 }
