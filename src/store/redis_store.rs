@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     GroupCursor, GroupEntry, Store, StoreError, StoreResult, StreamPage, StreamWatch, Wakeups,
 };
+use crate::model::NewEntryId;
 use crate::model::{
     Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo,
     IdRange, PendingEntry, PendingQuery, PendingSummary, StartId, StreamInfo, TrimPolicy,
