@@ -70,7 +70,8 @@ pub async fn fetch<S: Store>(
 ) -> BrokerResult<Fetched> {
     let deadline = Instant::now() + spec.wait;
     let mut reader = FetchReader::start(store, &spec).await?;
-    let mut watch = (!spec.wait.is_zero() && reader.can_wait()).then(|| store.watch(&spec.streams));
+    let mut watch = (!spec.wait.is_zero() && reader.can_wait())
+        .then(|| store.watch(&spec.streams, reader.group()));
     loop {
         // Before the read, so that an entry landing during it still wakes the wait below.
         if let Some(watch) = watch.as_mut() {
@@ -78,6 +79,10 @@ pub async fn fetch<S: Store>(
         }
         let deliveries = reader.read(store, spec.count).await?;
         if !deliveries.is_empty() {
+            // There may be more: let another waiting member of the group read too.
+            if let Some(watch) = &watch {
+                watch.pass_on();
+            }
             return Ok(reader.finish(deliveries));
         }
         let Some(watch) = watch.as_mut() else {
@@ -122,6 +127,14 @@ impl FetchReader {
                 }
             }
         })
+    }
+
+    /// The group this fetch reads as, if any: group members are woken one at a time.
+    fn group(&self) -> Option<&str> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Group { membership, .. } => Some(&membership.group),
+        }
     }
 
     /// Waiting only makes sense where new entries can show up: not in pending replays.

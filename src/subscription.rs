@@ -173,7 +173,7 @@ impl<S: Store> Pump<S> {
         if !self.send(started).await? {
             return Ok(());
         }
-        let mut watch = self.store.watch(&self.spec.streams);
+        let mut watch = self.store.watch(&self.spec.streams, reader.group());
         loop {
             // Before the read, so that a wake-up arriving during it is not lost.
             watch.mark_seen();
@@ -196,6 +196,8 @@ impl<S: Store> Pump<S> {
                 }
                 continue;
             }
+            // There may be more: let another idle member of the group read too.
+            watch.pass_on();
             for delivery in batch {
                 if !self.send(Event::Message(delivery)).await? {
                     return Ok(());
@@ -245,6 +247,14 @@ impl Reader {
             Mode::Tail(starts) => Ok(Self::Tail {
                 cursors: reading::resolve_starts(store, &spec.streams, starts).await?,
             }),
+        }
+    }
+
+    /// The group this reader belongs to, if any: group members are woken one at a time.
+    fn group(&self) -> Option<&str> {
+        match self {
+            Self::Group { membership, .. } => Some(&membership.group),
+            Self::Tail { .. } => None,
         }
     }
 

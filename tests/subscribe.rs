@@ -283,3 +283,61 @@ async fn ack_to_a_missing_group_is_not_found() {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert!(status.message().contains("`typo`"));
 }
+
+/// XREADGROUP calls Redis has served so far (INFO commandstats).
+async fn xreadgroup_calls(redis: &RedisServer) -> u64 {
+    let info: String = redis.cmd(&["INFO", "commandstats"]).await;
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_xreadgroup:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+#[tokio::test]
+async fn one_message_wakes_one_idle_group_member_not_all_of_them() {
+    let redis = RedisServer::start();
+    let mut broker = TestBroker::start(&redis).await;
+    let mut members = Vec::new();
+    for i in 0..20 {
+        members.push(
+            Subscription::open(
+                &mut broker.broker,
+                group_request(&["herd"], "g", &format!("m{i}")),
+            )
+            .await,
+        );
+    }
+    eventually("all members waiting", || async {
+        broker.stats.waiting_registrations() == 20
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let before = xreadgroup_calls(&redis).await;
+    for i in 0..20 {
+        produce_numbered(&mut broker.broker, "herd", i..i + 1).await;
+        // Wait until some member got it, so that every message meets an idle group.
+        let mut got = None;
+        while got.is_none() {
+            for member in &mut members {
+                let item =
+                    tokio::time::timeout(Duration::from_millis(5), member.stream.message()).await;
+                if let Ok(Ok(Some(pb::SubscribeResponse {
+                    event: Some(pb::subscribe_response::Event::Message(m)),
+                }))) = item
+                {
+                    got = Some(number(&m));
+                }
+            }
+        }
+        assert_eq!(got, Some(i));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reads = xreadgroup_calls(&redis).await - before;
+    // Waking everybody would cost 20 reads a message (400); one member and a pass-on, a few.
+    println!("{reads} XREADGROUP calls for 20 messages to a group of 20 idle members");
+    assert!(
+        reads <= 100,
+        "{reads} reads for 20 messages: every idle member was woken"
+    );
+}

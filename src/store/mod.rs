@@ -146,8 +146,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         ids: &[EntryId],
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// A handle that resolves when any of `streams` may have new entries.
-    fn watch(&self, streams: &[String]) -> StreamWatch;
+    /// A handle that resolves when any of `streams` may have new entries: for every tail
+    /// reader (`group` `None`), or for one member of `group` at a time.
+    fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch;
 
     /// A cheap round trip, for health checks.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;

@@ -765,8 +765,8 @@ impl Store for RedisStore {
         Ok(acked)
     }
 
-    fn watch(&self, streams: &[String]) -> StreamWatch {
-        self.wakeups.watch(streams)
+    fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch {
+        self.wakeups.watch(streams, group)
     }
 
     async fn ping(&self) -> StoreResult<()> {
