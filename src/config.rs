@@ -156,6 +156,11 @@ pub struct Limits {
     #[arg(long, env = "STREAMGATE_DEFAULT_QUERY_COUNT", default_value_t = 100)]
     pub default_query_count: usize,
 
+    /// How long a delivered group message may stay unacknowledged before it is redelivered,
+    /// when a Subscribe does not say.
+    #[arg(long, env = "STREAMGATE_ACK_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub default_ack_deadline: Duration,
+
     /// Longest wait a Fetch may ask for (`wait_ms`); a longer one is cut to this.
     #[arg(long, env = "STREAMGATE_MAX_FETCH_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_fetch_wait: Duration,

@@ -11,9 +11,12 @@
 //! consumer that reconnects under the same name gets back what it had not acknowledged, then
 //! reads new entries (`>`). Tail mode reads `XREAD` from a cursor per stream.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +60,8 @@ pub struct SubscriptionSpec {
     pub mode: Mode,
     /// Messages per read.
     pub batch_size: usize,
+    /// Group mode: how long a delivered message may stay unacknowledged before it is redelivered.
+    pub ack_deadline: Duration,
 }
 
 /// The receiving end of a subscription: the gRPC layer drains it.
@@ -70,6 +75,7 @@ pub struct Subscriptions<S> {
     tracker: TaskTracker,
     open: Arc<AtomicUsize>,
     idle_recheck: Duration,
+    sweeps: Sweeps,
 }
 
 impl<S: Store> Subscriptions<S> {
@@ -87,6 +93,7 @@ impl<S: Store> Subscriptions<S> {
             tracker,
             open: Arc::default(),
             idle_recheck,
+            sweeps: Sweeps::default(),
         }
     }
 
@@ -111,11 +118,58 @@ impl<S: Store> Subscriptions<S> {
             tx,
             shutdown: self.shutdown.clone(),
             idle_recheck: self.idle_recheck,
+            sweeps: self.sweeps.clone(),
             _open: OpenGuard::new(self.open.clone()),
         };
         self.tracker.spawn(pump.run().instrument(span));
         rx
     }
+}
+
+/// When each (stream, group) is next due for a redelivery sweep, so that the members of a group
+/// on this broker take turns instead of all scanning the pending list: one sweep per stream and
+/// group per interval, by whichever member gets there first.
+#[derive(Clone, Default)]
+struct Sweeps {
+    next: Arc<Mutex<HashMap<(String, String), Instant>>>,
+}
+
+impl Sweeps {
+    /// The streams whose sweep for `group` is due now; each is booked for `interval` (±10%, so
+    /// that brokers and groups do not fall into step) from now.
+    fn take_due(&self, streams: &[String], group: &str, interval: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        streams
+            .iter()
+            .filter(|stream| {
+                let due = next
+                    .entry(((*stream).clone(), group.to_owned()))
+                    .or_insert(now);
+                if *due > now {
+                    return false;
+                }
+                *due = now + interval.mul_f64(rand::rng().random_range(0.9..1.1));
+                true
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Makes the sweep of `streams` for `group` due now.
+    fn make_due(&self, streams: &[String], group: &str) {
+        let now = Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        for stream in streams {
+            next.insert((stream.clone(), group.to_owned()), now);
+        }
+    }
+}
+
+/// How often a group's pending list is swept for a given ack deadline: twice per deadline, so an
+/// expired message waits at most half a deadline more.
+fn sweep_interval(ack_deadline: Duration) -> Duration {
+    (ack_deadline / 2).max(Duration::from_millis(50))
 }
 
 /// Counts a pump as open for exactly as long as it exists, panics included.
@@ -137,19 +191,25 @@ impl Drop for OpenGuard {
 /// How long a final error status may wait for a client that stopped reading.
 const FINAL_STATUS_GRACE: Duration = Duration::from_secs(5);
 
+/// How long handing back unacknowledged messages may take when a subscription ends.
+const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
+
 struct Pump<S> {
     store: S,
     spec: SubscriptionSpec,
     tx: mpsc::Sender<BrokerResult<Event>>,
     shutdown: CancellationToken,
     idle_recheck: Duration,
+    sweeps: Sweeps,
     _open: OpenGuard,
 }
 
 impl<S: Store> Pump<S> {
     async fn run(self) {
         tracing::debug!("subscription started");
-        match self.pump().await {
+        let outcome = self.pump().await;
+        self.hand_back().await;
+        match outcome {
             Ok(()) => tracing::debug!("subscription ended: client went away"),
             Err(err) => {
                 match &err {
@@ -184,7 +244,7 @@ impl<S: Store> Pump<S> {
                 // Dropped mid-flight (the two arms above), the read's reply is discarded by the
                 // multiplexed connection, which stays usable. In group mode the entries it took
                 // stay pending for this consumer and come back when it reconnects.
-                batch = reader.next_batch(&self.store, self.spec.batch_size) => batch?,
+                batch = self.next_batch(&mut reader) => batch?,
             };
             if batch.is_empty() {
                 tokio::select! {
@@ -192,7 +252,7 @@ impl<S: Store> Pump<S> {
                     _ = self.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
                     _ = self.tx.closed() => return Ok(()),
                     _ = watch.changed() => {}
-                    _ = tokio::time::sleep(self.idle_recheck) => {}
+                    _ = tokio::time::sleep(self.wait_limit()) => {}
                 }
                 continue;
             }
@@ -203,6 +263,80 @@ impl<S: Store> Pump<S> {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Group mode: what this subscription held unacknowledged becomes due for redelivery now,
+    /// rather than after the deadline. Best effort: if Redis is not there, the deadline still
+    /// applies.
+    async fn hand_back(&self) {
+        let Mode::Group(membership) = &self.spec.mode else {
+            return;
+        };
+        if membership.no_ack {
+            return;
+        }
+        let handing = reading::hand_back(&self.store, membership, &self.spec.streams);
+        match tokio::time::timeout(HAND_BACK_GRACE, handing).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => {
+                tracing::debug!(count, "unacknowledged messages handed back for redelivery");
+                // Sweep now, and give an idle member of the group the turn to do it.
+                self.sweeps.make_due(&self.spec.streams, &membership.group);
+                self.store
+                    .watch(&self.spec.streams, Some(&membership.group))
+                    .pass_on();
+            }
+            Ok(Err(err)) => {
+                tracing::info!(error = %err, "could not hand back unacknowledged messages; they wait for the ack deadline")
+            }
+            Err(_) => tracing::info!(
+                "handing back unacknowledged messages timed out; they wait for the ack deadline"
+            ),
+        }
+    }
+
+    /// The next deliveries: in group mode, redeliveries of expired messages when a sweep is due,
+    /// else the next read.
+    async fn next_batch(&self, reader: &mut Reader) -> BrokerResult<Vec<Delivery>> {
+        // Not while replaying this consumer's own pending entries: those would come back twice,
+        // once swept and once replayed. A replayed read resets their idle time, so the sweeps
+        // that follow leave them alone until they expire again.
+        if let Mode::Group(membership) = &self.spec.mode
+            && !membership.no_ack
+            && !reader.is_replaying()
+        {
+            let interval = sweep_interval(self.spec.ack_deadline);
+            let mut redeliveries = Vec::new();
+            for stream in self
+                .sweeps
+                .take_due(&self.spec.streams, &membership.group, interval)
+            {
+                redeliveries.extend(
+                    reading::reclaim_expired(
+                        &self.store,
+                        membership,
+                        &stream,
+                        self.spec.ack_deadline,
+                        self.spec.batch_size,
+                    )
+                    .await?,
+                );
+            }
+            if !redeliveries.is_empty() {
+                return Ok(redeliveries);
+            }
+        }
+        reader.next_batch(&self.store, self.spec.batch_size).await
+    }
+
+    /// How long an idle wait may last before the pump looks again on its own.
+    fn wait_limit(&self) -> Duration {
+        match &self.spec.mode {
+            Mode::Group(membership) if !membership.no_ack => self
+                .idle_recheck
+                .min(sweep_interval(self.spec.ack_deadline)),
+            _ => self.idle_recheck,
         }
     }
 
@@ -248,6 +382,11 @@ impl Reader {
                 cursors: reading::resolve_starts(store, &spec.streams, starts).await?,
             }),
         }
+    }
+
+    /// Group mode, still delivering this consumer's own pending entries.
+    fn is_replaying(&self) -> bool {
+        matches!(self, Self::Group { replaying, .. } if !replaying.is_empty())
     }
 
     /// The group this reader belongs to, if any: group members are woken one at a time.
@@ -306,5 +445,25 @@ impl Reader {
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_sweeps_each_stream_once_per_interval_until_made_due() {
+        let sweeps = Sweeps::default();
+        let streams = vec!["a".to_owned(), "b".to_owned()];
+        let hour = Duration::from_secs(3600);
+        assert_eq!(sweeps.take_due(&streams, "g", hour), streams);
+        // Another member of the same group, right after: nothing is due.
+        assert!(sweeps.take_due(&streams, "g", hour).is_empty());
+        // Another group has its own schedule.
+        assert_eq!(sweeps.take_due(&streams[..1], "other", hour), ["a"]);
+        // A hand-back makes it due at once.
+        sweeps.make_due(&streams[1..], "g");
+        assert_eq!(sweeps.take_due(&streams, "g", hour), ["b"]);
     }
 }

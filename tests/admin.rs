@@ -289,7 +289,8 @@ async fn consumers_and_pending_entries() {
         Subscription::open(&mut broker.broker, group_request(&["s"], "g", "alice")).await;
     let got = alice.take(6).await;
     assert_eq!(got.len(), 6);
-    drop(alice);
+    // Alice stays connected until her entries have been inspected: once she leaves, they are
+    // handed back for redelivery and look long idle.
 
     let consumer = |name: &str| pb::CreateConsumerRequest {
         stream: "s".into(),
@@ -397,6 +398,7 @@ async fn consumers_and_pending_entries() {
             .entries
             .is_empty()
     );
+    drop(alice);
 
     // Claim two to bob, one of them with JUSTID semantics checked below.
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -333,10 +333,21 @@ pub fn subscription(
         };
         Mode::Group(options.membership(consumer, limits)?)
     };
+    let ack_deadline = match request.ack_deadline_ms {
+        0 => limits.default_ack_deadline,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    if request.group.is_empty() && request.ack_deadline_ms != 0 {
+        return Err(BrokerError::invalid(
+            "ack_deadline_ms",
+            "only applies in group mode; set `group` too",
+        ));
+    }
     Ok(SubscriptionSpec {
         streams,
         mode,
         batch_size,
+        ack_deadline,
     })
 }
 

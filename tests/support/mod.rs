@@ -326,6 +326,7 @@ pub fn group_request(streams: &[&str], group: &str, consumer: &str) -> pb::Subsc
         group_start_id: "0".to_owned(),
         batch_size: 0,
         no_ack: false,
+        ack_deadline_ms: 0,
     }
 }
 
