@@ -44,21 +44,36 @@ pub fn parse<T: FromStr<Err = ParseIdError>>(field: &str, text: &str) -> BrokerR
     text.parse().map_err(|err| BrokerError::invalid(field, err))
 }
 
-/// A non-empty list of entry ids.
-pub fn ids(field: &str, texts: &[String], limits: &Limits) -> BrokerResult<Vec<EntryId>> {
-    if texts.is_empty() {
-        return Err(BrokerError::invalid(field, "must list at least one id"));
+/// A list field holds at least one item and at most `max`. The messages use the field's own
+/// words: `empty` says what is missing, `(verb, noun)` make "holds 3 messages, over the limit of 2".
+fn check_len(
+    field: &str,
+    len: usize,
+    max: usize,
+    empty: &str,
+    (verb, noun, limit): (&str, &str, &str),
+) -> BrokerResult<()> {
+    if len == 0 {
+        return Err(BrokerError::invalid(field, empty));
     }
-    if texts.len() > limits.max_read_count {
+    if len > max {
         return Err(BrokerError::invalid(
             field,
-            format!(
-                "lists {} ids, over the limit of {}",
-                texts.len(),
-                limits.max_read_count
-            ),
+            format!("{verb} {len} {noun}, over the {limit} of {max}"),
         ));
     }
+    Ok(())
+}
+
+/// A non-empty list of entry ids.
+pub fn ids(field: &str, texts: &[String], limits: &Limits) -> BrokerResult<Vec<EntryId>> {
+    check_len(
+        field,
+        texts.len(),
+        limits.max_read_count,
+        "must list at least one id",
+        ("lists", "ids", "limit"),
+    )?;
     texts
         .iter()
         .enumerate()
@@ -113,22 +128,13 @@ pub fn trim_policy(field: &str, policy: &pb::TrimPolicy) -> BrokerResult<TrimPol
 /// A Produce request, its messages taken (not copied).
 pub fn produce(request: pb::ProduceRequest, limits: &Limits) -> BrokerResult<Append> {
     let stream = name("stream", &request.stream, limits)?;
-    if request.messages.is_empty() {
-        return Err(BrokerError::invalid(
-            "messages",
-            "must hold at least one message",
-        ));
-    }
-    if request.messages.len() > limits.max_batch {
-        return Err(BrokerError::invalid(
-            "messages",
-            format!(
-                "holds {} messages, over the batch limit of {}",
-                request.messages.len(),
-                limits.max_batch
-            ),
-        ));
-    }
+    check_len(
+        "messages",
+        request.messages.len(),
+        limits.max_batch,
+        "must hold at least one message",
+        ("holds", "messages", "batch limit"),
+    )?;
     let messages = request
         .messages
         .into_iter()
@@ -155,22 +161,13 @@ fn outgoing_message(
 ) -> BrokerResult<NewMessage> {
     let field = |suffix: &str| format!("messages[{index}]{suffix}");
     let id = parse(&field(".id"), &message.id)?;
-    if message.fields.is_empty() {
-        return Err(BrokerError::invalid(
-            field(".fields"),
-            "must hold at least one field (Redis stores no empty entries)",
-        ));
-    }
-    if message.fields.len() > limits.max_fields {
-        return Err(BrokerError::invalid(
-            field(".fields"),
-            format!(
-                "holds {} fields, over the limit of {}",
-                message.fields.len(),
-                limits.max_fields
-            ),
-        ));
-    }
+    check_len(
+        &field(".fields"),
+        message.fields.len(),
+        limits.max_fields,
+        "must hold at least one field (Redis stores no empty entries)",
+        ("holds", "fields", "limit"),
+    )?;
     let size: usize = message
         .fields
         .iter()
@@ -215,25 +212,30 @@ struct ReadOptions<'a> {
     no_ack: bool,
 }
 
+/// Borrows the reading options of a Subscribe or Fetch request: both name them alike.
+macro_rules! read_options {
+    ($request:expr) => {
+        ReadOptions {
+            streams: &$request.streams,
+            group: &$request.group,
+            consumer: &$request.consumer,
+            create_group: $request.create_group,
+            group_start_id: &$request.group_start_id,
+            no_ack: $request.no_ack,
+        }
+    };
+}
+
 impl ReadOptions<'_> {
     /// The stream names: at least one, within the limit, valid, no duplicates.
     fn stream_names(&self, limits: &Limits) -> BrokerResult<Vec<String>> {
-        if self.streams.is_empty() {
-            return Err(BrokerError::invalid(
-                "streams",
-                "must name at least one stream",
-            ));
-        }
-        if self.streams.len() > limits.max_subscribe_streams {
-            return Err(BrokerError::invalid(
-                "streams",
-                format!(
-                    "names {} streams, over the limit of {}",
-                    self.streams.len(),
-                    limits.max_subscribe_streams
-                ),
-            ));
-        }
+        check_len(
+            "streams",
+            self.streams.len(),
+            limits.max_subscribe_streams,
+            "must name at least one stream",
+            ("names", "streams", "limit"),
+        )?;
         let mut seen = HashSet::new();
         let mut streams = Vec::with_capacity(self.streams.len());
         for (i, start) in self.streams.iter().enumerate() {
@@ -303,14 +305,7 @@ pub fn subscription(
     request: pb::SubscribeRequest,
     limits: &Limits,
 ) -> BrokerResult<SubscriptionSpec> {
-    let options = ReadOptions {
-        streams: &request.streams,
-        group: &request.group,
-        consumer: &request.consumer,
-        create_group: request.create_group,
-        group_start_id: &request.group_start_id,
-        no_ack: request.no_ack,
-    };
+    let options = read_options!(request);
     let streams = options.stream_names(limits)?;
     let batch_size = count(
         "batch_size",
@@ -358,14 +353,7 @@ pub fn fetch(
     deadline: Option<Duration>,
     limits: &Limits,
 ) -> BrokerResult<FetchSpec> {
-    let options = ReadOptions {
-        streams: &request.streams,
-        group: &request.group,
-        consumer: &request.consumer,
-        create_group: request.create_group,
-        group_start_id: &request.group_start_id,
-        no_ack: request.no_ack,
-    };
+    let options = read_options!(request);
     let streams = options.stream_names(limits)?;
     let count = count("count", request.count, limits.default_batch_size, limits)?;
     let mode = if !options.is_group_mode() {
