@@ -97,6 +97,20 @@ pub struct ServeConfig {
     )]
     pub http2_max_concurrent_streams: u32,
 
+    /// Wait before redelivering a message the first time it expired or was nacked; doubles
+    /// with each further delivery. Every instance serving a group should use the same value.
+    #[arg(long, env = "STREAMGATE_REDELIVERY_BACKOFF_MIN", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub redelivery_backoff_min: Duration,
+
+    /// The longest wait before a redelivery (at most 1h).
+    #[arg(long, env = "STREAMGATE_REDELIVERY_BACKOFF_MAX", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub redelivery_backoff_max: Duration,
+
+    /// Group consumers idle for longer than this are deleted, their unacknowledged messages
+    /// handed back to the group first, so generated names do not pile up. 0s keeps them.
+    #[arg(long, env = "STREAMGATE_CONSUMER_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub consumer_idle_timeout: Duration,
+
     /// Log format.
     #[arg(
         long,
@@ -161,6 +175,16 @@ pub struct Limits {
     #[arg(long, env = "STREAMGATE_ACK_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub default_ack_deadline: Duration,
 
+    /// Most unacknowledged messages one group subscription holds when it does not say; 0 means
+    /// no limit.
+    #[arg(long, env = "STREAMGATE_DEFAULT_MAX_IN_FLIGHT", default_value_t = 1000)]
+    pub default_max_in_flight: u32,
+
+    /// Deliveries after which an unacknowledged message is dead-lettered, when a subscription or
+    /// fetch does not say; 0 means no limit.
+    #[arg(long, env = "STREAMGATE_DEFAULT_MAX_DELIVERIES", default_value_t = 0)]
+    pub default_max_deliveries: u32,
+
     /// Longest wait a Fetch may ask for (`wait_ms`); a longer one is cut to this.
     #[arg(long, env = "STREAMGATE_MAX_FETCH_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_fetch_wait: Duration,
@@ -170,6 +194,30 @@ impl ServeConfig {
     /// The defaults, pointed at `redis_url`: what tests and embedders start from.
     pub fn for_redis(redis_url: &str) -> Self {
         Self::parse_from(["serve", "--redis-url", redis_url])
+    }
+
+    /// Checks what one flag cannot check alone; the message names the flags.
+    pub fn validate(&self) -> Result<(), String> {
+        let horizon = crate::redelivery::MAX_DELAY;
+        if self.redelivery_backoff_min > self.redelivery_backoff_max {
+            return Err("--redelivery-backoff-min must not exceed --redelivery-backoff-max".into());
+        }
+        if self.redelivery_backoff_max > horizon {
+            return Err(format!("--redelivery-backoff-max must be at most {}", humantime::format_duration(horizon)));
+        }
+        if self.limits.default_ack_deadline.is_zero() || self.limits.default_ack_deadline > horizon {
+            return Err(format!("--default-ack-deadline must be between 1ms and {}", humantime::format_duration(horizon)));
+        }
+        Ok(())
+    }
+
+    /// The redelivery settings every group member of this broker shares.
+    pub fn redelivery(&self) -> crate::redelivery::RedeliverySettings {
+        crate::redelivery::RedeliverySettings {
+            backoff_min: self.redelivery_backoff_min,
+            backoff_max: self.redelivery_backoff_max,
+            consumer_idle_timeout: self.consumer_idle_timeout,
+        }
     }
 }
 

@@ -69,8 +69,10 @@ impl From<StoreError> for BrokerError {
                 reason: err.to_string(),
             },
             StoreError::Unavailable(_) => {
-                // The client only learns that Redis is unavailable; operators get the cause.
-                tracing::warn!(error = %err, "redis unavailable");
+                // Not a warning per failed call: during an outage that would be one line per
+                // request. Operators learn of the outage from the health check's log line (once
+                // per change) and from each waiting subscription (at most once a second).
+                tracing::debug!(error = %err, "redis unavailable");
                 Self::Unavailable(err.to_string())
             }
             StoreError::Unexpected(_) => {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::BrokerResult;
 use crate::model::{Delivery, EntryId, StartId};
 use crate::reading::{self, GroupMembership};
+use crate::redelivery::Redelivery;
 use crate::store::{GroupCursor, Store};
 
 /// How a fetch reads.
@@ -65,6 +66,7 @@ pub struct Fetched {
 /// returns what it has, an empty batch, rather than holding the drain up.
 pub async fn fetch<S: Store>(
     store: &S,
+    redelivery: &Redelivery<S>,
     spec: FetchSpec,
     stopping: &CancellationToken,
 ) -> BrokerResult<Fetched> {
@@ -77,7 +79,7 @@ pub async fn fetch<S: Store>(
         if let Some(watch) = watch.as_mut() {
             watch.mark_seen();
         }
-        let deliveries = reader.read(store, spec.count).await?;
+        let deliveries = reader.read(store, redelivery, spec.count).await?;
         if !deliveries.is_empty() {
             // There may be more: let another waiting member of the group read too.
             if let Some(watch) = &watch {
@@ -145,13 +147,33 @@ impl FetchReader {
         }
     }
 
-    async fn read<S: Store>(&mut self, store: &S, count: usize) -> BrokerResult<Vec<Delivery>> {
+    /// The next batch. In group mode, reading new messages (`>`) first takes the group's
+    /// messages due for redelivery, exactly as a subscription does.
+    async fn read<S: Store>(
+        &mut self,
+        store: &S,
+        redelivery: &Redelivery<S>,
+        count: usize,
+    ) -> BrokerResult<Vec<Delivery>> {
         match self {
             Self::Plain(cursors) => reading::read_tail(store, cursors, count).await,
             Self::Group {
                 membership,
                 cursors,
             } => {
+                if !membership.no_ack {
+                    let reading_new: Vec<String> = cursors
+                        .iter()
+                        .filter(|(_, c)| *c == GroupCursor::New)
+                        .map(|(s, _)| s.clone())
+                        .collect();
+                    let due = redelivery
+                        .sweep_due(membership, &reading_new, count)
+                        .await?;
+                    if !due.is_empty() {
+                        return Ok(due);
+                    }
+                }
                 let batch = reading::read_group(store, membership, cursors, count).await?;
                 // A pending replay continues after its last id, and is over once a read returns
                 // nothing for that stream.

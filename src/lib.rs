@@ -10,6 +10,9 @@
 //! - [`fetch`]: Fetch, one batch per call, with an optional wait for new entries.
 //! - [`reading`]: the reads Subscribe and Fetch share (group preparation, XREAD/XREADGROUP into
 //!   deliveries), so both keep the same promises.
+//! - [`redelivery`]: at-least-once delivery for groups: ack deadlines, backoff, nack, dead
+//!   letters, hand-back, consumer clean-up and flow control, all kept in Redis's pending lists.
+//! - [`dead_letters`]: listing and replaying dead-letter streams (Admin).
 //! - [`store`]: the only code that talks to Redis, behind the [`store::Store`] trait.
 //! - [`model`]: domain types (ids, entries, trim policies) shared by all of the above.
 //! - [`error`]: the broker's error type and its single mapping to gRPC status codes.
@@ -20,11 +23,13 @@
 //! drains into the response stream.
 
 pub mod config;
+pub mod dead_letters;
 pub mod error;
 pub mod fetch;
 pub mod grpc;
 pub mod model;
 pub mod reading;
+pub mod redelivery;
 pub mod server;
 pub mod store;
 pub mod subscription;

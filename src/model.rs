@@ -393,6 +393,146 @@ pub struct AutoClaimed {
     pub deleted_ids: Vec<EntryId>,
 }
 
+/// The redelivery rules every broker instance applies to a group's pending entries. They live
+/// in the sweeping request, not in Redis: instances serving one group should be run with the same
+/// backoff settings, and subscribers of one group should ask for the same deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedeliveryRules {
+    /// A delivered entry left unacknowledged this long is expired (before backoff).
+    pub ack_deadline_ms: u64,
+    /// Backoff after the first delivery; doubles with each further delivery.
+    pub backoff_min_ms: u64,
+    /// Backoff never exceeds this.
+    pub backoff_max_ms: u64,
+    /// An entry already delivered this many times goes to the dead-letter stream instead of
+    /// being redelivered; 0 means no limit.
+    pub max_deliveries: u64,
+}
+
+impl RedeliveryRules {
+    /// The wait after an ack deadline expires or a nack, before delivery number
+    /// `delivery_count + 1`: `min * 2^(delivery_count - 1)`, at most `max`.
+    pub fn backoff_ms(&self, delivery_count: u64) -> u64 {
+        let doublings = u32::try_from(delivery_count.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(63);
+        self.backoff_min_ms
+            .saturating_mul(1u64 << doublings)
+            .min(self.backoff_max_ms)
+    }
+}
+
+/// One step of a group's redelivery sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepRequest {
+    /// Where expired entries go once they reached `rules.max_deliveries`.
+    pub dead_letter_stream: String,
+    /// When an entry is due, and when it is dead.
+    pub rules: RedeliveryRules,
+    /// Where this page of the pending list starts.
+    pub cursor: RangeBound,
+    /// Most pending entries looked at.
+    pub scan: usize,
+    /// Most entries claimed for redelivery.
+    pub claim: usize,
+}
+
+/// What a sweep step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// Entries now held by the sweeping consumer, with their new delivery counts.
+    pub claimed: Vec<(Entry, u64)>,
+    /// Entries moved to the dead-letter stream (and acknowledged on their own).
+    pub dead_lettered: Vec<EntryId>,
+    /// Pending entries that were deleted or trimmed before anyone acknowledged them; Redis
+    /// forgets them and so does the group.
+    pub lost: Vec<EntryId>,
+    /// Where the next sweep continues; `Unbounded` once the whole pending list was looked at.
+    pub next_cursor: RangeBound,
+}
+
+/// What happens to pending entries moved between consumers (nack, extend, hand back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMove {
+    /// Only entries this consumer holds; `None` for any holder.
+    pub holder: Option<String>,
+    /// The consumer that holds them afterwards.
+    pub to: String,
+    /// Their idle time afterwards; `None` for the backoff of each entry's delivery count,
+    /// counted back from `horizon_ms` (see [`PARKED_CONSUMER`]).
+    pub idle_ms: Option<u64>,
+    /// For `idle_ms: None`: idle = `horizon_ms` − backoff(delivery count).
+    pub horizon_ms: u64,
+    /// For `idle_ms: None`.
+    pub rules: RedeliveryRules,
+}
+
+/// The consumer that holds entries given back to the group (nacked, or held by a subscription
+/// that ended). Entries it holds are due once idle for [`PARKED_HORIZON_MS`]: a nack with a
+/// delay sets their idle time to the horizon minus the delay. Redis cannot set a delivery time in
+/// the future, so this is how a delay is recorded in the group's own pending list, where every
+/// broker instance sees it and a broker restart does not lose it.
+pub const PARKED_CONSUMER: &str = "streamgate:parked";
+
+/// How idle a parked entry must be to be redelivered; also the longest nack delay and the
+/// longest ack deadline.
+pub const PARKED_HORIZON_MS: u64 = 3_600_000;
+
+/// Fields that open a dead letter, in this order, before the original fields.
+pub const DEAD_LETTER_FIELDS: [&str; 5] = [
+    "dlq.stream",
+    "dlq.id",
+    "dlq.group",
+    "dlq.delivery_count",
+    "dlq.reason",
+];
+
+/// A message moved to a dead-letter stream, with where it came from and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream.
+    pub id: EntryId,
+    /// The stream it was produced to.
+    pub stream: String,
+    /// Its id there.
+    pub original_id: EntryId,
+    /// The group that gave up on it.
+    pub group: String,
+    /// How many times that group delivered it.
+    pub delivery_count: u64,
+    /// Why it was given up on.
+    pub reason: String,
+    /// The original fields.
+    pub fields: Vec<Field>,
+}
+
+impl DeadLetter {
+    /// Reads a dead-letter stream entry; `None` for an entry that does not have the dead-letter
+    /// header (something else was written to that stream).
+    pub fn from_entry(entry: Entry) -> Option<Self> {
+        let mut fields = entry.fields.into_iter();
+        let mut header = Vec::with_capacity(DEAD_LETTER_FIELDS.len());
+        for expected in DEAD_LETTER_FIELDS {
+            let field = fields.next()?;
+            if field.name != expected {
+                return None;
+            }
+            header.push(String::from_utf8(field.value.to_vec()).ok()?);
+        }
+        let [stream, original_id, group, delivery_count, reason]: [String; 5] =
+            header.try_into().ok()?;
+        Some(Self {
+            id: entry.id,
+            stream,
+            original_id: original_id.parse().ok()?,
+            group,
+            delivery_count: delivery_count.parse().ok()?,
+            reason,
+            fields: fields.collect(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

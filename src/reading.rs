@@ -3,14 +3,12 @@
 //! deliveries, so the two RPCs cannot drift apart in what they promise.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use rand::Rng;
 
 use crate::error::BrokerResult;
-use crate::model::{
-    ClaimOptions, Delivery, Entry, EntryId, IdRange, PendingQuery, RangeBound, StartId,
-};
+use crate::model::{Delivery, Entry, EntryId, IdRange, PendingQuery, RangeBound, StartId};
+use crate::redelivery::DeliveryPolicy;
 use crate::store::{GroupCursor, Store, StoreError};
 
 /// A reader's place in a consumer group.
@@ -24,6 +22,11 @@ pub struct GroupMembership {
     pub create_from: Option<StartId>,
     /// XREADGROUP NOACK.
     pub no_ack: bool,
+    /// The broker made the consumer name up: nobody can come back under it, so the consumer is
+    /// deleted when the subscription ends.
+    pub generated_name: bool,
+    /// Deadlines, delivery limit, dead letters, flow control.
+    pub delivery: DeliveryPolicy,
 }
 
 /// A consumer name unlikely to collide: `sg-` and 16 hex digits.
@@ -195,104 +198,4 @@ async fn delivery_counts<S: Store>(
         .into_iter()
         .map(|p| (p.id, p.delivery_count))
         .collect())
-}
-
-/// Redelivery: claims for this consumer the group's entries on `stream` that went
-/// unacknowledged for longer than `ack_deadline` (XAUTOCLAIM, one page of up to `count`), and
-/// returns them as deliveries with their real delivery counts. Entries deleted or trimmed while
-/// pending are dropped from the group by Redis; they are logged as lost before ack.
-pub async fn reclaim_expired<S: Store>(
-    store: &S,
-    membership: &GroupMembership,
-    stream: &str,
-    ack_deadline: Duration,
-    count: usize,
-) -> BrokerResult<Vec<Delivery>> {
-    let min_idle_ms = u64::try_from(ack_deadline.as_millis()).unwrap_or(u64::MAX);
-    let claimed = store
-        .auto_claim(
-            stream,
-            &membership.group,
-            &membership.consumer,
-            min_idle_ms,
-            EntryId::ZERO,
-            count,
-            false,
-        )
-        .await?;
-    if !claimed.deleted_ids.is_empty() {
-        tracing::warn!(
-            stream = %stream,
-            group = %membership.group,
-            lost = claimed.deleted_ids.len(),
-            "pending entries were deleted or trimmed before being acknowledged; they cannot be redelivered"
-        );
-    }
-    let entries = claimed.claimed.entries;
-    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-        return Ok(Vec::new());
-    };
-    let counts =
-        delivery_counts(store, stream, membership, first.id, last.id, entries.len()).await?;
-    Ok(entries
-        .into_iter()
-        .map(|entry| Delivery {
-            stream: stream.to_owned(),
-            delivery_count: counts.get(&entry.id).copied().unwrap_or(1),
-            entry,
-        })
-        .collect())
-}
-
-/// Marks as long idle, so that the group's next sweep redelivers them at once instead of
-/// waiting out the deadline, at most this many of a consumer's pending entries per stream.
-const HAND_BACK_LIMIT: u64 = 10_000;
-
-/// How idle a handed-back entry looks: far past any ack deadline (ten years), still a valid
-/// delivery time.
-const HANDED_BACK_IDLE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
-
-/// When a subscription ends, the entries it held unacknowledged are made due for redelivery now
-/// (XCLAIM to the same consumer with a large IDLE, JUSTID: the delivery count is untouched).
-pub async fn hand_back<S: Store>(
-    store: &S,
-    membership: &GroupMembership,
-    streams: &[String],
-) -> BrokerResult<usize> {
-    let mut handed_back = 0;
-    for stream in streams {
-        let query = PendingQuery {
-            range: IdRange {
-                min: RangeBound::Unbounded,
-                max: RangeBound::Unbounded,
-            },
-            count: HAND_BACK_LIMIT,
-            consumer: Some(membership.consumer.clone()),
-            min_idle_ms: 0,
-        };
-        let ids: Vec<EntryId> = store
-            .pending(stream, &membership.group, &query)
-            .await?
-            .into_iter()
-            .map(|p| p.id)
-            .collect();
-        if ids.is_empty() {
-            continue;
-        }
-        let options = ClaimOptions {
-            min_idle_ms: 0,
-            ids,
-            idle_ms: Some(HANDED_BACK_IDLE_MS),
-            time_ms: None,
-            retry_count: None,
-            force: false,
-            just_id: true,
-        };
-        handed_back += store
-            .claim(stream, &membership.group, &membership.consumer, &options)
-            .await?
-            .ids
-            .len();
-    }
-    Ok(handed_back)
 }

@@ -26,6 +26,7 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
 use crate::store::{RedisStore, RedisStoreConfig, Store, StoreError};
+use crate::redelivery::{Redelivery, RedeliveryCounters};
 use crate::subscription::Subscriptions;
 
 /// Why the server could not start or stopped abnormally.
@@ -34,6 +35,9 @@ pub enum ServeError {
     /// The store could not be set up (a malformed Redis URL, say).
     #[error("cannot set up the store: {0}")]
     Store(#[from] StoreError),
+    /// Flags that contradict each other.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// Reflection could not load our descriptors (a build problem).
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -56,11 +60,13 @@ pub struct Broker {
     subscriptions_shutdown: CancellationToken,
     tracker: TaskTracker,
     subscriptions: Subscriptions<RedisStore>,
+    redelivery: Redelivery<RedisStore>,
 }
 
 impl Broker {
     /// Sets up the store (lazily: Redis may still be down) from `config`.
     pub fn new(config: ServeConfig) -> Result<Self, ServeError> {
+        config.validate().map_err(ServeError::Config)?;
         let store = RedisStore::new(RedisStoreConfig {
             url: config.redis_url.clone(),
             pool_size: config.redis_pool_size,
@@ -70,8 +76,10 @@ impl Broker {
         })?;
         let subscriptions_shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let redelivery = Redelivery::new(store.clone(), config.redelivery());
         let subscriptions = Subscriptions::new(
             store.clone(),
+            redelivery.clone(),
             subscriptions_shutdown.clone(),
             tracker.clone(),
             config.idle_recheck,
@@ -79,6 +87,7 @@ impl Broker {
         Ok(Self {
             config,
             store,
+            redelivery,
             subscriptions_shutdown,
             tracker,
             subscriptions,
@@ -96,6 +105,7 @@ impl Broker {
         BrokerStats {
             subscriptions: self.subscriptions.clone(),
             store: self.store.clone(),
+            redelivery: self.redelivery.clone(),
         }
     }
 
@@ -121,6 +131,7 @@ impl Broker {
         let broker = pb::broker_server::BrokerServer::new(BrokerService::new(
             self.store.clone(),
             self.subscriptions.clone(),
+            self.redelivery.clone(),
             limits.clone(),
             self.subscriptions_shutdown.clone(),
         ))
@@ -192,6 +203,7 @@ impl Broker {
 pub struct BrokerStats {
     subscriptions: Subscriptions<RedisStore>,
     store: RedisStore,
+    redelivery: Redelivery<RedisStore>,
 }
 
 impl BrokerStats {
@@ -203,6 +215,12 @@ impl BrokerStats {
     /// Subscriptions registered for wake-ups (each one counted once per stream it reads).
     pub fn waiting_registrations(&self) -> usize {
         self.store.wakeups().watcher_count()
+    }
+
+    /// What redelivery did since start: redelivered, dead-lettered, lost before ack, consumers
+    /// deleted.
+    pub fn redelivery(&self) -> &RedeliveryCounters {
+        self.redelivery.counters()
     }
 }
 

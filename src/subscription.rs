@@ -11,14 +11,15 @@
 //! consumer that reconnects under the same name gets back what it had not acknowledged, then
 //! reads new entries (`>`). Tail mode reads `XREAD` from a cursor per stream.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::Rng;
-
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::future::select_all;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -26,7 +27,8 @@ use tracing::Instrument;
 use crate::error::{BrokerError, BrokerResult};
 use crate::model::{Delivery, EntryId, StartId};
 use crate::reading::{self, GroupMembership};
-use crate::store::{GroupCursor, Store};
+use crate::redelivery::Redelivery;
+use crate::store::{GroupCursor, Store, StoreError};
 
 /// What a subscription emits, in order: `Started` once, then messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +62,6 @@ pub struct SubscriptionSpec {
     pub mode: Mode,
     /// Messages per read.
     pub batch_size: usize,
-    /// Group mode: how long a delivered message may stay unacknowledged before it is redelivered.
-    pub ack_deadline: Duration,
 }
 
 /// The receiving end of a subscription: the gRPC layer drains it.
@@ -71,11 +71,11 @@ pub type EventReceiver = mpsc::Receiver<BrokerResult<Event>>;
 #[derive(Clone)]
 pub struct Subscriptions<S> {
     store: S,
+    redelivery: Redelivery<S>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     open: Arc<AtomicUsize>,
     idle_recheck: Duration,
-    sweeps: Sweeps,
 }
 
 impl<S: Store> Subscriptions<S> {
@@ -83,17 +83,18 @@ impl<S: Store> Subscriptions<S> {
     /// tracker lets the server wait for them.
     pub fn new(
         store: S,
+        redelivery: Redelivery<S>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
         idle_recheck: Duration,
     ) -> Self {
         Self {
             store,
+            redelivery,
             shutdown,
             tracker,
             open: Arc::default(),
             idle_recheck,
-            sweeps: Sweeps::default(),
         }
     }
 
@@ -114,62 +115,16 @@ impl<S: Store> Subscriptions<S> {
         };
         let pump = Pump {
             store: self.store.clone(),
+            redelivery: self.redelivery.clone(),
             spec,
             tx,
             shutdown: self.shutdown.clone(),
             idle_recheck: self.idle_recheck,
-            sweeps: self.sweeps.clone(),
             _open: OpenGuard::new(self.open.clone()),
         };
         self.tracker.spawn(pump.run().instrument(span));
         rx
     }
-}
-
-/// When each (stream, group) is next due for a redelivery sweep, so that the members of a group
-/// on this broker take turns instead of all scanning the pending list: one sweep per stream and
-/// group per interval, by whichever member gets there first.
-#[derive(Clone, Default)]
-struct Sweeps {
-    next: Arc<Mutex<HashMap<(String, String), Instant>>>,
-}
-
-impl Sweeps {
-    /// The streams whose sweep for `group` is due now; each is booked for `interval` (±10%, so
-    /// that brokers and groups do not fall into step) from now.
-    fn take_due(&self, streams: &[String], group: &str, interval: Duration) -> Vec<String> {
-        let now = Instant::now();
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        streams
-            .iter()
-            .filter(|stream| {
-                let due = next
-                    .entry(((*stream).clone(), group.to_owned()))
-                    .or_insert(now);
-                if *due > now {
-                    return false;
-                }
-                *due = now + interval.mul_f64(rand::rng().random_range(0.9..1.1));
-                true
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Makes the sweep of `streams` for `group` due now.
-    fn make_due(&self, streams: &[String], group: &str) {
-        let now = Instant::now();
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        for stream in streams {
-            next.insert((stream.clone(), group.to_owned()), now);
-        }
-    }
-}
-
-/// How often a group's pending list is swept for a given ack deadline: twice per deadline, so an
-/// expired message waits at most half a deadline more.
-fn sweep_interval(ack_deadline: Duration) -> Duration {
-    (ack_deadline / 2).max(Duration::from_millis(50))
 }
 
 /// Counts a pump as open for exactly as long as it exists, panics included.
@@ -194,13 +149,87 @@ const FINAL_STATUS_GRACE: Duration = Duration::from_secs(5);
 /// How long handing back unacknowledged messages may take when a subscription ends.
 const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
 
+/// A member at its in-flight limit re-counts this often even without an ack through this
+/// broker (acks through other instances, or deadlines expiring, free room too).
+const AT_LIMIT_RECHECK: Duration = Duration::from_millis(500);
+
+/// The same failure is logged at most this often per subscription while it lasts.
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What one step of the pump produced.
+enum Step {
+    /// Messages to send.
+    Batch(Vec<Delivery>),
+    /// Nothing to read now: wait for a wake-up.
+    Empty,
+    /// The member holds `max_in_flight` unacknowledged messages: wait for acks.
+    AtLimit,
+}
+
+/// The unacknowledged messages a flow-controlled member holds: counted by Redis when unsure,
+/// estimated locally in between (deliveries add, only a re-count subtracts), so the round trip
+/// is paid only near the limit.
+struct InFlight {
+    limit: u64,
+    estimate: Option<u64>,
+}
+
+/// A Redis outage as one subscription lives it: waits that grow, and logs that do not repeat
+/// more than about once a second.
+struct Outage {
+    waits: Option<backon::ExponentialBackoff>,
+    failures: u64,
+    last_log: Option<Instant>,
+}
+
+impl Outage {
+    fn new() -> Self {
+        Self {
+            waits: None,
+            failures: 0,
+            last_log: None,
+        }
+    }
+
+    /// Records a failure; returns how long to wait before trying again.
+    fn failed(&mut self, err: &BrokerError) -> Duration {
+        self.failures += 1;
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|last| now.duration_since(last) >= REPEAT_LOG_INTERVAL)
+        {
+            tracing::warn!(error = %err, failures = self.failures, "redis unavailable; the subscription waits and retries");
+            self.last_log = Some(now);
+        }
+        self.waits
+            .get_or_insert_with(|| {
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_jitter()
+                    .without_max_times()
+                    .build()
+            })
+            .next()
+            .unwrap_or(Duration::from_secs(2))
+    }
+
+    fn recovered(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "redis is back; the subscription goes on");
+        }
+        *self = Self::new();
+    }
+}
+
 struct Pump<S> {
     store: S,
+    redelivery: Redelivery<S>,
     spec: SubscriptionSpec,
     tx: mpsc::Sender<BrokerResult<Event>>,
     shutdown: CancellationToken,
     idle_recheck: Duration,
-    sweeps: Sweeps,
     _open: OpenGuard,
 }
 
@@ -223,6 +252,13 @@ impl<S: Store> Pump<S> {
         }
     }
 
+    fn membership(&self) -> Option<&GroupMembership> {
+        match &self.spec.mode {
+            Mode::Group(membership) if !membership.no_ack => Some(membership),
+            _ => None,
+        }
+    }
+
     /// `Ok` when the client went away, `Err` for anything that should end the stream with a status.
     async fn pump(&self) -> BrokerResult<()> {
         let mut reader = Reader::start(&self.store, &self.spec).await?;
@@ -234,35 +270,132 @@ impl<S: Store> Pump<S> {
             return Ok(());
         }
         let mut watch = self.store.watch(&self.spec.streams, reader.group());
+        let mut in_flight = InFlight {
+            limit: self.membership().map_or(0, |m| m.delivery.max_in_flight),
+            estimate: None,
+        };
+        let mut outage = Outage::new();
+        let mut sent = VecDeque::new();
         loop {
             // Before the read, so that a wake-up arriving during it is not lost.
             watch.mark_seen();
-            let batch = tokio::select! {
+            let step = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
                 _ = self.tx.closed() => return Ok(()),
                 // Dropped mid-flight (the two arms above), the read's reply is discarded by the
                 // multiplexed connection, which stays usable. In group mode the entries it took
-                // stay pending for this consumer and come back when it reconnects.
-                batch = self.next_batch(&mut reader) => batch?,
+                // stay pending for this consumer and are handed back when the pump ends.
+                step = self.next_step(&mut reader, &mut in_flight) => step,
             };
-            if batch.is_empty() {
-                tokio::select! {
-                    biased;
-                    _ = self.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
-                    _ = self.tx.closed() => return Ok(()),
-                    _ = watch.changed() => {}
-                    _ = tokio::time::sleep(self.wait_limit()) => {}
+            let step = match step {
+                Ok(step) => {
+                    outage.recovered();
+                    step
                 }
-                continue;
-            }
-            // There may be more: let another idle member of the group read too.
-            watch.pass_on();
-            for delivery in batch {
-                if !self.send(Event::Message(delivery)).await? {
-                    return Ok(());
+                Err(err) => {
+                    let wait = self.recover(err, &mut reader, &mut outage).await?;
+                    if !self.pause(tokio::time::sleep(wait)).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            match step {
+                Step::Empty => {
+                    let until = self.next_look();
+                    let wait = async {
+                        tokio::select! {
+                            _ = watch.changed() => {}
+                            _ = tokio::time::sleep_until(until) => {}
+                        }
+                    };
+                    if !self.pause(wait).await? {
+                        return Ok(());
+                    }
+                }
+                Step::AtLimit => {
+                    let group = self.membership().map(|m| m.group.as_str()).unwrap_or("");
+                    let signals = self.redelivery.ack_signals(&self.spec.streams, group);
+                    let acked = select_all(signals.iter().map(|n| Box::pin(n.notified())));
+                    let wait = async {
+                        tokio::select! {
+                            _ = acked => {}
+                            _ = tokio::time::sleep(AT_LIMIT_RECHECK) => {}
+                        }
+                    };
+                    if !self.pause(wait).await? {
+                        return Ok(());
+                    }
+                    in_flight.estimate = None;
+                }
+                Step::Batch(batch) => {
+                    if let Some(estimate) = in_flight.estimate.as_mut() {
+                        *estimate += batch.len() as u64;
+                    }
+                    // There may be more: let another idle member of the group read too.
+                    watch.pass_on();
+                    for delivery in batch {
+                        if !self.send_delivery(delivery, &mut sent).await? {
+                            return Ok(());
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// What to do about a failed step: wait and retry (Redis unavailable; a group lost with
+    /// Redis's data, recreated), or end the subscription with the error.
+    async fn recover(
+        &self,
+        err: BrokerError,
+        reader: &mut Reader,
+        outage: &mut Outage,
+    ) -> BrokerResult<Duration> {
+        match err {
+            BrokerError::Unavailable(_) => Ok(outage.failed(&err)),
+            BrokerError::NotFound(_) => {
+                let Mode::Group(membership) = &self.spec.mode else {
+                    return Err(err);
+                };
+                if membership.create_from.is_none() {
+                    return Err(err);
+                }
+                // Redis came back without the group (no persistence, or someone destroyed
+                // it). Recreate it from the start of what is left, so that nothing written
+                // meanwhile is skipped.
+                for stream in &self.spec.streams {
+                    match self
+                        .store
+                        .create_group(stream, &membership.group, StartId::After(EntryId::ZERO), true, None)
+                        .await
+                    {
+                        Ok(()) | Err(StoreError::GroupExists { .. }) => {}
+                        Err(StoreError::Unavailable(cause)) => {
+                            return Ok(outage.failed(&BrokerError::Unavailable(cause)));
+                        }
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+                tracing::warn!(
+                    streams = ?self.spec.streams,
+                    "the consumer group was gone (Redis restarted without persistence, or it was destroyed); recreated it from the start of each stream"
+                );
+                reader.restart_replay();
+                Ok(Duration::ZERO)
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Waits for `wait`, unless shutdown (`Err`) or the client leaving (`Ok(false)`) comes first.
+    async fn pause(&self, wait: impl Future<Output = ()>) -> BrokerResult<bool> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(BrokerError::ShuttingDown),
+            _ = self.tx.closed() => Ok(false),
+            () = wait => Ok(true),
         }
     }
 
@@ -270,19 +403,19 @@ impl<S: Store> Pump<S> {
     /// rather than after the deadline. Best effort: if Redis is not there, the deadline still
     /// applies.
     async fn hand_back(&self) {
-        let Mode::Group(membership) = &self.spec.mode else {
+        let Some(membership) = self.membership() else {
             return;
         };
-        if membership.no_ack {
-            return;
-        }
-        let handing = reading::hand_back(&self.store, membership, &self.spec.streams);
+        let handing = self.redelivery.hand_back(
+            membership,
+            &self.spec.streams,
+            membership.generated_name,
+        );
         match tokio::time::timeout(HAND_BACK_GRACE, handing).await {
             Ok(Ok(0)) => {}
             Ok(Ok(count)) => {
                 tracing::debug!(count, "unacknowledged messages handed back for redelivery");
-                // Sweep now, and give an idle member of the group the turn to do it.
-                self.sweeps.make_due(&self.spec.streams, &membership.group);
+                // Give an idle member of the group the turn to take them.
                 self.store
                     .watch(&self.spec.streams, Some(&membership.group))
                     .pass_on();
@@ -296,47 +429,130 @@ impl<S: Store> Pump<S> {
         }
     }
 
-    /// The next deliveries: in group mode, redeliveries of expired messages when a sweep is due,
-    /// else the next read.
-    async fn next_batch(&self, reader: &mut Reader) -> BrokerResult<Vec<Delivery>> {
-        // Not while replaying this consumer's own pending entries: those would come back twice,
-        // once swept and once replayed. A replayed read resets their idle time, so the sweeps
-        // that follow leave them alone until they expire again.
-        if let Mode::Group(membership) = &self.spec.mode
-            && !membership.no_ack
-            && !reader.is_replaying()
-        {
-            let interval = sweep_interval(self.spec.ack_deadline);
-            let mut redeliveries = Vec::new();
-            for stream in self
-                .sweeps
-                .take_due(&self.spec.streams, &membership.group, interval)
-            {
-                redeliveries.extend(
-                    reading::reclaim_expired(
-                        &self.store,
-                        membership,
-                        &stream,
-                        self.spec.ack_deadline,
-                        self.spec.batch_size,
-                    )
-                    .await?,
-                );
+    /// The next step: in group mode, room under the in-flight limit first, then redeliveries
+    /// when a sweep is due, else the next read.
+    async fn next_step(&self, reader: &mut Reader, in_flight: &mut InFlight) -> BrokerResult<Step> {
+        let mut room = self.spec.batch_size;
+        if let Some(membership) = self.membership() {
+            if in_flight.limit > 0 {
+                let held = match in_flight.estimate {
+                    Some(estimate) if estimate < in_flight.limit => estimate,
+                    _ => {
+                        let held = self
+                            .redelivery
+                            .in_flight(membership, &self.spec.streams, in_flight.limit)
+                            .await?;
+                        in_flight.estimate = Some(held);
+                        held
+                    }
+                };
+                let free = in_flight.limit.saturating_sub(held);
+                if free == 0 {
+                    return Ok(Step::AtLimit);
+                }
+                room = room.min(usize::try_from(free).unwrap_or(usize::MAX));
             }
+            // First this consumer's own pending entries (a reconnect under the same name, or what
+            // a crashed broker could not hand back), one page per step; a page made only of
+            // deleted entries yields nothing, so read on rather than wait.
+            while reader.is_replaying() {
+                let replayed = reader.next_batch(&self.store, room).await?;
+                if !replayed.is_empty() {
+                    return Ok(Step::Batch(replayed));
+                }
+            }
+            // Redeliveries before new messages. Never during the replay above: its entries
+            // would come back twice, once swept and once replayed.
+            let redeliveries = self
+                .redelivery
+                .sweep_due(membership, &self.spec.streams, room)
+                .await?;
             if !redeliveries.is_empty() {
-                return Ok(redeliveries);
+                return Ok(Step::Batch(redeliveries));
             }
         }
-        reader.next_batch(&self.store, self.spec.batch_size).await
+        let batch = reader.next_batch(&self.store, room).await?;
+        Ok(if batch.is_empty() {
+            Step::Empty
+        } else {
+            Step::Batch(batch)
+        })
     }
 
-    /// How long an idle wait may last before the pump looks again on its own.
-    fn wait_limit(&self) -> Duration {
-        match &self.spec.mode {
-            Mode::Group(membership) if !membership.no_ack => self
-                .idle_recheck
-                .min(sweep_interval(self.spec.ack_deadline)),
-            _ => self.idle_recheck,
+    /// When an idle pump looks again on its own: after `idle_recheck`, or sooner when a group
+    /// sweep is due.
+    fn next_look(&self) -> Instant {
+        let recheck = Instant::now() + self.idle_recheck;
+        match self.membership() {
+            Some(membership) => self
+                .redelivery
+                .next_sweep(&self.spec.streams, &membership.group)
+                .map_or(recheck, |due| due.max(Instant::now()).min(recheck)),
+            None => recheck,
+        }
+    }
+
+    /// Sends one message. While the client is slow to take it, the messages waiting in the
+    /// send buffer are ageing toward their ack deadline although nobody works on them yet: their
+    /// leases are renewed every third of a deadline, so they do not come back as duplicates.
+    /// `sent` remembers the last messages sent, to know which are still buffered.
+    async fn send_delivery(
+        &self,
+        delivery: Delivery,
+        sent: &mut VecDeque<(String, EntryId)>,
+    ) -> BrokerResult<bool> {
+        let Some(membership) = self.membership() else {
+            return self.send(Event::Message(delivery)).await;
+        };
+        let key = (delivery.stream.clone(), delivery.entry.id);
+        let renew_every = (membership.delivery.ack_deadline / 3).max(Duration::from_millis(20));
+        let send = self.tx.send(Ok(Event::Message(delivery)));
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
+                result = &mut send => {
+                    if result.is_err() {
+                        return Ok(false);
+                    }
+                    if sent.len() == self.tx.max_capacity() {
+                        sent.pop_front();
+                    }
+                    sent.push_back(key);
+                    return Ok(true);
+                }
+                _ = tokio::time::sleep(renew_every) => {
+                    let buffered = self.tx.max_capacity() - self.tx.capacity();
+                    let waiting = sent.iter().skip(sent.len().saturating_sub(buffered));
+                    self.renew_leases(membership, waiting.chain(std::iter::once(&key))).await;
+                }
+            }
+        }
+    }
+
+    /// Resets the idle time of messages this member still holds (not yet taken by the client).
+    async fn renew_leases<'a>(
+        &self,
+        membership: &GroupMembership,
+        held: impl Iterator<Item = &'a (String, EntryId)>,
+    ) {
+        let mut by_stream: Vec<(&str, Vec<EntryId>)> = Vec::new();
+        for (stream, id) in held {
+            match by_stream.iter_mut().find(|(s, _)| s == stream) {
+                Some((_, ids)) => ids.push(*id),
+                None => by_stream.push((stream, vec![*id])),
+            }
+        }
+        for (stream, ids) in by_stream {
+            match self
+                .redelivery
+                .extend(stream, &membership.group, &membership.consumer, &ids)
+                .await
+            {
+                Ok(renewed) => tracing::debug!(stream, renewed = renewed.len(), "renewed the leases of buffered messages"),
+                Err(err) => tracing::info!(error = %err, stream, "could not renew the leases of buffered messages"),
+            }
         }
     }
 
@@ -384,6 +600,17 @@ impl Reader {
         }
     }
 
+    /// Group mode: replay this consumer's own pending entries again from the start (after the
+    /// group was recreated).
+    fn restart_replay(&mut self) {
+        if let Self::Group {
+            streams, replaying, ..
+        } = self
+        {
+            *replaying = streams.iter().map(|s| (s.clone(), EntryId::ZERO)).collect();
+        }
+    }
+
     /// Group mode, still delivering this consumer's own pending entries.
     fn is_replaying(&self) -> bool {
         matches!(self, Self::Group { replaying, .. } if !replaying.is_empty())
@@ -404,7 +631,9 @@ impl Reader {
         }
     }
 
-    /// The next deliveries; empty means "nothing now, wait for a wake-up".
+    /// The next deliveries: while replaying, one page of this consumer's pending entries (empty
+    /// when they were all deleted, or the replay just ended); then new entries, where empty
+    /// means "nothing now, wait for a wake-up".
     async fn next_batch<S: Store>(
         &mut self,
         store: &S,
@@ -416,7 +645,7 @@ impl Reader {
                 membership,
                 streams,
                 replaying,
-            } => loop {
+            } => {
                 if replaying.is_empty() {
                     let cursors: Vec<_> = streams
                         .iter()
@@ -439,31 +668,8 @@ impl Reader {
                     }
                     None => false,
                 });
-                // A page made only of deleted entries yields nothing; read on rather than wait.
-                if !batch.deliveries.is_empty() {
-                    return Ok(batch.deliveries);
-                }
-            },
+                Ok(batch.deliveries)
+            }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_group_sweeps_each_stream_once_per_interval_until_made_due() {
-        let sweeps = Sweeps::default();
-        let streams = vec!["a".to_owned(), "b".to_owned()];
-        let hour = Duration::from_secs(3600);
-        assert_eq!(sweeps.take_due(&streams, "g", hour), streams);
-        // Another member of the same group, right after: nothing is due.
-        assert!(sweeps.take_due(&streams, "g", hour).is_empty());
-        // Another group has its own schedule.
-        assert_eq!(sweeps.take_due(&streams[..1], "other", hour), ["a"]);
-        // A hand-back makes it due at once.
-        sweeps.make_due(&streams[1..], "g");
-        assert_eq!(sweeps.take_due(&streams, "g", hour), ["b"]);
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::config::Limits;
-use crate::error::BrokerResult;
+use crate::dead_letters::{self, Selection};
+use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert::{self, id_strings};
 use crate::grpc::pb;
 use crate::model::{EntryId, PendingQuery, StartId};
@@ -331,5 +332,63 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
             )
             .await?;
         Ok(Response::new(result.into()))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> RpcResult<pb::ListDeadLettersResponse> {
+        let request = request.into_inner();
+        let stream = convert::name("dead_letter_stream", &request.dead_letter_stream, &self.limits)?;
+        let range = convert::range("start", &request.start, "end", &request.end)?;
+        let count = convert::count(
+            "count",
+            request.count,
+            self.limits.default_query_count,
+            &self.limits,
+        )?;
+        let letters = dead_letters::list(&self.store, &stream, range, count).await?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: letters.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<pb::ReplayDeadLettersRequest>,
+    ) -> RpcResult<pb::ReplayDeadLettersResponse> {
+        let request = request.into_inner();
+        let stream = convert::name("dead_letter_stream", &request.dead_letter_stream, &self.limits)?;
+        let selection = if request.ids.is_empty() {
+            Selection::Range(
+                convert::range("start", &request.start, "end", &request.end)?,
+                convert::count(
+                    "count",
+                    request.count,
+                    self.limits.default_query_count,
+                    &self.limits,
+                )?,
+            )
+        } else {
+            if !request.start.is_empty() || !request.end.is_empty() || request.count != 0 {
+                return Err(BrokerError::invalid(
+                    "ids",
+                    "give either ids, or start/end/count, not both",
+                )
+                .into());
+            }
+            Selection::Ids(convert::ids("ids", &request.ids, &self.limits)?)
+        };
+        let replayed = dead_letters::replay(&self.store, &stream, selection).await?;
+        Ok(Response::new(pb::ReplayDeadLettersResponse {
+            replayed: replayed
+                .into_iter()
+                .map(|r| pb::ReplayedMessage {
+                    dead_letter_id: r.dead_letter_id.to_string(),
+                    stream: r.stream,
+                    id: r.id.to_string(),
+                })
+                .collect(),
+        }))
     }
 }

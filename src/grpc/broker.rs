@@ -1,4 +1,4 @@
-//! `streamgate.v1.Broker`: Produce, ProduceStream, Subscribe, Ack, Fetch.
+//! `streamgate.v1.Broker`: Produce, ProduceStream, Subscribe, Ack, Nack, ExtendDeadline, Fetch.
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use crate::fetch;
 use crate::grpc::convert;
 use crate::grpc::pb;
 use crate::model::{Append, EntryId};
+use crate::redelivery::Redelivery;
 use crate::store::Store;
 use crate::subscription::{Event, Subscriptions};
 
@@ -22,6 +23,7 @@ use crate::subscription::{Event, Subscriptions};
 pub struct BrokerService<S> {
     store: S,
     subscriptions: Subscriptions<S>,
+    redelivery: Redelivery<S>,
     limits: Arc<Limits>,
     stopping: CancellationToken,
 }
@@ -32,12 +34,14 @@ impl<S: Store> BrokerService<S> {
     pub fn new(
         store: S,
         subscriptions: Subscriptions<S>,
+        redelivery: Redelivery<S>,
         limits: Arc<Limits>,
         stopping: CancellationToken,
     ) -> Self {
         Self {
             store,
             subscriptions,
+            redelivery,
             limits,
             stopping,
         }
@@ -226,11 +230,59 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::AckRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
         let request = request.into_inner();
-        let stream = convert::name("stream", &request.stream, &self.limits)?;
-        let group = convert::name("group", &request.group, &self.limits)?;
-        let ids = convert::ids("ids", &request.ids, &self.limits)?;
+        let convert::PendingTarget { stream, group, ids } =
+            convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
         let acknowledged = self.store.ack(&stream, &group, &ids).await?;
+        if acknowledged > 0 {
+            self.redelivery.acked(&stream, &group);
+        }
         Ok(Response::new(pb::AckResponse { acknowledged }))
+    }
+
+    async fn nack(
+        &self,
+        request: Request<pb::NackRequest>,
+    ) -> Result<Response<pb::NackResponse>, Status> {
+        let request = request.into_inner();
+        let target = convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
+        let holder = match request.consumer.as_str() {
+            "" => None,
+            consumer => Some(convert::name("consumer", consumer, &self.limits)?),
+        };
+        let delay = request
+            .delay_ms
+            .map(|ms| convert::delay("delay_ms", ms))
+            .transpose()?;
+        let nacked = self
+            .redelivery
+            .nack(&target.stream, &target.group, holder, &target.ids, delay)
+            .await?;
+        Ok(Response::new(pb::NackResponse {
+            ids: convert::id_strings(&nacked),
+        }))
+    }
+
+    async fn extend_deadline(
+        &self,
+        request: Request<pb::ExtendDeadlineRequest>,
+    ) -> Result<Response<pb::ExtendDeadlineResponse>, Status> {
+        let request = request.into_inner();
+        let target = convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
+        if request.consumer.is_empty() {
+            return Err(BrokerError::invalid(
+                "consumer",
+                "is required: only the consumer holding a message may extend it",
+            )
+            .into());
+        }
+        let consumer = convert::name("consumer", &request.consumer, &self.limits)?;
+        let extended = self
+            .redelivery
+            .extend(&target.stream, &target.group, &consumer, &target.ids)
+            .await?;
+        Ok(Response::new(pb::ExtendDeadlineResponse {
+            ids: convert::id_strings(&extended),
+        }))
     }
 
     async fn fetch(
@@ -239,7 +291,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let deadline = convert::grpc_timeout(request.metadata());
         let spec = convert::fetch(request.into_inner(), deadline, &self.limits)?;
-        let fetched = fetch::fetch(&self.store, spec, &self.stopping).await?;
+        let fetched = fetch::fetch(&self.store, &self.redelivery, spec, &self.stopping).await?;
         Ok(Response::new(fetched.into()))
     }
 }

@@ -13,11 +13,12 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::fetch::{FetchMode, FetchSpec, Fetched, Resume};
 use crate::grpc::pb;
 use crate::model::{
-    Append, AutoClaimed, ClaimOptions, ConsumerInfo, Delivery, Entry, EntryId, Field, GroupInfo,
+    Append, AutoClaimed, ClaimOptions, ConsumerInfo, DeadLetter, Delivery, Entry, EntryId, Field, GroupInfo,
     IdRange, NewMessage, ParseIdError, PendingEntry, PendingSummary, RangeBound, StartId,
     StreamInfo, TrimPolicy, TrimThreshold,
 };
 use crate::reading::{GroupMembership, generate_consumer_name};
+use crate::redelivery::{DeliveryPolicy, MAX_DELAY};
 use crate::store::GroupCursor;
 use crate::subscription::{Event, Mode, SubscriptionSpec};
 
@@ -210,6 +211,9 @@ struct ReadOptions<'a> {
     create_group: bool,
     group_start_id: &'a str,
     no_ack: bool,
+    ack_deadline_ms: u32,
+    max_deliveries: Option<u32>,
+    dead_letter_stream: &'a str,
 }
 
 /// Borrows the reading options of a Subscribe or Fetch request: both name them alike.
@@ -222,6 +226,9 @@ macro_rules! read_options {
             create_group: $request.create_group,
             group_start_id: &$request.group_start_id,
             no_ack: $request.no_ack,
+            ack_deadline_ms: $request.ack_deadline_ms,
+            max_deliveries: $request.max_deliveries,
+            dead_letter_stream: &$request.dead_letter_stream,
         }
     };
 }
@@ -263,6 +270,9 @@ impl ReadOptions<'_> {
             ("create_group", self.create_group),
             ("group_start_id", !self.group_start_id.is_empty()),
             ("no_ack", self.no_ack),
+            ("ack_deadline_ms", self.ack_deadline_ms != 0),
+            ("max_deliveries", self.max_deliveries.is_some()),
+            ("dead_letter_stream", !self.dead_letter_stream.is_empty()),
         ];
         if let Some((field, _)) = group_only.iter().find(|(_, set)| *set) {
             return Err(BrokerError::invalid(
@@ -277,9 +287,16 @@ impl ReadOptions<'_> {
             .collect()
     }
 
-    /// Group mode: who reads, and whether to create the group. `consumer` is the name to use
-    /// (already generated or checked by the caller, whose rules differ).
-    fn membership(&self, consumer: String, limits: &Limits) -> BrokerResult<GroupMembership> {
+    /// Group mode: who reads, whether to create the group, and how redelivery works for it.
+    /// `consumer` is the name to use (already generated or checked by the caller, whose rules
+    /// differ); `max_in_flight` is Subscribe's alone.
+    fn membership(
+        &self,
+        consumer: String,
+        generated_name: bool,
+        max_in_flight: u64,
+        limits: &Limits,
+    ) -> BrokerResult<GroupMembership> {
         let group = name("group", self.group, limits)?;
         if !self.create_group && !self.group_start_id.is_empty() {
             return Err(BrokerError::invalid(
@@ -291,13 +308,67 @@ impl ReadOptions<'_> {
             .create_group
             .then(|| parse::<StartId>("group_start_id", self.group_start_id))
             .transpose()?;
+        let ack_deadline = match self.ack_deadline_ms {
+            0 => limits.default_ack_deadline,
+            ms => delay("ack_deadline_ms", ms)?,
+        };
+        let dead_letter_stream = match self.dead_letter_stream {
+            "" => None,
+            stream => Some(name("dead_letter_stream", stream, limits)?),
+        };
         Ok(GroupMembership {
             group,
             consumer,
             create_from,
             no_ack: self.no_ack,
+            generated_name,
+            delivery: DeliveryPolicy {
+                ack_deadline,
+                max_deliveries: u64::from(
+                    self.max_deliveries
+                        .unwrap_or(limits.default_max_deliveries),
+                ),
+                dead_letter_stream,
+                max_in_flight,
+            },
         })
     }
+}
+
+/// The messages an Ack, Nack or ExtendDeadline is about.
+pub struct PendingTarget {
+    /// Their stream.
+    pub stream: String,
+    /// The group they were delivered to.
+    pub group: String,
+    /// Their ids; at least one.
+    pub ids: Vec<EntryId>,
+}
+
+/// Checks the stream, group and ids that Ack, Nack and ExtendDeadline share.
+pub fn pending_target(
+    stream: &str,
+    group: &str,
+    ids: &[String],
+    limits: &Limits,
+) -> BrokerResult<PendingTarget> {
+    Ok(PendingTarget {
+        stream: name("stream", stream, limits)?,
+        group: name("group", group, limits)?,
+        ids: self::ids("ids", ids, limits)?,
+    })
+}
+
+/// A delay in milliseconds (ack deadline, nack delay), within what redelivery can express.
+pub fn delay(field: &str, ms: u32) -> BrokerResult<Duration> {
+    let delay = Duration::from_millis(u64::from(ms));
+    if delay > MAX_DELAY {
+        return Err(BrokerError::invalid(
+            field,
+            format!("must be at most {} ms", MAX_DELAY.as_millis()),
+        ));
+    }
+    Ok(delay)
 }
 
 /// A Subscribe request, with the consumer name generated when left empty.
@@ -322,19 +393,18 @@ pub fn subscription(
                 "must be empty in group mode: the group's position decides where reading starts",
             ));
         }
-        let consumer = match request.consumer.as_str() {
-            "" => generate_consumer_name(),
-            consumer => name("consumer", consumer, limits)?,
+        let (consumer, generated) = match request.consumer.as_str() {
+            "" => (generate_consumer_name(), true),
+            consumer => (name("consumer", consumer, limits)?, false),
         };
-        Mode::Group(options.membership(consumer, limits)?)
+        let max_in_flight = request
+            .max_in_flight
+            .unwrap_or(limits.default_max_in_flight);
+        Mode::Group(options.membership(consumer, generated, u64::from(max_in_flight), limits)?)
     };
-    let ack_deadline = match request.ack_deadline_ms {
-        0 => limits.default_ack_deadline,
-        ms => Duration::from_millis(u64::from(ms)),
-    };
-    if request.group.is_empty() && request.ack_deadline_ms != 0 {
+    if request.group.is_empty() && request.max_in_flight.is_some() {
         return Err(BrokerError::invalid(
-            "ack_deadline_ms",
+            "max_in_flight",
             "only applies in group mode; set `group` too",
         ));
     }
@@ -342,7 +412,6 @@ pub fn subscription(
         streams,
         mode,
         batch_size,
-        ack_deadline,
     })
 }
 
@@ -366,7 +435,7 @@ pub fn fetch(
             ));
         }
         let membership =
-            options.membership(name("consumer", &request.consumer, limits)?, limits)?;
+            options.membership(name("consumer", &request.consumer, limits)?, false, 0, limits)?;
         let cursors = request
             .streams
             .iter()
@@ -468,6 +537,20 @@ impl From<Entry> for pb::Entry {
         Self {
             id: entry.id.to_string(),
             fields: entry.fields.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<DeadLetter> for pb::DeadLetter {
+    fn from(letter: DeadLetter) -> Self {
+        Self {
+            id: letter.id.to_string(),
+            stream: letter.stream,
+            original_id: letter.original_id.to_string(),
+            group: letter.group,
+            delivery_count: letter.delivery_count,
+            reason: letter.reason,
+            fields: letter.fields.into_iter().map(Into::into).collect(),
         }
     }
 }

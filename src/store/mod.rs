@@ -19,7 +19,8 @@ pub use wakeups::{StreamWatch, Wakeups};
 
 use crate::model::{
     Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo,
-    IdRange, PendingEntry, PendingQuery, PendingSummary, StartId, StreamInfo, TrimPolicy,
+    IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo,
+    SweepRequest, Swept, TrimPolicy,
 };
 
 /// A store failure, classified by what the caller can do about it.
@@ -90,6 +91,17 @@ pub struct GroupEntry {
     pub id: EntryId,
     /// Fields, or `None` if the entry no longer exists.
     pub fields: Option<Vec<Field>>,
+}
+
+/// What releasing a consumer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Pending entries given back to the group, due for redelivery at once.
+    pub handed_back: u64,
+    /// Pending entries whose message had been deleted or trimmed: nothing left to give back.
+    pub lost: u64,
+    /// Whether the consumer was deleted.
+    pub deleted: bool,
 }
 
 /// One page of a key listing.
@@ -278,4 +290,58 @@ pub trait Store: Clone + Send + Sync + 'static {
         count: usize,
         just_id: bool,
     ) -> impl Future<Output = StoreResult<AutoClaimed>> + Send;
+
+    /// One atomic step of a group's redelivery sweep: looks at up to `request.scan` pending
+    /// entries from `request.cursor`, and for each one that is due (ack deadline plus backoff
+    /// passed, or parked long enough) either moves it to the dead-letter stream (its delivery
+    /// count reached the limit), forgets it (its message was deleted), or claims it for
+    /// `consumer`. Atomic, so two broker instances never claim the same entry.
+    fn sweep(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        request: &SweepRequest,
+    ) -> impl Future<Output = StoreResult<Swept>> + Send;
+
+    /// Moves pending entries between consumers and sets their idle time (nack, extend, hand
+    /// back), skipping ids not pending or not held by `movement.holder`. Returns the ids moved.
+    fn move_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+        movement: &PendingMove,
+    ) -> impl Future<Output = StoreResult<Vec<EntryId>>> + Send;
+
+    /// Gives every entry `consumer` holds back to the group, due at once, and deletes the
+    /// consumer if asked: atomically, so no entry is left in no consumer's list (XGROUP
+    /// DELCONSUMER alone drops them). With `only_if_idle_ms`, does nothing unless the consumer
+    /// has been idle at least that long (checked inside the same atomic step).
+    fn release_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        only_if_idle_ms: Option<u64>,
+        delete: bool,
+    ) -> impl Future<Output = StoreResult<Released>> + Send;
+
+    /// How many entries `consumer` holds unacknowledged, counting up to `limit`.
+    fn pending_count(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        limit: u64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Moves one dead letter back to the stream it came from as a new entry and deletes it from
+    /// the dead-letter stream, atomically. `None` when the dead letter is no longer there.
+    fn replay_dead_letter(
+        &self,
+        dead_letter_stream: &str,
+        id: EntryId,
+        origin: &str,
+    ) -> impl Future<Output = StoreResult<Option<EntryId>>> + Send;
 }

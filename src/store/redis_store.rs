@@ -23,18 +23,22 @@ use bb8::{ErrorSink, ManageConnection, Pool, RunError};
 use bb8_redis::RedisConnectionManager;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, Value, cmd};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError, Script, ScriptInvocation,
+    Value, cmd,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    GroupCursor, GroupEntry, Store, StoreError, StoreResult, StreamPage, StreamWatch, Wakeups,
+    GroupCursor, GroupEntry, Released, Store, StoreError, StoreResult, StreamPage, StreamWatch,
+    Wakeups,
 };
-use crate::model::NewEntryId;
 use crate::model::{
     Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo,
-    IdRange, PendingEntry, PendingQuery, PendingSummary, StartId, StreamInfo, TrimPolicy,
-    TrimThreshold,
+    IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, RangeBound, StartId,
+    StreamInfo, SweepRequest, Swept, TrimPolicy, TrimThreshold,
 };
+use crate::model::{NewEntryId, PARKED_CONSUMER, PARKED_HORIZON_MS};
 
 /// How to reach Redis and how patient to be with it.
 #[derive(Debug, Clone)]
@@ -272,6 +276,24 @@ impl RedisStore {
             }
             classify(&err, ctx)
         })
+    }
+
+    /// Runs a Lua script (EVALSHA, loading it on first use), errors classified like commands.
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        ctx: Ctx<'_>,
+    ) -> StoreResult<T> {
+        let mut conn = self.connection().await?;
+        invocation
+            .invoke_async(&mut conn.redis)
+            .await
+            .map_err(|err| {
+                if is_connection_failure(&err) {
+                    conn.broken.store(true, Ordering::Relaxed);
+                }
+                classify(&err, ctx)
+            })
     }
 
     /// Runs the watcher of outside writes until `shutdown`; see the module docs.
@@ -602,6 +624,54 @@ end
 redis.call('DEL', KEYS[1])
 return 1
 ";
+
+/// The atomic steps of redelivery, one Lua script each (sources in `lua/`, commented there).
+struct Scripts {
+    sweep: Script,
+    move_pending: Script,
+    release_consumer: Script,
+    pending_count: Script,
+    replay_dead_letter: Script,
+}
+
+static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scripts {
+    sweep: Script::new(include_str!("lua/sweep.lua")),
+    move_pending: Script::new(include_str!("lua/move_pending.lua")),
+    release_consumer: Script::new(include_str!("lua/release_consumer.lua")),
+    pending_count: Script::new(include_str!("lua/pending_count.lua")),
+    replay_dead_letter: Script::new(include_str!("lua/replay_dead_letter.lua")),
+});
+
+/// The sweep script's reply: `[cursor, [[id, fields, count]...], [dead ids], [lost ids]]`.
+fn parse_swept(value: Value) -> StoreResult<Swept> {
+    let mut parts = into_items(value)?.into_iter();
+    let cursor = parts.next().unwrap_or(Value::Nil);
+    let cursor = to_text(&cursor).ok_or_else(|| unexpected("sweep cursor", &cursor))?;
+    let next_cursor = RangeBound::parse(&cursor, "-")
+        .map_err(|_| StoreError::Unexpected(format!("sweep cursor `{cursor}`")))?;
+    let claimed = into_items(parts.next().unwrap_or(Value::Nil))?
+        .into_iter()
+        .map(|row| {
+            let mut row = into_items(row)?.into_iter();
+            match (row.next(), row.next(), row.next()) {
+                (Some(id), Some(fields), Some(count)) => Ok((
+                    Entry {
+                        id: to_id(&id)?,
+                        fields: parse_fields(fields)?,
+                    },
+                    to_u64(&count).ok_or_else(|| unexpected("delivery count", &count))?,
+                )),
+                _ => Err(StoreError::Unexpected("short sweep row".into())),
+            }
+        })
+        .collect::<StoreResult<_>>()?;
+    Ok(Swept {
+        claimed,
+        dead_lettered: parse_ids(parts.next().unwrap_or(Value::Nil))?,
+        lost: parse_ids(parts.next().unwrap_or(Value::Nil))?,
+        next_cursor,
+    })
+}
 
 impl Store for RedisStore {
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
@@ -1168,6 +1238,117 @@ impl Store for RedisStore {
             // Redis 7+ only; absent before.
             deleted_ids: parse_ids(parts.next().unwrap_or(Value::Nil))?,
         })
+    }
+
+    async fn sweep(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        request: &SweepRequest,
+    ) -> StoreResult<Swept> {
+        let rules = &request.rules;
+        let mut invocation = SCRIPTS.sweep.key(stream);
+        invocation
+            .key(&request.dead_letter_stream)
+            .arg(group)
+            .arg(consumer)
+            .arg(PARKED_CONSUMER)
+            .arg(rules.ack_deadline_ms)
+            .arg(rules.backoff_min_ms)
+            .arg(rules.backoff_max_ms)
+            .arg(PARKED_HORIZON_MS)
+            .arg(rules.max_deliveries)
+            .arg(request.cursor.to_arg("-"))
+            .arg(request.scan.max(1))
+            .arg(request.claim.max(1));
+        let reply: Value = self
+            .run_script(&invocation, Ctx::group(stream, group))
+            .await?;
+        parse_swept(reply)
+    }
+
+    async fn move_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+        movement: &PendingMove,
+    ) -> StoreResult<Vec<EntryId>> {
+        let idle = movement
+            .idle_ms
+            .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        let mut invocation = SCRIPTS.move_pending.key(stream);
+        invocation
+            .arg(group)
+            .arg(movement.holder.as_deref().unwrap_or(""))
+            .arg(&movement.to)
+            .arg(idle)
+            .arg(movement.horizon_ms)
+            .arg(movement.rules.backoff_min_ms)
+            .arg(movement.rules.backoff_max_ms)
+            .arg(id_args(ids));
+        let reply: Value = self
+            .run_script(&invocation, Ctx::group(stream, group))
+            .await?;
+        parse_ids(reply)
+    }
+
+    async fn release_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        only_if_idle_ms: Option<u64>,
+        delete: bool,
+    ) -> StoreResult<Released> {
+        let min_idle = only_if_idle_ms.map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        let mut invocation = SCRIPTS.release_consumer.key(stream);
+        invocation
+            .arg(group)
+            .arg(consumer)
+            .arg(PARKED_CONSUMER)
+            .arg(PARKED_HORIZON_MS)
+            .arg(if delete { "1" } else { "0" })
+            .arg(min_idle);
+        let (handed_back, lost, deleted): (u64, u64, u64) = self
+            .run_script(&invocation, Ctx::group(stream, group))
+            .await?;
+        Ok(Released {
+            handed_back,
+            lost,
+            deleted: deleted == 1,
+        })
+    }
+
+    async fn pending_count(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        limit: u64,
+    ) -> StoreResult<u64> {
+        let mut invocation = SCRIPTS.pending_count.key(stream);
+        invocation.arg(group).arg(consumer).arg(limit.max(1));
+        self.run_script(&invocation, Ctx::group(stream, group))
+            .await
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        dead_letter_stream: &str,
+        id: EntryId,
+        origin: &str,
+    ) -> StoreResult<Option<EntryId>> {
+        let mut invocation = SCRIPTS.replay_dead_letter.key(dead_letter_stream);
+        invocation.key(origin).arg(id.to_string());
+        let reply: Value = self
+            .run_script(&invocation, Ctx::stream(dead_letter_stream))
+            .await?;
+        match reply {
+            Value::Nil => Ok(None),
+            id => to_id(&id).map(Some),
+        }
     }
 }
 

@@ -327,6 +327,7 @@ pub fn group_request(streams: &[&str], group: &str, consumer: &str) -> pb::Subsc
         batch_size: 0,
         no_ack: false,
         ack_deadline_ms: 0,
+        ..Default::default()
     }
 }
 

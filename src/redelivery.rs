@@ -1,0 +1,513 @@
+//! At-least-once delivery for consumer groups: ack deadlines, redelivery with backoff, nack,
+//! deadline extension, dead letters, handing back, consumer hygiene and flow control.
+//!
+//! All state lives in the group's own pending entries list (PEL) in Redis, so it survives a
+//! broker crash and every broker instance serving the group sees the same thing:
+//! - a delivered entry is held by the consumer that read it; its idle time is its age;
+//! - an entry held past `ack deadline + backoff(delivery count)` is due for redelivery;
+//! - an entry given back (nacked, or held by a subscription that ended) is moved to the
+//!   [`PARKED_CONSUMER`], with an idle time that makes it due after its delay;
+//! - a due entry that was already delivered `max_deliveries` times goes to the dead-letter
+//!   stream instead, in the same atomic step that acknowledges it on its own stream.
+//!
+//! What is kept in this broker's memory is only *when* to look: one sweep per (stream, group)
+//! per interval, shared by every subscription and fetch of that group on this instance, with a
+//! cursor so that a long pending list is walked page by page rather than rescanned from the top.
+//! Each sweep step is one Lua script ([`Store::sweep`]): one round trip, and cheap when nothing
+//! is due (Redis filters the pending list by idle time itself).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::BrokerResult;
+use crate::model::{
+    Delivery, EntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove, RangeBound,
+    RedeliveryRules, SweepRequest,
+};
+use crate::reading::GroupMembership;
+use crate::store::Store;
+
+/// How a group member wants its messages redelivered; set per subscription or fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// How long a delivered message may stay unacknowledged before it is redelivered.
+    pub ack_deadline: Duration,
+    /// Deliveries after which a message is dead-lettered instead of redelivered; 0: no limit.
+    pub max_deliveries: u64,
+    /// Where dead letters go; `None` for `<stream>:dlq`.
+    pub dead_letter_stream: Option<String>,
+    /// Most messages this member may hold unacknowledged (Subscribe only); 0: no limit.
+    pub max_in_flight: u64,
+}
+
+impl DeliveryPolicy {
+    /// The dead-letter stream for messages of `stream`.
+    pub fn dead_letter_stream_for(&self, stream: &str) -> String {
+        match &self.dead_letter_stream {
+            Some(name) => name.clone(),
+            None => format!("{stream}:dlq"),
+        }
+    }
+}
+
+/// Server-wide redelivery settings (`streamgate serve --help`). Every broker instance serving a
+/// group should use the same values: the backoff is applied by whichever instance sweeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedeliverySettings {
+    /// Backoff before the second delivery; doubles with each delivery after that.
+    pub backoff_min: Duration,
+    /// Backoff never exceeds this.
+    pub backoff_max: Duration,
+    /// Consumers idle for longer than this are deleted (their messages handed back first);
+    /// zero turns the clean-up off.
+    pub consumer_idle_timeout: Duration,
+}
+
+/// The longest ack deadline and the longest nack delay: what the parked consumer can express.
+pub const MAX_DELAY: Duration = Duration::from_millis(PARKED_HORIZON_MS);
+
+/// Most pending entries one sweep step looks at.
+const SWEEP_SCAN: usize = 1000;
+
+/// Counters an operator reads to see what redelivery did (cumulative since start).
+#[derive(Debug, Default)]
+pub struct RedeliveryCounters {
+    /// Messages redelivered after an expired deadline, a nack or a hand-back.
+    pub redelivered: AtomicU64,
+    /// Messages moved to a dead-letter stream.
+    pub dead_lettered: AtomicU64,
+    /// Pending messages whose entry was deleted or trimmed before anyone acknowledged it.
+    pub lost_before_ack: AtomicU64,
+    /// Idle consumers deleted.
+    pub consumers_deleted: AtomicU64,
+}
+
+/// When this instance next looks at one (stream, group), and where.
+#[derive(Debug, Clone, Copy)]
+struct GroupSweep {
+    next: Instant,
+    cursor: RangeBound,
+    next_cleanup: Instant,
+}
+
+/// Redelivery for every group this broker serves; cheap to clone, shared by Subscribe, Fetch,
+/// Nack and ExtendDeadline.
+#[derive(Clone)]
+pub struct Redelivery<S> {
+    store: S,
+    settings: RedeliverySettings,
+    sweeps: Arc<Mutex<HashMap<(String, String), GroupSweep>>>,
+    acks: Arc<Mutex<HashMap<(String, String), Arc<Notify>>>>,
+    counters: Arc<RedeliveryCounters>,
+}
+
+/// How often a group's pending list is swept for a given ack deadline: twice per deadline, so an
+/// expired message waits at most half a deadline more.
+fn sweep_interval(ack_deadline: Duration) -> Duration {
+    (ack_deadline / 2).max(Duration::from_millis(50))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No await happens while these are held, and every update is a single insert: a panic
+    // elsewhere cannot leave them half-written.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl<S: Store> Redelivery<S> {
+    /// Redelivery over `store` with the server's `settings`.
+    pub fn new(store: S, settings: RedeliverySettings) -> Self {
+        Self {
+            store,
+            settings,
+            sweeps: Arc::default(),
+            acks: Arc::default(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// The counters, for stats and tests.
+    pub fn counters(&self) -> &RedeliveryCounters {
+        &self.counters
+    }
+
+    fn rules(&self, policy: &DeliveryPolicy) -> RedeliveryRules {
+        RedeliveryRules {
+            ack_deadline_ms: millis(policy.ack_deadline),
+            backoff_min_ms: millis(self.settings.backoff_min),
+            backoff_max_ms: millis(self.settings.backoff_max),
+            max_deliveries: policy.max_deliveries,
+        }
+    }
+
+    /// The streams whose sweep for `group` is due now, each booked for its next turn (±10%, so
+    /// that instances and groups do not fall into step).
+    fn take_due(&self, streams: &[String], group: &str, interval: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let cleanup = self.cleanup_interval();
+        let mut sweeps = lock(&self.sweeps);
+        streams
+            .iter()
+            .filter(|stream| {
+                let sweep = sweeps
+                    .entry(((*stream).clone(), group.to_owned()))
+                    .or_insert(GroupSweep {
+                        next: now,
+                        cursor: RangeBound::Unbounded,
+                        next_cleanup: now + cleanup,
+                    });
+                if sweep.next > now {
+                    return false;
+                }
+                sweep.next = now + interval.mul_f64(rand::rng().random_range(0.9..1.1));
+                true
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Makes the sweep of `streams` for `group` due no later than `at`.
+    fn due_by(&self, streams: &[String], group: &str, at: Instant) {
+        let mut sweeps = lock(&self.sweeps);
+        for stream in streams {
+            if let Some(sweep) = sweeps.get_mut(&(stream.clone(), group.to_owned())) {
+                sweep.next = sweep.next.min(at);
+            }
+        }
+    }
+
+    /// When the earliest sweep of `streams` for `group` is due: how long an idle member may wait.
+    pub fn next_sweep(&self, streams: &[String], group: &str) -> Option<Instant> {
+        let sweeps = lock(&self.sweeps);
+        streams
+            .iter()
+            .filter_map(|s| sweeps.get(&(s.clone(), group.to_owned())).map(|g| g.next))
+            .min()
+    }
+
+    fn cleanup_interval(&self) -> Duration {
+        (self.settings.consumer_idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
+    }
+
+    /// Redeliveries for `membership` on whichever of `streams` is due for a sweep: at most
+    /// `room` messages, claimed for this member. Due entries past their delivery limit are
+    /// dead-lettered on the way; entries deleted while pending are counted and logged.
+    pub async fn sweep_due(
+        &self,
+        membership: &GroupMembership,
+        streams: &[String],
+        room: usize,
+    ) -> BrokerResult<Vec<Delivery>> {
+        let policy = &membership.delivery;
+        let interval = sweep_interval(policy.ack_deadline);
+        let mut deliveries = Vec::new();
+        for stream in self.take_due(streams, &membership.group, interval) {
+            if deliveries.len() >= room {
+                // Not swept this time: due again at once.
+                self.due_by(&[stream], &membership.group, Instant::now());
+                continue;
+            }
+            let key = (stream.clone(), membership.group.clone());
+            let cursor = lock(&self.sweeps)
+                .get(&key)
+                .map_or(RangeBound::Unbounded, |s| s.cursor);
+            let request = SweepRequest {
+                dead_letter_stream: policy.dead_letter_stream_for(&stream),
+                rules: self.rules(policy),
+                cursor,
+                scan: SWEEP_SCAN,
+                claim: room - deliveries.len(),
+            };
+            let swept = self
+                .store
+                .sweep(&stream, &membership.group, &membership.consumer, &request)
+                .await?;
+            if let Some(sweep) = lock(&self.sweeps).get_mut(&key) {
+                sweep.cursor = swept.next_cursor;
+                // More pages to look at: come back soon rather than after a whole interval.
+                if swept.next_cursor != RangeBound::Unbounded {
+                    sweep.next = Instant::now();
+                }
+            }
+            self.report(&stream, membership, &request, &swept.dead_lettered, &swept.lost);
+            self.counters
+                .redelivered
+                .fetch_add(swept.claimed.len() as u64, Ordering::Relaxed);
+            deliveries.extend(swept.claimed.into_iter().map(|(entry, delivery_count)| {
+                Delivery {
+                    stream: stream.clone(),
+                    entry,
+                    delivery_count,
+                }
+            }));
+            self.clean_up_if_due(&stream, &membership.group).await;
+        }
+        Ok(deliveries)
+    }
+
+    fn report(
+        &self,
+        stream: &str,
+        membership: &GroupMembership,
+        request: &SweepRequest,
+        dead_lettered: &[EntryId],
+        lost: &[EntryId],
+    ) {
+        if !dead_lettered.is_empty() {
+            self.counters
+                .dead_lettered
+                .fetch_add(dead_lettered.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                stream = %stream,
+                group = %membership.group,
+                dead_letter_stream = %request.dead_letter_stream,
+                count = dead_lettered.len(),
+                first_id = %dead_lettered[0],
+                max_deliveries = request.rules.max_deliveries,
+                "messages reached their delivery limit and were moved to the dead-letter stream"
+            );
+        }
+        if !lost.is_empty() {
+            self.counters
+                .lost_before_ack
+                .fetch_add(lost.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                stream = %stream,
+                group = %membership.group,
+                count = lost.len(),
+                first_id = %lost[0],
+                "pending messages were deleted or trimmed before being acknowledged; they cannot be redelivered"
+            );
+        }
+    }
+
+    /// Deletes the group's consumers that have been idle past the timeout, their messages handed
+    /// back first (atomically, so none become unclaimable). Best effort: failures are logged and
+    /// retried at the next turn.
+    async fn clean_up_if_due(&self, stream: &str, group: &str) {
+        let timeout = self.settings.consumer_idle_timeout;
+        if timeout.is_zero() {
+            return;
+        }
+        {
+            let now = Instant::now();
+            let mut sweeps = lock(&self.sweeps);
+            let Some(sweep) = sweeps.get_mut(&(stream.to_owned(), group.to_owned())) else {
+                return;
+            };
+            if sweep.next_cleanup > now {
+                return;
+            }
+            sweep.next_cleanup = now + self.cleanup_interval();
+        }
+        let consumers = match self.store.consumers(stream, group).await {
+            Ok(consumers) => consumers,
+            Err(err) => {
+                tracing::info!(error = %err, stream, group, "could not list consumers for clean-up");
+                return;
+            }
+        };
+        for consumer in consumers {
+            if consumer.name == PARKED_CONSUMER || consumer.idle_ms < millis(timeout) {
+                continue;
+            }
+            match self
+                .store
+                .release_consumer(stream, group, &consumer.name, Some(millis(timeout)), true)
+                .await
+            {
+                Ok(released) if released.deleted => {
+                    self.counters
+                        .consumers_deleted
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        stream,
+                        group,
+                        consumer = %consumer.name,
+                        idle_ms = consumer.idle_ms,
+                        handed_back = released.handed_back,
+                        "deleted an idle consumer; its unacknowledged messages were handed back"
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::info!(error = %err, stream, group, consumer = %consumer.name, "could not delete an idle consumer");
+                }
+            }
+        }
+    }
+
+    /// When a member leaves: every message it holds on `streams` becomes due for redelivery at
+    /// once (rather than after its deadline), and a consumer whose name nobody can reuse (one
+    /// the broker generated) is deleted in the same step.
+    pub async fn hand_back(
+        &self,
+        membership: &GroupMembership,
+        streams: &[String],
+        delete_consumer: bool,
+    ) -> BrokerResult<u64> {
+        let mut handed_back = 0;
+        for stream in streams {
+            let released = self
+                .store
+                .release_consumer(
+                    stream,
+                    &membership.group,
+                    &membership.consumer,
+                    None,
+                    delete_consumer,
+                )
+                .await?;
+            handed_back += released.handed_back;
+            if released.lost > 0 {
+                self.counters
+                    .lost_before_ack
+                    .fetch_add(released.lost, Ordering::Relaxed);
+                tracing::warn!(
+                    stream = %stream,
+                    group = %membership.group,
+                    count = released.lost,
+                    "pending messages were deleted or trimmed before being acknowledged; they cannot be redelivered"
+                );
+            }
+        }
+        if handed_back > 0 {
+            self.due_by(streams, &membership.group, Instant::now());
+        }
+        Ok(handed_back)
+    }
+
+    /// Nack: the messages go back to the group, due after `delay`, or after the backoff for
+    /// their delivery count when `None`. With `holder`, only messages that consumer holds.
+    pub async fn nack(
+        &self,
+        stream: &str,
+        group: &str,
+        holder: Option<String>,
+        ids: &[EntryId],
+        delay: Option<Duration>,
+    ) -> BrokerResult<Vec<EntryId>> {
+        let rules = RedeliveryRules {
+            ack_deadline_ms: 0,
+            backoff_min_ms: millis(self.settings.backoff_min),
+            backoff_max_ms: millis(self.settings.backoff_max),
+            max_deliveries: 0,
+        };
+        let movement = PendingMove {
+            holder,
+            to: PARKED_CONSUMER.to_owned(),
+            idle_ms: delay.map(|d| PARKED_HORIZON_MS.saturating_sub(millis(d))),
+            horizon_ms: PARKED_HORIZON_MS,
+            rules,
+        };
+        let nacked = self.store.move_pending(stream, group, ids, &movement).await?;
+        if !nacked.is_empty() {
+            // Look again when the earliest of them is due.
+            let wait = delay.unwrap_or(self.settings.backoff_min);
+            self.due_by(&[stream.to_owned()], group, Instant::now() + wait);
+            self.acked(stream, group);
+        }
+        Ok(nacked)
+    }
+
+    /// ExtendDeadline: the messages `consumer` holds get a fresh ack deadline from now.
+    pub async fn extend(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> BrokerResult<Vec<EntryId>> {
+        let movement = PendingMove {
+            holder: Some(consumer.to_owned()),
+            to: consumer.to_owned(),
+            idle_ms: Some(0),
+            horizon_ms: PARKED_HORIZON_MS,
+            rules: RedeliveryRules {
+                ack_deadline_ms: 0,
+                backoff_min_ms: 0,
+                backoff_max_ms: 0,
+                max_deliveries: 0,
+            },
+        };
+        Ok(self.store.move_pending(stream, group, ids, &movement).await?)
+    }
+
+    /// Tells flow-controlled members of `group` reading `stream` that they may hold more.
+    pub fn acked(&self, stream: &str, group: &str) {
+        if let Some(notify) = lock(&self.acks).get(&(stream.to_owned(), group.to_owned())) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// What a flow-controlled member waits on: acks (and nacks) of `group` on any of `streams`
+    /// through this broker. Acks through other instances are seen by re-counting.
+    pub fn ack_signals(&self, streams: &[String], group: &str) -> Vec<Arc<Notify>> {
+        let mut acks = lock(&self.acks);
+        streams
+            .iter()
+            .map(|s| acks.entry((s.clone(), group.to_owned())).or_default().clone())
+            .collect()
+    }
+
+    /// How many messages `membership` holds unacknowledged over `streams`, counted by Redis
+    /// (acks may arrive through another broker instance), up to `limit`.
+    pub async fn in_flight(
+        &self,
+        membership: &GroupMembership,
+        streams: &[String],
+        limit: u64,
+    ) -> BrokerResult<u64> {
+        let mut held = 0;
+        for stream in streams {
+            held += self
+                .store
+                .pending_count(stream, &membership.group, &membership.consumer, limit)
+                .await?;
+            if held >= limit {
+                break;
+            }
+        }
+        Ok(held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_delivery_up_to_the_maximum() {
+        let rules = RedeliveryRules {
+            ack_deadline_ms: 1000,
+            backoff_min_ms: 100,
+            backoff_max_ms: 1000,
+            max_deliveries: 0,
+        };
+        let waits: Vec<u64> = (1..=6).map(|n| rules.backoff_ms(n)).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(rules.backoff_ms(u64::MAX), 1000);
+    }
+
+    #[test]
+    fn dead_letters_default_to_a_stream_beside_their_own() {
+        let mut policy = DeliveryPolicy {
+            ack_deadline: Duration::from_secs(30),
+            max_deliveries: 5,
+            dead_letter_stream: None,
+            max_in_flight: 0,
+        };
+        assert_eq!(policy.dead_letter_stream_for("orders"), "orders:dlq");
+        policy.dead_letter_stream = Some("all-dead".into());
+        assert_eq!(policy.dead_letter_stream_for("orders"), "all-dead");
+    }
+}
