@@ -203,10 +203,17 @@ impl ServeConfig {
             return Err("--redelivery-backoff-min must not exceed --redelivery-backoff-max".into());
         }
         if self.redelivery_backoff_max > horizon {
-            return Err(format!("--redelivery-backoff-max must be at most {}", humantime::format_duration(horizon)));
+            return Err(format!(
+                "--redelivery-backoff-max must be at most {}",
+                humantime::format_duration(horizon)
+            ));
         }
-        if self.limits.default_ack_deadline.is_zero() || self.limits.default_ack_deadline > horizon {
-            return Err(format!("--default-ack-deadline must be between 1ms and {}", humantime::format_duration(horizon)));
+        if self.limits.default_ack_deadline.is_zero() || self.limits.default_ack_deadline > horizon
+        {
+            return Err(format!(
+                "--default-ack-deadline must be between 1ms and {}",
+                humantime::format_duration(horizon)
+            ));
         }
         Ok(())
     }

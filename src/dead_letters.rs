@@ -61,7 +61,8 @@ pub async fn replay<S: Store>(
                     min: RangeBound::Inclusive(id),
                     max: RangeBound::Inclusive(id),
                 };
-                let Some(entry) = store.range(dead_letter_stream, one, 1, false).await?.pop() else {
+                let Some(entry) = store.range(dead_letter_stream, one, 1, false).await?.pop()
+                else {
                     continue;
                 };
                 letters.push(DeadLetter::from_entry(entry).ok_or_else(|| {

@@ -107,10 +107,13 @@ pub struct Redelivery<S> {
     counters: Arc<RedeliveryCounters>,
 }
 
-/// How often a group's pending list is swept for a given ack deadline: twice per deadline, so an
-/// expired message waits at most half a deadline more.
-fn sweep_interval(ack_deadline: Duration) -> Duration {
-    (ack_deadline / 2).max(Duration::from_millis(50))
+/// How often a group's pending list is swept: twice per ack deadline, so an expired message
+/// waits at most half a deadline more, and at least once per shortest backoff, so a nacked one
+/// is not late by much more than its backoff.
+fn sweep_interval(ack_deadline: Duration, backoff_min: Duration) -> Duration {
+    (ack_deadline / 2)
+        .min(backoff_min)
+        .max(Duration::from_millis(50))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -185,17 +188,33 @@ impl<S: Store> Redelivery<S> {
         }
     }
 
-    /// When the earliest sweep of `streams` for `group` is due: how long an idle member may wait.
+    /// When the earliest sweep (or consumer clean-up) of `streams` for `group` is due: how long
+    /// an idle member may wait.
     pub fn next_sweep(&self, streams: &[String], group: &str) -> Option<Instant> {
+        let cleaning = !self.settings.consumer_idle_timeout.is_zero();
         let sweeps = lock(&self.sweeps);
         streams
             .iter()
-            .filter_map(|s| sweeps.get(&(s.clone(), group.to_owned())).map(|g| g.next))
+            .filter_map(|s| sweeps.get(&(s.clone(), group.to_owned())))
+            .map(|g| {
+                if cleaning {
+                    g.next.min(g.next_cleanup)
+                } else {
+                    g.next
+                }
+            })
             .min()
     }
 
+    /// Wakes one idle member of `group` on `streams`, to sweep what just became due (or will be
+    /// due soon: it then waits for [`next_sweep`](Self::next_sweep)).
+    fn wake_group(&self, streams: &[String], group: &str) {
+        self.store.watch(streams, Some(group)).pass_on();
+    }
+
     fn cleanup_interval(&self) -> Duration {
-        (self.settings.consumer_idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
+        (self.settings.consumer_idle_timeout / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(300))
     }
 
     /// Redeliveries for `membership` on whichever of `streams` is due for a sweep: at most
@@ -208,7 +227,7 @@ impl<S: Store> Redelivery<S> {
         room: usize,
     ) -> BrokerResult<Vec<Delivery>> {
         let policy = &membership.delivery;
-        let interval = sweep_interval(policy.ack_deadline);
+        let interval = sweep_interval(policy.ack_deadline, self.settings.backoff_min);
         let mut deliveries = Vec::new();
         for stream in self.take_due(streams, &membership.group, interval) {
             if deliveries.len() >= room {
@@ -238,18 +257,29 @@ impl<S: Store> Redelivery<S> {
                     sweep.next = Instant::now();
                 }
             }
-            self.report(&stream, membership, &request, &swept.dead_lettered, &swept.lost);
+            self.report(
+                &stream,
+                membership,
+                &request,
+                &swept.dead_lettered,
+                &swept.lost,
+            );
             self.counters
                 .redelivered
                 .fetch_add(swept.claimed.len() as u64, Ordering::Relaxed);
-            deliveries.extend(swept.claimed.into_iter().map(|(entry, delivery_count)| {
-                Delivery {
-                    stream: stream.clone(),
-                    entry,
-                    delivery_count,
-                }
-            }));
-            self.clean_up_if_due(&stream, &membership.group).await;
+            deliveries.extend(
+                swept
+                    .claimed
+                    .into_iter()
+                    .map(|(entry, delivery_count)| Delivery {
+                        stream: stream.clone(),
+                        entry,
+                        delivery_count,
+                    }),
+            );
+        }
+        for stream in streams {
+            self.clean_up_if_due(stream, &membership.group).await;
         }
         Ok(deliveries)
     }
@@ -326,6 +356,9 @@ impl<S: Store> Redelivery<S> {
                 .await
             {
                 Ok(released) if released.deleted => {
+                    if released.handed_back > 0 {
+                        self.due_by(&[stream.to_owned()], group, Instant::now());
+                    }
                     self.counters
                         .consumers_deleted
                         .fetch_add(1, Ordering::Relaxed);
@@ -382,6 +415,7 @@ impl<S: Store> Redelivery<S> {
         }
         if handed_back > 0 {
             self.due_by(streams, &membership.group, Instant::now());
+            self.wake_group(streams, &membership.group);
         }
         Ok(handed_back)
     }
@@ -409,11 +443,16 @@ impl<S: Store> Redelivery<S> {
             horizon_ms: PARKED_HORIZON_MS,
             rules,
         };
-        let nacked = self.store.move_pending(stream, group, ids, &movement).await?;
+        let nacked = self
+            .store
+            .move_pending(stream, group, ids, &movement)
+            .await?;
         if !nacked.is_empty() {
             // Look again when the earliest of them is due.
             let wait = delay.unwrap_or(self.settings.backoff_min);
-            self.due_by(&[stream.to_owned()], group, Instant::now() + wait);
+            let streams = [stream.to_owned()];
+            self.due_by(&streams, group, Instant::now() + wait);
+            self.wake_group(&streams, group);
             self.acked(stream, group);
         }
         Ok(nacked)
@@ -439,7 +478,10 @@ impl<S: Store> Redelivery<S> {
                 max_deliveries: 0,
             },
         };
-        Ok(self.store.move_pending(stream, group, ids, &movement).await?)
+        Ok(self
+            .store
+            .move_pending(stream, group, ids, &movement)
+            .await?)
     }
 
     /// Tells flow-controlled members of `group` reading `stream` that they may hold more.
@@ -455,7 +497,11 @@ impl<S: Store> Redelivery<S> {
         let mut acks = lock(&self.acks);
         streams
             .iter()
-            .map(|s| acks.entry((s.clone(), group.to_owned())).or_default().clone())
+            .map(|s| {
+                acks.entry((s.clone(), group.to_owned()))
+                    .or_default()
+                    .clone()
+            })
             .collect()
     }
 

@@ -25,8 +25,8 @@ use crate::config::ServeConfig;
 use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
-use crate::store::{RedisStore, RedisStoreConfig, Store, StoreError};
 use crate::redelivery::{Redelivery, RedeliveryCounters};
+use crate::store::{RedisStore, RedisStoreConfig, Store, StoreError};
 use crate::subscription::Subscriptions;
 
 /// Why the server could not start or stopped abnormally.

@@ -217,7 +217,10 @@ impl Outage {
 
     fn recovered(&mut self) {
         if self.failures > 0 {
-            tracing::info!(failures = self.failures, "redis is back; the subscription goes on");
+            tracing::info!(
+                failures = self.failures,
+                "redis is back; the subscription goes on"
+            );
         }
         *self = Self::new();
     }
@@ -368,7 +371,13 @@ impl<S: Store> Pump<S> {
                 for stream in &self.spec.streams {
                     match self
                         .store
-                        .create_group(stream, &membership.group, StartId::After(EntryId::ZERO), true, None)
+                        .create_group(
+                            stream,
+                            &membership.group,
+                            StartId::After(EntryId::ZERO),
+                            true,
+                            None,
+                        )
                         .await
                     {
                         Ok(()) | Err(StoreError::GroupExists { .. }) => {}
@@ -406,19 +415,13 @@ impl<S: Store> Pump<S> {
         let Some(membership) = self.membership() else {
             return;
         };
-        let handing = self.redelivery.hand_back(
-            membership,
-            &self.spec.streams,
-            membership.generated_name,
-        );
+        let handing =
+            self.redelivery
+                .hand_back(membership, &self.spec.streams, membership.generated_name);
         match tokio::time::timeout(HAND_BACK_GRACE, handing).await {
             Ok(Ok(0)) => {}
             Ok(Ok(count)) => {
                 tracing::debug!(count, "unacknowledged messages handed back for redelivery");
-                // Give an idle member of the group the turn to take them.
-                self.store
-                    .watch(&self.spec.streams, Some(&membership.group))
-                    .pass_on();
             }
             Ok(Err(err)) => {
                 tracing::info!(error = %err, "could not hand back unacknowledged messages; they wait for the ack deadline")
@@ -550,8 +553,14 @@ impl<S: Store> Pump<S> {
                 .extend(stream, &membership.group, &membership.consumer, &ids)
                 .await
             {
-                Ok(renewed) => tracing::debug!(stream, renewed = renewed.len(), "renewed the leases of buffered messages"),
-                Err(err) => tracing::info!(error = %err, stream, "could not renew the leases of buffered messages"),
+                Ok(renewed) => tracing::debug!(
+                    stream,
+                    renewed = renewed.len(),
+                    "renewed the leases of buffered messages"
+                ),
+                Err(err) => {
+                    tracing::info!(error = %err, stream, "could not renew the leases of buffered messages")
+                }
             }
         }
     }

@@ -339,7 +339,11 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::ListDeadLettersRequest>,
     ) -> RpcResult<pb::ListDeadLettersResponse> {
         let request = request.into_inner();
-        let stream = convert::name("dead_letter_stream", &request.dead_letter_stream, &self.limits)?;
+        let stream = convert::name(
+            "dead_letter_stream",
+            &request.dead_letter_stream,
+            &self.limits,
+        )?;
         let range = convert::range("start", &request.start, "end", &request.end)?;
         let count = convert::count(
             "count",
@@ -358,7 +362,11 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::ReplayDeadLettersRequest>,
     ) -> RpcResult<pb::ReplayDeadLettersResponse> {
         let request = request.into_inner();
-        let stream = convert::name("dead_letter_stream", &request.dead_letter_stream, &self.limits)?;
+        let stream = convert::name(
+            "dead_letter_stream",
+            &request.dead_letter_stream,
+            &self.limits,
+        )?;
         let selection = if request.ids.is_empty() {
             Selection::Range(
                 convert::range("start", &request.start, "end", &request.end)?,

@@ -244,7 +244,8 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::NackRequest>,
     ) -> Result<Response<pb::NackResponse>, Status> {
         let request = request.into_inner();
-        let target = convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
+        let target =
+            convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
         let holder = match request.consumer.as_str() {
             "" => None,
             consumer => Some(convert::name("consumer", consumer, &self.limits)?),
@@ -267,7 +268,8 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::ExtendDeadlineRequest>,
     ) -> Result<Response<pb::ExtendDeadlineResponse>, Status> {
         let request = request.into_inner();
-        let target = convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
+        let target =
+            convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
         if request.consumer.is_empty() {
             return Err(BrokerError::invalid(
                 "consumer",

@@ -13,9 +13,9 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::fetch::{FetchMode, FetchSpec, Fetched, Resume};
 use crate::grpc::pb;
 use crate::model::{
-    Append, AutoClaimed, ClaimOptions, ConsumerInfo, DeadLetter, Delivery, Entry, EntryId, Field, GroupInfo,
-    IdRange, NewMessage, ParseIdError, PendingEntry, PendingSummary, RangeBound, StartId,
-    StreamInfo, TrimPolicy, TrimThreshold,
+    Append, AutoClaimed, ClaimOptions, ConsumerInfo, DeadLetter, Delivery, Entry, EntryId, Field,
+    GroupInfo, IdRange, NewMessage, ParseIdError, PendingEntry, PendingSummary, RangeBound,
+    StartId, StreamInfo, TrimPolicy, TrimThreshold,
 };
 use crate::reading::{GroupMembership, generate_consumer_name};
 use crate::redelivery::{DeliveryPolicy, MAX_DELAY};
@@ -325,8 +325,7 @@ impl ReadOptions<'_> {
             delivery: DeliveryPolicy {
                 ack_deadline,
                 max_deliveries: u64::from(
-                    self.max_deliveries
-                        .unwrap_or(limits.default_max_deliveries),
+                    self.max_deliveries.unwrap_or(limits.default_max_deliveries),
                 ),
                 dead_letter_stream,
                 max_in_flight,
@@ -434,8 +433,12 @@ pub fn fetch(
                 "is required in group mode: fetched messages stay pending for that consumer until acknowledged",
             ));
         }
-        let membership =
-            options.membership(name("consumer", &request.consumer, limits)?, false, 0, limits)?;
+        let membership = options.membership(
+            name("consumer", &request.consumer, limits)?,
+            false,
+            0,
+            limits,
+        )?;
         let cursors = request
             .streams
             .iter()

@@ -507,3 +507,111 @@ impl Drop for FreezableProxy {
         self.task.abort();
     }
 }
+
+/// The `streamgate` binary as a child process on a fixed loopback port, so that it can be
+/// SIGKILLed and started again at the same address. Killed on drop.
+pub struct BrokerProcess {
+    pub addr: SocketAddr,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BrokerProcess {
+    /// Starts `streamgate serve` against `redis` with extra flags, and waits until it serves.
+    pub fn start(redis: &RedisServer, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for the broker log");
+        let mut broker = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            args: [
+                "serve",
+                "--redis-url",
+                &redis.url(),
+                "--health-interval",
+                "200ms",
+                "--drain-timeout",
+                "2s",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(extra_args.iter().map(|s| s.to_string()))
+            .collect(),
+            child: None,
+            log: dir.path().join("broker.log"),
+            _dir: dir,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("broker log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(&self.args)
+            .args(["--listen", &self.addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the streamgate binary");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "streamgate did not listen on {} within {WAIT:?}; log: {}",
+                self.addr,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the broker logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no drain, no hand-back, nothing.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it and starts it again at the same address.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Resident memory of the process, from /proc, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("broker running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+
+    /// A channel that reconnects by itself after the broker restarts.
+    pub fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
