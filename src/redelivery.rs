@@ -88,6 +88,9 @@ pub struct RedeliveryCounters {
     pub consumers_deleted: AtomicU64,
 }
 
+/// One group on one stream: (stream, group).
+type GroupKey = (String, String);
+
 /// When this instance next looks at one (stream, group), and where.
 #[derive(Debug, Clone, Copy)]
 struct GroupSweep {
@@ -102,8 +105,8 @@ struct GroupSweep {
 pub struct Redelivery<S> {
     store: S,
     settings: RedeliverySettings,
-    sweeps: Arc<Mutex<HashMap<(String, String), GroupSweep>>>,
-    acks: Arc<Mutex<HashMap<(String, String), Arc<Notify>>>>,
+    sweeps: Arc<Mutex<HashMap<GroupKey, GroupSweep>>>,
+    acks: Arc<Mutex<HashMap<GroupKey, Arc<Notify>>>>,
     counters: Arc<RedeliveryCounters>,
 }
 
