@@ -547,6 +547,55 @@ mod tests {
         assert_eq!(rules.backoff_ms(u64::MAX), 1000);
     }
 
+    fn redelivery() -> Redelivery<crate::store::RedisStore> {
+        // The store is lazy: nothing here talks to Redis.
+        let store = crate::store::RedisStore::new(crate::store::RedisStoreConfig {
+            url: "redis://127.0.0.1:1".into(),
+            pool_size: 1,
+            response_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            watch_block: Duration::from_secs(1),
+        })
+        .unwrap();
+        Redelivery::new(
+            store,
+            RedeliverySettings {
+                backoff_min: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(60),
+                consumer_idle_timeout: Duration::ZERO,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_group_sweeps_each_stream_once_per_interval_until_made_due() {
+        let redelivery = redelivery();
+        let streams = vec!["a".to_owned(), "b".to_owned()];
+        let hour = Duration::from_secs(3600);
+        assert_eq!(redelivery.take_due(&streams, "g", hour), streams);
+        // Another member of the same group, right after: nothing is due.
+        assert!(redelivery.take_due(&streams, "g", hour).is_empty());
+        // Another group has its own schedule.
+        assert_eq!(redelivery.take_due(&streams[..1], "other", hour), ["a"]);
+        // A hand-back or a nack makes it due (now, or when the nack's delay ends).
+        redelivery.due_by(&streams[1..], "g", Instant::now());
+        assert_eq!(redelivery.take_due(&streams, "g", hour), ["b"]);
+        let soon = Instant::now() + Duration::from_secs(5);
+        redelivery.due_by(&streams[..1], "g", soon);
+        assert_eq!(redelivery.next_sweep(&streams, "g"), Some(soon));
+    }
+
+    #[test]
+    fn sweeps_follow_the_deadline_and_the_shortest_backoff() {
+        let second = Duration::from_secs(1);
+        assert_eq!(sweep_interval(30 * second, second), second);
+        assert_eq!(sweep_interval(second, 10 * second), second / 2);
+        assert_eq!(
+            sweep_interval(Duration::ZERO, second),
+            Duration::from_millis(50)
+        );
+    }
+
     #[test]
     fn dead_letters_default_to_a_stream_beside_their_own() {
         let mut policy = DeliveryPolicy {

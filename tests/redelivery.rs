@@ -469,3 +469,63 @@ async fn idle_consumers_are_deleted_after_handing_back_what_they_held() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn messages_waiting_in_the_send_buffer_keep_their_lease() {
+    let redis = RedisServer::start();
+    let mut broker = quick_broker(&redis).await;
+    // A member that takes one message and then stops reading. Eight messages of 900 KB: the
+    // first few fill the transport (the client's HTTP/2 window is 2 MB), the last ones wait in
+    // the broker's own buffer (one in the channel, one in the pump), ageing toward a 600 ms
+    // deadline while nobody works on them.
+    let mut request = member("slow", 600);
+    request.batch_size = 1;
+    let mut slow = Subscription::open(&mut broker.broker, request).await;
+    let big = "x".repeat(900_000);
+    for i in 0..8 {
+        let request = pb::ProduceRequest {
+            stream: "work".into(),
+            messages: vec![pb::OutgoingMessage {
+                id: String::new(),
+                fields: fields(&[("n", &i.to_string()), ("big", &big)]),
+            }],
+            ..Default::default()
+        };
+        broker.broker.produce(request).await.unwrap();
+    }
+    assert_eq!(number(&slow.next().await), 0);
+
+    // Another member takes (and acks) whatever expires, for five deadlines. What left the
+    // broker for the network can expire; what is still in its buffer must not: its lease is
+    // renewed every third of a deadline.
+    let mut other = Subscription::open(&mut broker.broker, member("other", 600)).await;
+    let mut taken = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while let Ok(Ok(Some(item))) =
+        tokio::time::timeout_at(until.into(), other.stream.message()).await
+    {
+        if let Some(pb::subscribe_response::Event::Message(m)) = item.event {
+            broker.broker.ack(ack_one(&m.id)).await.unwrap();
+            taken.push(number(&m));
+        }
+    }
+    println!("taken by the other member while the slow one held the rest: {taken:?}");
+    // At least the two in the broker's buffer (channel and pump) kept their lease; without
+    // renewal all eight would have expired by now.
+    let held: Vec<usize> = (0..8).filter(|n| !taken.contains(n)).collect();
+    assert!(
+        held.len() >= 2,
+        "messages in the broker's buffer expired: {taken:?}"
+    );
+
+    // The slow member leaves: what it still held goes to the other at once.
+    drop(slow);
+    while !held.iter().all(|n| taken.contains(n)) {
+        let m = other.next().await;
+        broker.broker.ack(ack_one(&m.id)).await.unwrap();
+        taken.push(number(&m));
+    }
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!(taken, (0..8).collect::<Vec<_>>());
+}
