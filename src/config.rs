@@ -255,6 +255,31 @@ mod tests {
     }
 
     #[test]
+    fn contradicting_redelivery_flags_are_refused_naming_them() {
+        let config = ServeConfig::parse_from([
+            "serve",
+            "--redelivery-backoff-min",
+            "10s",
+            "--redelivery-backoff-max",
+            "1s",
+        ]);
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("--redelivery-backoff-min")
+        );
+        let config = ServeConfig::parse_from(["serve", "--default-ack-deadline", "2h"]);
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("--default-ack-deadline")
+        );
+        assert!(ServeConfig::for_redis("redis://h:1").validate().is_ok());
+    }
+
+    #[test]
     fn defaults_parse() {
         let config = ServeConfig::for_redis("redis://127.0.0.1:1");
         assert_eq!(config.redis_pool_size, 8);

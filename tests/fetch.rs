@@ -368,3 +368,78 @@ async fn a_fetch_cancelled_mid_wait_leaves_nothing_behind() {
         ids
     );
 }
+
+#[tokio::test]
+async fn a_fetched_message_left_unacknowledged_is_redelivered_then_dead_lettered() {
+    let redis = RedisServer::start();
+    let mut broker = TestBroker::start_with(&redis, |config| {
+        config.redelivery_backoff_min = Duration::from_millis(100);
+        config.redelivery_backoff_max = Duration::from_millis(200);
+    })
+    .await;
+    let sent = produce_numbered(&mut broker.broker, "jobs", 0..1).await;
+    let fetch_as = |consumer: &str| {
+        let mut request = group(&[("jobs", ">")], consumer, 10);
+        request.ack_deadline_ms = 200;
+        request.max_deliveries = Some(2);
+        request.wait_ms = 2_000;
+        request
+    };
+    let first = broker
+        .broker
+        .fetch(fetch_as("a"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.messages[0].id, sent[0]);
+    assert_eq!(first.messages[0].delivery_count, 1);
+    // Nobody acks: after the deadline and backoff a fetch of new messages gets it first.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = broker
+        .broker
+        .fetch(fetch_as("b"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            second.messages[0].id.as_str(),
+            second.messages[0].delivery_count
+        ),
+        (sent[0].as_str(), 2)
+    );
+    // Delivered twice, the limit: the next expiry sends it to the dead-letter stream.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let third = broker
+        .broker
+        .fetch({
+            let mut request = fetch_as("c");
+            request.wait_ms = 0;
+            request
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(third.messages.is_empty(), "{:?}", third.messages);
+    let letters = broker
+        .admin
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            dead_letter_stream: "jobs:dlq".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].original_id.as_str(), letters[0].delivery_count),
+        (sent[0].as_str(), 2)
+    );
+    assert!(
+        letters[0].reason.contains("ack deadline"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(redis.pending_count("jobs", "g").await, 0);
+}

@@ -803,7 +803,16 @@ mod tests {
             ..Default::default()
         };
         match subscription(group, &limits()).unwrap().mode {
-            Mode::Group(m) => assert!(m.consumer.starts_with("sg-")),
+            Mode::Group(m) => {
+                assert!(m.consumer.starts_with("sg-") && m.generated_name);
+                // Server defaults: 30 s deadline, 1000 in flight, no delivery limit, `<s>:dlq`.
+                assert_eq!(m.delivery.ack_deadline, Duration::from_secs(30));
+                assert_eq!(
+                    (m.delivery.max_in_flight, m.delivery.max_deliveries),
+                    (1000, 0)
+                );
+                assert_eq!(m.delivery.dead_letter_stream_for("a"), "a:dlq");
+            }
             other => panic!("{other:?}"),
         }
 
@@ -846,6 +855,40 @@ mod tests {
                     ..Default::default()
                 },
                 "invalid batch_size",
+            ),
+            (
+                pb::SubscribeRequest {
+                    streams: vec![start("a", "")],
+                    max_in_flight: Some(10),
+                    ..Default::default()
+                },
+                "invalid max_in_flight: only applies in group mode",
+            ),
+            (
+                pb::SubscribeRequest {
+                    streams: vec![start("a", "")],
+                    max_deliveries: Some(3),
+                    ..Default::default()
+                },
+                "invalid max_deliveries: only applies in group mode",
+            ),
+            (
+                pb::SubscribeRequest {
+                    streams: vec![start("a", "")],
+                    group: "g".into(),
+                    ack_deadline_ms: 3_600_001,
+                    ..Default::default()
+                },
+                "invalid ack_deadline_ms: must be at most 3600000 ms",
+            ),
+            (
+                pb::SubscribeRequest {
+                    streams: vec![start("a", "")],
+                    group: "g".into(),
+                    dead_letter_stream: "x".repeat(10_000),
+                    ..Default::default()
+                },
+                "invalid dead_letter_stream",
             ),
         ];
         for (req, expected) in bad {
