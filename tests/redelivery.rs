@@ -313,13 +313,14 @@ async fn a_poison_message_goes_to_the_dead_letter_stream_and_can_be_replayed() {
     assert_eq!(letter.fields, fields(&[("n", "3")]));
 
     // Replay puts it back as a new message, which the group delivers afresh.
+    let replay = pb::ReplayDeadLettersRequest {
+        dead_letter_stream: "work:dlq".into(),
+        ids: vec![letter.id.clone()],
+        ..Default::default()
+    };
     let replayed = broker
         .admin
-        .replay_dead_letters(pb::ReplayDeadLettersRequest {
-            dead_letter_stream: "work:dlq".into(),
-            ids: vec![letter.id.clone()],
-            ..Default::default()
-        })
+        .replay_dead_letters(replay.clone())
         .await
         .unwrap()
         .into_inner()
@@ -336,11 +337,7 @@ async fn a_poison_message_goes_to_the_dead_letter_stream_and_can_be_replayed() {
     // Replaying it again finds nothing: it is never in both places.
     let twice = broker
         .admin
-        .replay_dead_letters(pb::ReplayDeadLettersRequest {
-            dead_letter_stream: "work:dlq".into(),
-            ids: vec![letter.id.clone()],
-            ..Default::default()
-        })
+        .replay_dead_letters(replay)
         .await
         .unwrap()
         .into_inner()

@@ -29,6 +29,16 @@ impl<S: Store> AdminService<S> {
         convert::name("stream", stream, &self.limits)
     }
 
+    /// A listing's `count`: 0 for the server default, never above the limit.
+    fn listing_count(&self, requested: u32) -> BrokerResult<usize> {
+        convert::count(
+            "count",
+            requested,
+            self.limits.default_query_count,
+            &self.limits,
+        )
+    }
+
     /// The (stream, group) pair most Admin calls address.
     fn group(&self, stream: &str, group: &str) -> BrokerResult<(String, String)> {
         Ok((
@@ -105,12 +115,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         let request = request.into_inner();
         let stream = self.stream(&request.stream)?;
         let range = convert::range("min_id", &request.min_id, "max_id", &request.max_id)?;
-        let count = convert::count(
-            "count",
-            request.count,
-            self.limits.default_query_count,
-            &self.limits,
-        )?;
+        let count = self.listing_count(request.count)?;
         let entries = self
             .store
             .range(&stream, range, count, request.reverse)
@@ -271,12 +276,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         let (stream, group) = self.group(&request.stream, &request.group)?;
         let query = PendingQuery {
             range: convert::range("min_id", &request.min_id, "max_id", &request.max_id)?,
-            count: convert::count(
-                "count",
-                request.count,
-                self.limits.default_query_count,
-                &self.limits,
-            )? as u64,
+            count: self.listing_count(request.count)? as u64,
             consumer: match request.consumer.as_str() {
                 "" => None,
                 consumer => Some(convert::name("consumer", consumer, &self.limits)?),
@@ -313,12 +313,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
             "" => EntryId::ZERO,
             text => convert::parse("start_id", text)?,
         };
-        let count = convert::count(
-            "count",
-            r.count,
-            self.limits.default_query_count,
-            &self.limits,
-        )?;
+        let count = self.listing_count(r.count)?;
         let result = self
             .store
             .auto_claim(
@@ -345,12 +340,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
             &self.limits,
         )?;
         let range = convert::range("start", &request.start, "end", &request.end)?;
-        let count = convert::count(
-            "count",
-            request.count,
-            self.limits.default_query_count,
-            &self.limits,
-        )?;
+        let count = self.listing_count(request.count)?;
         let letters = dead_letters::list(&self.store, &stream, range, count).await?;
         Ok(Response::new(pb::ListDeadLettersResponse {
             dead_letters: letters.into_iter().map(Into::into).collect(),
@@ -370,12 +360,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         let selection = if request.ids.is_empty() {
             Selection::Range(
                 convert::range("start", &request.start, "end", &request.end)?,
-                convert::count(
-                    "count",
-                    request.count,
-                    self.limits.default_query_count,
-                    &self.limits,
-                )?,
+                self.listing_count(request.count)?,
             )
         } else {
             if !request.start.is_empty() || !request.end.is_empty() || request.count != 0 {
