@@ -491,3 +491,36 @@ async fn two_brokers_never_deliver_a_message_twice_before_its_deadline() {
     );
     assert!(members_used.len() >= 4, "{members_used:?}");
 }
+
+/// While Redis is down, waiting subscriptions log the outage at most about once a second each
+/// (other Redis-backed brokers have filled disks with such loops), and when Redis comes back
+/// empty a subscription that may create its group recreates it and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_logged_about_once_a_second_per_subscription() {
+    let mut redis = RedisServer::start();
+    let broker = BrokerProcess::start(&redis, &["--idle-recheck", "100ms"]);
+    let mut client = BrokerClient::new(broker.channel());
+    produce_numbered(&mut client, STREAM, 0..1).await;
+    let mut member = Subscription::open(&mut client, group_request(&[STREAM], GROUP, "m")).await;
+    assert_eq!(number(&member.next().await), 0);
+
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restart();
+    // Redis kept nothing: the group is recreated from the start of the new stream.
+    produce_numbered(&mut client, STREAM, 1..2).await;
+    assert_eq!(number(&member.next().await), 1);
+
+    let log = broker.log_text();
+    let outage_lines = log
+        .lines()
+        .filter(|l| l.contains("the subscription waits and retries"))
+        .count();
+    println!("3 s outage: {outage_lines} outage log lines from one subscription");
+    assert!(
+        (1..=5).contains(&outage_lines),
+        "{outage_lines} lines:\n{log}"
+    );
+    assert!(log.contains("recreated it from the start"), "{log}");
+    assert!(log.contains("redis is back"), "{log}");
+}
