@@ -279,6 +279,7 @@ impl<S: Store> Pump<S> {
         };
         let mut outage = Outage::new();
         let mut sent = VecDeque::new();
+        let mut sweep_only = false;
         loop {
             // Before the read, so that a wake-up arriving during it is not lost.
             watch.mark_seen();
@@ -289,8 +290,9 @@ impl<S: Store> Pump<S> {
                 // Dropped mid-flight (the two arms above), the read's reply is discarded by the
                 // multiplexed connection, which stays usable. In group mode the entries it took
                 // stay pending for this consumer and are handed back when the pump ends.
-                step = self.next_step(&mut reader, &mut in_flight) => step,
+                step = self.next_step(&mut reader, &mut in_flight, sweep_only) => step,
             };
+            sweep_only = false;
             let step = match step {
                 Ok(step) => {
                     outage.recovered();
@@ -306,15 +308,19 @@ impl<S: Store> Pump<S> {
             };
             match step {
                 Step::Empty => {
-                    let until = self.next_look();
-                    let wait = async {
+                    let (until, sweep_due) = self.next_look();
+                    let woken = async {
                         tokio::select! {
-                            _ = watch.changed() => {}
-                            _ = tokio::time::sleep_until(until) => {}
+                            _ = watch.changed() => false,
+                            _ = tokio::time::sleep_until(until) => true,
                         }
                     };
-                    if !self.pause(wait).await? {
-                        return Ok(());
+                    match self.pause_for(woken).await? {
+                        None => return Ok(()),
+                        // Woken only because a sweep is due: sweep, but do not read new
+                        // entries (nothing announced any), so that every idle member of a
+                        // group waking for the shared sweep costs Redis nothing.
+                        Some(timer) => sweep_only = timer && sweep_due,
                     }
                 }
                 Step::AtLimit => {
@@ -400,11 +406,16 @@ impl<S: Store> Pump<S> {
 
     /// Waits for `wait`, unless shutdown (`Err`) or the client leaving (`Ok(false)`) comes first.
     async fn pause(&self, wait: impl Future<Output = ()>) -> BrokerResult<bool> {
+        Ok(self.pause_for(wait).await?.is_some())
+    }
+
+    /// [`pause`](Self::pause) for a wait with an outcome: `Ok(None)` when the client left.
+    async fn pause_for<T>(&self, wait: impl Future<Output = T>) -> BrokerResult<Option<T>> {
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => Err(BrokerError::ShuttingDown),
-            _ = self.tx.closed() => Ok(false),
-            () = wait => Ok(true),
+            _ = self.tx.closed() => Ok(None),
+            outcome = wait => Ok(Some(outcome)),
         }
     }
 
@@ -433,8 +444,13 @@ impl<S: Store> Pump<S> {
     }
 
     /// The next step: in group mode, room under the in-flight limit first, then redeliveries
-    /// when a sweep is due, else the next read.
-    async fn next_step(&self, reader: &mut Reader, in_flight: &mut InFlight) -> BrokerResult<Step> {
+    /// when a sweep is due, else (unless `sweep_only`) the next read.
+    async fn next_step(
+        &self,
+        reader: &mut Reader,
+        in_flight: &mut InFlight,
+        sweep_only: bool,
+    ) -> BrokerResult<Step> {
         let mut room = self.spec.batch_size;
         if let Some(membership) = self.membership() {
             if in_flight.limit > 0 {
@@ -473,6 +489,9 @@ impl<S: Store> Pump<S> {
             if !redeliveries.is_empty() {
                 return Ok(Step::Batch(redeliveries));
             }
+            if sweep_only {
+                return Ok(Step::Empty);
+            }
         }
         let batch = reader.next_batch(&self.store, room).await?;
         Ok(if batch.is_empty() {
@@ -483,15 +502,16 @@ impl<S: Store> Pump<S> {
     }
 
     /// When an idle pump looks again on its own: after `idle_recheck`, or sooner when a group
-    /// sweep is due.
-    fn next_look(&self) -> Instant {
+    /// sweep is due (then `true`).
+    fn next_look(&self) -> (Instant, bool) {
         let recheck = Instant::now() + self.idle_recheck;
-        match self.membership() {
-            Some(membership) => self
-                .redelivery
+        let sweep = self.membership().and_then(|membership| {
+            self.redelivery
                 .next_sweep(&self.spec.streams, &membership.group)
-                .map_or(recheck, |due| due.max(Instant::now()).min(recheck)),
-            None => recheck,
+        });
+        match sweep {
+            Some(due) if due < recheck => (due.max(Instant::now()), true),
+            _ => (recheck, false),
         }
     }
 

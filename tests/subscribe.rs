@@ -284,13 +284,54 @@ async fn ack_to_a_missing_group_is_not_found() {
     assert!(status.message().contains("`typo`"));
 }
 
-/// XREADGROUP calls Redis has served so far (INFO commandstats).
-async fn xreadgroup_calls(redis: &RedisServer) -> u64 {
+/// Calls of `command` Redis has served so far (INFO commandstats).
+async fn calls_of(redis: &RedisServer, command: &str) -> u64 {
     let info: String = redis.cmd(&["INFO", "commandstats"]).await;
+    let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_xreadgroup:calls="))
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// XREADGROUP calls Redis has served so far.
+async fn xreadgroup_calls(redis: &RedisServer) -> u64 {
+    calls_of(redis, "xreadgroup").await
+}
+
+#[tokio::test]
+async fn idle_members_share_one_redelivery_sweep_and_read_nothing_meanwhile() {
+    let redis = RedisServer::start();
+    let mut broker = TestBroker::start_with(&redis, |config| {
+        config.redelivery_backoff_min = Duration::from_millis(100);
+    })
+    .await;
+    let mut members = Vec::new();
+    for i in 0..20 {
+        members.push(
+            Subscription::open(
+                &mut broker.broker,
+                group_request(&["quiet"], "g", &format!("m{i}")),
+            )
+            .await,
+        );
+    }
+    eventually("all members waiting", || async {
+        broker.stats.waiting_registrations() == 20
+    })
+    .await;
+    let (reads, sweeps) = (
+        xreadgroup_calls(&redis).await,
+        calls_of(&redis, "evalsha").await,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reads = xreadgroup_calls(&redis).await - reads;
+    let sweeps = calls_of(&redis, "evalsha").await - sweeps;
+    println!("20 idle members, 2 s, sweeps every ~100 ms: {sweeps} sweeps, {reads} reads");
+    // One sweep per interval for the whole group (about 20), not one per member (about 400);
+    // and no reads: nothing announced new entries (the idle recheck is 10 s).
+    assert!((5..=40).contains(&sweeps), "{sweeps} sweeps");
+    assert_eq!(reads, 0);
 }
 
 #[tokio::test]
