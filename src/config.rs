@@ -39,14 +39,10 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Redis to use: redis://[user:password@]host:port[/db], or rediss:// for TLS.
-    #[arg(
-        long,
-        env = "STREAMGATE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
+    /// Redis to use: redis://[user:password@]host:port[/db], or rediss:// for TLS. Without it,
+    /// streamgate runs on an embedded in-memory store: for trying it out, nothing is durable.
+    #[arg(long, env = "STREAMGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
 
     /// Most Redis connections for commands. They are multiplexed, so a few serve many calls;
     /// subscriptions hold none while they wait.
@@ -194,6 +190,11 @@ impl ServeConfig {
     /// The defaults, pointed at `redis_url`: what tests and embedders start from.
     pub fn for_redis(redis_url: &str) -> Self {
         Self::parse_from(["serve", "--redis-url", redis_url])
+    }
+
+    /// The defaults, on the embedded in-memory store.
+    pub fn in_memory() -> Self {
+        Self::parse_from(["serve"])
     }
 
     /// Checks what one flag cannot check alone; the message names the flags.

@@ -21,12 +21,27 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(
-        listen = %listener.local_addr()?,
-        redis = %redact_url(&config.redis_url),
-        version = env!("CARGO_PKG_VERSION"),
-        "streamgate listening"
-    );
+    match &config.redis_url {
+        Some(url) => tracing::info!(
+            listen = %listener.local_addr()?,
+            redis = %redact_url(url),
+            version = env!("CARGO_PKG_VERSION"),
+            "streamgate listening"
+        ),
+        None => {
+            tracing::info!(
+                listen = %listener.local_addr()?,
+                store = "memory",
+                version = env!("CARGO_PKG_VERSION"),
+                "streamgate listening"
+            );
+            tracing::warn!(
+                "no --redis-url: running on the EMBEDDED IN-MEMORY store. Nothing is durable: \
+                 every message, group and pending entry is lost when this process stops. \
+                 Set --redis-url (STREAMGATE_REDIS_URL) for real use."
+            );
+        }
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     streamgate::server::run(listener, config, shutdown).await?;

@@ -26,7 +26,7 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
 use crate::redelivery::{Redelivery, RedeliveryCounters};
-use crate::store::{RedisStore, RedisStoreConfig, Store, StoreError};
+use crate::store::{AnyStore, MemoryStore, RedisStore, RedisStoreConfig, Store, StoreError};
 use crate::subscription::Subscriptions;
 
 /// Why the server could not start or stopped abnormally.
@@ -56,24 +56,27 @@ pub const HEALTH_SERVICE_NAMES: [&str; 3] = [
 /// A broker ready to serve: its store and the counters tests and operators look at.
 pub struct Broker {
     config: ServeConfig,
-    store: RedisStore,
+    store: AnyStore,
     subscriptions_shutdown: CancellationToken,
     tracker: TaskTracker,
-    subscriptions: Subscriptions<RedisStore>,
-    redelivery: Redelivery<RedisStore>,
+    subscriptions: Subscriptions<AnyStore>,
+    redelivery: Redelivery<AnyStore>,
 }
 
 impl Broker {
     /// Sets up the store (lazily: Redis may still be down) from `config`.
     pub fn new(config: ServeConfig) -> Result<Self, ServeError> {
         config.validate().map_err(ServeError::Config)?;
-        let store = RedisStore::new(RedisStoreConfig {
-            url: config.redis_url.clone(),
-            pool_size: config.redis_pool_size,
-            response_timeout: config.redis_timeout,
-            connect_timeout: config.redis_connect_timeout,
-            watch_block: config.watch_block,
-        })?;
+        let store = match &config.redis_url {
+            Some(url) => AnyStore::Redis(RedisStore::new(RedisStoreConfig {
+                url: url.clone(),
+                pool_size: config.redis_pool_size,
+                response_timeout: config.redis_timeout,
+                connect_timeout: config.redis_connect_timeout,
+                watch_block: config.watch_block,
+            })?),
+            None => AnyStore::Memory(MemoryStore::new()),
+        };
         let subscriptions_shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let redelivery = Redelivery::new(store.clone(), config.redelivery());
@@ -201,9 +204,9 @@ impl Broker {
 /// Read-only view of a serving broker.
 #[derive(Clone)]
 pub struct BrokerStats {
-    subscriptions: Subscriptions<RedisStore>,
-    store: RedisStore,
-    redelivery: Redelivery<RedisStore>,
+    subscriptions: Subscriptions<AnyStore>,
+    store: AnyStore,
+    redelivery: Redelivery<AnyStore>,
 }
 
 impl BrokerStats {
