@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cli::{ClientCommand, ClientOptions};
+
 /// streamgate: Redis Streams behind a typed gRPC API.
 #[derive(Debug, Parser)]
 #[command(name = "streamgate", version, about, long_about = None)]
@@ -13,13 +15,20 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+
+    /// How client commands reach the broker and print (ignored by `serve`).
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
-/// The binary's subcommands (client subcommands will sit beside `serve`).
+/// The binary's subcommands: the broker itself, and a client of it for people and scripts.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
+    /// Client commands (produce, subscribe, ack, nack, admin, health) against a running broker.
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 /// How log lines are written.

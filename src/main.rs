@@ -1,6 +1,8 @@
 //! The `streamgate` binary: parse the command line, set up logging, bind, and run until a
 //! signal asks it to stop.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -10,9 +12,21 @@ use tracing_subscriber::EnvFilter;
 use streamgate::config::{Cli, Command, LogFormat, ServeConfig, redact_url};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Serve(config) => serve(config).await,
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => serve(*config).await.map(|()| ExitCode::SUCCESS),
+        Command::Client(command) => match streamgate::cli::run(&cli.client, command).await {
+            Ok(code) => Ok(code),
+            Err(err) => {
+                // A client's error is for a person: the gRPC status or the cause, no backtrace.
+                match err.downcast_ref::<tonic::Status>() {
+                    Some(status) => eprintln!("error: {:?}: {}", status.code(), status.message()),
+                    None => eprintln!("error: {err:#}"),
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        },
     }
 }
 

@@ -263,9 +263,9 @@ async fn report_health<S: Store>(
         let now_serving = error.is_none();
         if serving != Some(now_serving) {
             match &error {
-                None => tracing::info!("redis answers; health is SERVING"),
+                None => tracing::info!("the store answers; health is SERVING"),
                 Some(error) => {
-                    tracing::warn!(%error, "redis does not answer; health is NOT_SERVING")
+                    tracing::warn!(%error, "the store (redis) does not answer; health is NOT_SERVING")
                 }
             }
             let status = if now_serving {

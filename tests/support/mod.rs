@@ -521,13 +521,23 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts `streamgate serve` against `redis` with extra flags, and waits until it serves.
     pub fn start(redis: &RedisServer, extra_args: &[&str]) -> Self {
+        let url = redis.url();
+        let mut args = vec!["--redis-url", url.as_str()];
+        args.extend_from_slice(extra_args);
+        Self::start_args(&args)
+    }
+
+    /// Starts `streamgate serve` on the embedded in-memory store.
+    pub fn start_in_memory(extra_args: &[&str]) -> Self {
+        Self::start_args(extra_args)
+    }
+
+    fn start_args(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for the broker log");
         let mut broker = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             args: [
                 "serve",
-                "--redis-url",
-                &redis.url(),
                 "--health-interval",
                 "200ms",
                 "--drain-timeout",
