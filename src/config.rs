@@ -116,6 +116,14 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_CONSUMER_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub consumer_idle_timeout: Duration,
 
+    /// Serve Prometheus metrics at http://<addr>/metrics (e.g. 0.0.0.0:9090). Off when unset.
+    #[arg(long, env = "STREAMGATE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// How often group pending counts, lag and pool gauges are sampled for metrics.
+    #[arg(long, env = "STREAMGATE_METRICS_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub metrics_interval: Duration,
+
     /// Log format.
     #[arg(
         long,

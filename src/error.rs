@@ -56,6 +56,7 @@ impl BrokerError {
 
 impl From<StoreError> for BrokerError {
     fn from(err: StoreError) -> Self {
+        crate::metrics::store_error(err.kind());
         match err {
             StoreError::NoSuchGroup { .. } | StoreError::NoSuchStream { .. } => {
                 Self::NotFound(err.to_string())

@@ -15,6 +15,7 @@
 //!   letters, hand-back, consumer clean-up and flow control, all kept in Redis's pending lists.
 //! - [`dead_letters`]: listing and replaying dead-letter streams (Admin).
 //! - [`store`]: the only code that talks to Redis, behind the [`store::Store`] trait.
+//! - [`metrics`]: Prometheus counters, histograms and sampled gauges (`--metrics-addr`).
 //! - [`model`]: domain types (ids, entries, trim policies) shared by all of the above.
 //! - [`error`]: the broker's error type and its single mapping to gRPC status codes.
 //!
@@ -29,6 +30,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod fetch;
 pub mod grpc;
+pub mod metrics;
 pub mod model;
 pub mod reading;
 pub mod redelivery;

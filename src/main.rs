@@ -32,6 +32,10 @@ async fn main() -> anyhow::Result<ExitCode> {
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     init_tracing(config.log_format, &config.log)?;
+    if let Some(addr) = config.metrics_addr {
+        streamgate::metrics::install(addr).map_err(anyhow::Error::msg)?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -191,6 +191,11 @@ impl<S: Store> Redelivery<S> {
         }
     }
 
+    /// The (stream, group) pairs this broker has swept: the groups it serves, for metrics.
+    pub fn served_groups(&self) -> Vec<(String, String)> {
+        lock(&self.sweeps).keys().cloned().collect()
+    }
+
     /// When the earliest sweep (or consumer clean-up) of `streams` for `group` is due: how long
     /// an idle member may wait.
     pub fn next_sweep(&self, streams: &[String], group: &str) -> Option<Instant> {
@@ -266,6 +271,12 @@ impl<S: Store> Redelivery<S> {
                 &request,
                 &swept.dead_lettered,
                 &swept.lost,
+            );
+            crate::metrics::redelivery(
+                &stream,
+                swept.claimed.len(),
+                swept.dead_lettered.len(),
+                swept.lost.len(),
             );
             self.counters
                 .redelivered
@@ -450,6 +461,7 @@ impl<S: Store> Redelivery<S> {
             .store
             .move_pending(stream, group, ids, &movement)
             .await?;
+        crate::metrics::nacked(stream, nacked.len());
         if !nacked.is_empty() {
             // Look again when the earliest of them is due.
             let wait = delay.unwrap_or(self.settings.backoff_min);

@@ -130,6 +130,14 @@ impl Broker {
             background.clone(),
         ));
         let watcher_task = tokio::spawn(self.store.clone().run_watcher(background.clone()));
+        if self.config.metrics_addr.is_some() {
+            tokio::spawn(crate::metrics::sample(
+                self.store.clone(),
+                self.redelivery.clone(),
+                self.config.metrics_interval,
+                background.clone(),
+            ));
+        }
 
         let broker = pb::broker_server::BrokerServer::new(BrokerService::new(
             self.store.clone(),
@@ -176,6 +184,7 @@ impl Broker {
             .http2_keepalive_timeout(keepalive(self.config.http2_keepalive_timeout))
             .max_concurrent_streams(self.config.http2_max_concurrent_streams)
             .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+            .layer(crate::metrics::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

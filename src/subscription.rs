@@ -133,6 +133,7 @@ struct OpenGuard(Arc<AtomicUsize>);
 impl OpenGuard {
     fn new(open: Arc<AtomicUsize>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::subscriptions_open(1.0);
         Self(open)
     }
 }
@@ -140,6 +141,7 @@ impl OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::subscriptions_open(-1.0);
     }
 }
 
@@ -344,7 +346,13 @@ impl<S: Store> Pump<S> {
                     }
                     // There may be more: let another idle member of the group read too.
                     watch.pass_on();
+                    let mode = if reader.group().is_some() {
+                        "group"
+                    } else {
+                        "tail"
+                    };
                     for delivery in batch {
+                        crate::metrics::delivered(&delivery.stream, mode, 1);
                         if !self.send_delivery(delivery, &mut sent).await? {
                             return Ok(());
                         }

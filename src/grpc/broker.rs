@@ -72,7 +72,13 @@ async fn append_in_order<S: Store>(
     let stored: Vec<Result<Vec<EntryId>, Status>> = match store.append(&valid).await {
         Ok(answers) => answers
             .into_iter()
-            .map(|a| a.map_err(Status::from))
+            .zip(&valid)
+            .map(|(answer, request)| {
+                if let Ok(ids) = &answer {
+                    crate::metrics::produced(&request.stream, ids.len());
+                }
+                answer.map_err(Status::from)
+            })
             .collect(),
         // The round trip itself failed: every valid request shares that fate.
         Err(err) => vec![Err(Status::from(err)); valid.len()],
@@ -233,6 +239,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let convert::PendingTarget { stream, group, ids } =
             convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
         let acknowledged = self.store.ack(&stream, &group, &ids).await?;
+        crate::metrics::acked(&stream, acknowledged);
         if acknowledged > 0 {
             self.redelivery.acked(&stream, &group);
         }
@@ -293,7 +300,12 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let deadline = convert::grpc_timeout(request.metadata());
         let spec = convert::fetch(request.into_inner(), deadline, &self.limits)?;
+        let group_mode = matches!(spec.mode, fetch::FetchMode::Group { .. });
         let fetched = fetch::fetch(&self.store, &self.redelivery, spec, &self.stopping).await?;
+        let mode = if group_mode { "group" } else { "tail" };
+        for delivery in &fetched.deliveries {
+            crate::metrics::delivered(&delivery.stream, mode, 1);
+        }
         Ok(Response::new(fetched.into()))
     }
 }

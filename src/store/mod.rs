@@ -73,6 +73,22 @@ pub enum StoreError {
     Unexpected(String),
 }
 
+impl StoreError {
+    /// The class of the error, for metrics: `no_such_group`, `unavailable`...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoSuchGroup { .. } => "no_such_group",
+            Self::NoSuchStream { .. } => "no_such_stream",
+            Self::GroupExists { .. } => "group_exists",
+            Self::WrongType { .. } => "wrong_type",
+            Self::IdNotIncreasing { .. } => "id_not_increasing",
+            Self::Rejected(_) => "rejected",
+            Self::Unavailable(_) => "unavailable",
+            Self::Unexpected(_) => "unexpected",
+        }
+    }
+}
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 

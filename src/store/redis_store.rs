@@ -238,6 +238,12 @@ impl RedisStore {
         })
     }
 
+    /// Connections in the pool, and how many of them are idle.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections)
+    }
+
     /// The wake-up registry (exposed for introspection: how many subscriptions wait).
     pub fn wakeups(&self) -> &Wakeups {
         &self.wakeups

@@ -1,0 +1,174 @@
+//! Prometheus metrics: what happened to messages, how long RPCs take, and what Redis holds.
+//!
+//! Counters and histograms go through the `metrics` facade, which costs nothing when no recorder
+//! is installed (`--metrics-addr` unset). With one, `metrics-exporter-prometheus` serves them
+//! at `http://<addr>/metrics`. Gauges of things that live outside this process (group pending and
+//! lag, pool connections) are sampled periodically by [`sample`].
+//!
+//! Labels are the stream (and group) names: keep their number bounded, as with any Prometheus
+//! label.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio_util::sync::CancellationToken;
+
+use crate::redelivery::Redelivery;
+use crate::store::{AnyStore, Store};
+
+/// Starts the exporter on `addr` and makes it the process's recorder.
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+        .map_err(|err| err.to_string())?
+        .install()
+        .map_err(|err| format!("cannot serve metrics on {addr}: {err}"))
+}
+
+/// Messages appended by Produce / ProduceStream.
+pub fn produced(stream: &str, count: usize) {
+    counter!("streamgate_messages_produced_total", "stream" => stream.to_owned())
+        .increment(count as u64);
+}
+
+/// Messages handed to a client (Subscribe or Fetch; `mode` is `group` or `tail`).
+pub fn delivered(stream: &str, mode: &'static str, count: usize) {
+    counter!("streamgate_messages_delivered_total", "stream" => stream.to_owned(), "mode" => mode)
+        .increment(count as u64);
+}
+
+/// Messages acknowledged through this broker.
+pub fn acked(stream: &str, count: u64) {
+    counter!("streamgate_messages_acked_total", "stream" => stream.to_owned()).increment(count);
+}
+
+/// Messages nacked through this broker.
+pub fn nacked(stream: &str, count: usize) {
+    counter!("streamgate_messages_nacked_total", "stream" => stream.to_owned())
+        .increment(count as u64);
+}
+
+/// Messages redelivered, dead-lettered, or found deleted before ack, by this broker's sweeps.
+pub fn redelivery(stream: &str, redelivered: usize, dead_lettered: usize, lost: usize) {
+    let stream = stream.to_owned();
+    for (name, count) in [
+        ("streamgate_messages_redelivered_total", redelivered),
+        ("streamgate_messages_dead_lettered_total", dead_lettered),
+        ("streamgate_messages_lost_before_ack_total", lost),
+    ] {
+        if count > 0 {
+            counter!(name, "stream" => stream.clone()).increment(count as u64);
+        }
+    }
+}
+
+/// A store call failed; `kind` is the error's class.
+pub fn store_error(kind: &'static str) {
+    counter!("streamgate_store_errors_total", "kind" => kind).increment(1);
+}
+
+/// Open Subscribe streams, kept by the pumps themselves.
+pub fn subscriptions_open(delta: f64) {
+    gauge!("streamgate_subscriptions_open").increment(delta);
+}
+
+/// Samples what lives outside this process every `interval` until `stop`: the Redis pool, and
+/// the pending count and lag of every group this broker serves.
+pub async fn sample(
+    store: AnyStore,
+    redelivery: Redelivery<AnyStore>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        if let AnyStore::Redis(redis) = &store {
+            let (connections, idle) = redis.pool_state();
+            gauge!("streamgate_redis_pool_connections", "state" => "idle").set(f64::from(idle));
+            gauge!("streamgate_redis_pool_connections", "state" => "in_use")
+                .set(f64::from(connections.saturating_sub(idle)));
+        }
+        for (stream, group) in redelivery.served_groups() {
+            let Ok(groups) = store.groups(&stream).await else {
+                continue;
+            };
+            if let Some(info) = groups.into_iter().find(|g| g.name == group) {
+                let labels = [("stream", stream.clone()), ("group", group.clone())];
+                gauge!("streamgate_group_pending", &labels).set(info.pending as f64);
+                if let Some(lag) = info.lag {
+                    gauge!("streamgate_group_lag", &labels).set(lag as f64);
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// A tower layer timing every gRPC call: `streamgate_rpc_duration_seconds{method, code}`,
+/// until the response headers (for a stream: until it started).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> tower_layer::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics { inner }
+    }
+}
+
+/// See [`RpcMetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+type Http<B> = tonic::codegen::http::Request<B>;
+type HttpResponse<B> = tonic::codegen::http::Response<B>;
+
+impl<S, B, R> tower_service::Service<Http<B>> for RpcMetrics<S>
+where
+    S: tower_service::Service<Http<B>, Response = HttpResponse<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Http<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            // An error status before any message comes in the headers (trailers-only); a
+            // status in the trailers is almost always OK.
+            let code = match &response {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or("Ok".to_owned(), |c| format!("{:?}", tonic::Code::from(c))),
+                Err(_) => "TransportError".to_owned(),
+            };
+            histogram!("streamgate_rpc_duration_seconds", "method" => method, "code" => code)
+                .record(started.elapsed().as_secs_f64());
+            response
+        })
+    }
+}

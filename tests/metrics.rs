@@ -1,0 +1,120 @@
+//! Prometheus metrics, scraped over HTTP from the real binary.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use streamgate::grpc::pb;
+use streamgate::grpc::pb::broker_client::BrokerClient;
+use support::*;
+
+fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the sample whose line starts with `prefix` (name and labels).
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn a_scrape_shows_messages_rpcs_subscriptions_and_groups() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let broker = BrokerProcess::start(
+        &redis,
+        &["--metrics-addr", &addr, "--metrics-interval", "100ms"],
+    );
+    let mut client = BrokerClient::new(broker.channel());
+    produce_numbered(&mut client, "m", 0..3).await;
+    let mut member = Subscription::open(&mut client, group_request(&["m"], "g", "c")).await;
+    let got = member.take(3).await;
+    client
+        .ack(pb::AckRequest {
+            stream: "m".into(),
+            group: "g".into(),
+            ids: vec![got[0].id.clone(), got[1].id.clone()],
+        })
+        .await
+        .unwrap();
+    client
+        .nack(pb::NackRequest {
+            stream: "m".into(),
+            group: "g".into(),
+            ids: vec![got[2].id.clone()],
+            consumer: "c".into(),
+            delay_ms: Some(60_000),
+        })
+        .await
+        .unwrap();
+    let status = client
+        .ack(pb::AckRequest {
+            stream: "m".into(),
+            group: "typo".into(),
+            ids: vec![got[0].id.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    let mut metrics = String::new();
+    eventually("group gauges sampled", || {
+        metrics = scrape(port);
+        let ready = metrics.contains("streamgate_group_pending{");
+        async move { ready }
+    })
+    .await;
+    println!("{metrics}");
+    let expect = |prefix: &str, value: f64| {
+        assert_eq!(
+            sample(&metrics, prefix),
+            Some(value),
+            "{prefix} in\n{metrics}"
+        );
+    };
+    expect(r#"streamgate_messages_produced_total{stream="m"}"#, 3.0);
+    expect(
+        r#"streamgate_messages_delivered_total{stream="m",mode="group"}"#,
+        3.0,
+    );
+    expect(r#"streamgate_messages_acked_total{stream="m"}"#, 2.0);
+    expect(r#"streamgate_messages_nacked_total{stream="m"}"#, 1.0);
+    expect("streamgate_subscriptions_open", 1.0);
+    expect(r#"streamgate_group_pending{stream="m",group="g"}"#, 1.0);
+    expect(r#"streamgate_group_lag{stream="m",group="g"}"#, 0.0);
+    expect(
+        r#"streamgate_store_errors_total{kind="no_such_group"}"#,
+        1.0,
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"streamgate_redis_pool_connections{state="idle"}"#
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    let produce_calls = sample(
+        &metrics,
+        r#"streamgate_rpc_duration_seconds_count{method="/streamgate.v1.Broker/Produce",code="Ok"}"#,
+    );
+    assert_eq!(produce_calls, Some(1.0), "{metrics}");
+    let not_found = sample(
+        &metrics,
+        r#"streamgate_rpc_duration_seconds_count{method="/streamgate.v1.Broker/Ack",code="NotFound"}"#,
+    );
+    assert_eq!(not_found, Some(1.0), "{metrics}");
+}
