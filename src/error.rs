@@ -95,6 +95,8 @@ impl From<BrokerError> for Status {
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
             BrokerError::Internal(_) => Code::Internal,
         };
+        // Inside the call's `rpc` span, so the line names the method, stream and group.
+        tracing::debug!(code = ?code, error = %err, "call failed");
         Status::new(code, err.to_string())
     }
 }

@@ -183,7 +183,16 @@ impl Broker {
             .http2_keepalive_interval(keepalive(self.config.http2_keepalive_interval))
             .http2_keepalive_timeout(keepalive(self.config.http2_keepalive_timeout))
             .max_concurrent_streams(self.config.http2_max_concurrent_streams)
-            .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+            .trace_fn(|request| {
+                // Handlers fill in what the call is about (`record` on the current span).
+                tracing::info_span!(
+                    "rpc",
+                    method = %request.uri().path(),
+                    stream = tracing::field::Empty,
+                    group = tracing::field::Empty,
+                    consumer = tracing::field::Empty,
+                )
+            })
             .layer(crate::metrics::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)

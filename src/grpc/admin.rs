@@ -26,6 +26,7 @@ impl<S: Store> AdminService<S> {
     }
 
     fn stream(&self, stream: &str) -> BrokerResult<String> {
+        tracing::Span::current().record("stream", stream);
         convert::name("stream", stream, &self.limits)
     }
 
@@ -41,6 +42,7 @@ impl<S: Store> AdminService<S> {
 
     /// The (stream, group) pair most Admin calls address.
     fn group(&self, stream: &str, group: &str) -> BrokerResult<(String, String)> {
+        tracing::Span::current().record("group", group);
         Ok((
             self.stream(stream)?,
             convert::name("group", group, &self.limits)?,

@@ -127,6 +127,7 @@ async fn pump_produce_stream<S: Store>(
     store: S,
     limits: Arc<Limits>,
     stopping: CancellationToken,
+    traceparent: Option<String>,
 ) {
     loop {
         let mut next = tokio::select! {
@@ -144,7 +145,14 @@ async fn pump_produce_stream<S: Store>(
         loop {
             match next {
                 Ok(Some(request)) => {
-                    batch.push(convert::produce(request, &limits).map_err(Status::from));
+                    batch.push(
+                        convert::produce(request, &limits)
+                            .map(|mut append| {
+                                convert::attach_traceparent(&mut append, traceparent.as_deref());
+                                append
+                            })
+                            .map_err(Status::from),
+                    );
                 }
                 Ok(None) => end = Some(Ok(())),
                 Err(status) => end = Some(Err(status)),
@@ -177,6 +185,27 @@ async fn pump_produce_stream<S: Store>(
     }
 }
 
+/// Names the streams, group and consumer of a read on the call's `rpc` span (opened by the
+/// server for every call; see `server.rs`), so that its log lines say what it was about.
+fn record_reader(streams: &[String], membership: Option<&crate::reading::GroupMembership>) {
+    let span = tracing::Span::current();
+    span.record("stream", streams.join(",").as_str());
+    if let Some(membership) = membership {
+        span.record("group", membership.group.as_str());
+        span.record("consumer", membership.consumer.as_str());
+    }
+}
+
+/// [`record_reader`] for calls about messages of one stream and group.
+fn record_target(stream: &str, group: &str, consumer: &str) {
+    let span = tracing::Span::current();
+    span.record("stream", stream);
+    span.record("group", group);
+    if !consumer.is_empty() {
+        span.record("consumer", consumer);
+    }
+}
+
 fn to_response(item: BrokerResult<Event>) -> Result<pb::SubscribeResponse, Status> {
     item.map(Into::into).map_err(Into::into)
 }
@@ -193,7 +222,10 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let append = convert::produce(request.into_inner(), &self.limits)?;
+        let traceparent = convert::traceparent(request.metadata());
+        let mut append = convert::produce(request.into_inner(), &self.limits)?;
+        tracing::Span::current().record("stream", append.stream.as_str());
+        convert::attach_traceparent(&mut append, traceparent.as_deref());
         let mut answers = append_in_order(&self.store, vec![Ok(append)]).await;
         answers
             .pop()
@@ -209,12 +241,14 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let (tx, rx) = mpsc::channel(PRODUCE_STREAM_BATCH);
         // A task of its own, so that a client that stops reading, or leaves, is noticed.
+        let traceparent = convert::traceparent(request.metadata());
         tokio::spawn(pump_produce_stream(
             request.into_inner(),
             tx,
             self.store.clone(),
             self.limits.clone(),
             self.stopping.clone(),
+            traceparent,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -226,6 +260,13 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let spec = convert::subscription(request.into_inner(), &self.limits)?;
+        record_reader(
+            &spec.streams,
+            match &spec.mode {
+                crate::subscription::Mode::Group(m) => Some(m),
+                crate::subscription::Mode::Tail(_) => None,
+            },
+        );
         let events = self.subscriptions.open(spec);
         let to_response: fn(_) -> _ = to_response;
         Ok(Response::new(ReceiverStream::new(events).map(to_response)))
@@ -238,6 +279,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let request = request.into_inner();
         let convert::PendingTarget { stream, group, ids } =
             convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
+        record_target(&stream, &group, "");
         let acknowledged = self.store.ack(&stream, &group, &ids).await?;
         crate::metrics::acked(&stream, acknowledged);
         if acknowledged > 0 {
@@ -253,6 +295,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let request = request.into_inner();
         let target =
             convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
+        record_target(&target.stream, &target.group, &request.consumer);
         let holder = match request.consumer.as_str() {
             "" => None,
             consumer => Some(convert::name("consumer", consumer, &self.limits)?),
@@ -285,6 +328,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
             .into());
         }
         let consumer = convert::name("consumer", &request.consumer, &self.limits)?;
+        record_target(&target.stream, &target.group, &consumer);
         let extended = self
             .redelivery
             .extend(&target.stream, &target.group, &consumer, &target.ids)
@@ -301,6 +345,13 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let deadline = convert::grpc_timeout(request.metadata());
         let spec = convert::fetch(request.into_inner(), deadline, &self.limits)?;
         let group_mode = matches!(spec.mode, fetch::FetchMode::Group { .. });
+        record_reader(
+            &spec.streams,
+            match &spec.mode {
+                fetch::FetchMode::Group { membership, .. } => Some(membership),
+                fetch::FetchMode::Plain(_) => None,
+            },
+        );
         let fetched = fetch::fetch(&self.store, &self.redelivery, spec, &self.stopping).await?;
         let mode = if group_mode { "group" } else { "tail" };
         for delivery in &fetched.deliveries {

@@ -560,11 +560,54 @@ impl From<DeadLetter> for pb::DeadLetter {
 
 impl From<Delivery> for pb::ReceivedMessage {
     fn from(delivery: Delivery) -> Self {
+        let traceparent = delivery
+            .entry
+            .fields
+            .iter()
+            .find(|f| f.name == TRACEPARENT)
+            .and_then(|f| std::str::from_utf8(&f.value).ok())
+            .unwrap_or_default()
+            .to_owned();
         Self {
             stream: delivery.stream,
             id: delivery.entry.id.to_string(),
             fields: delivery.entry.fields.into_iter().map(Into::into).collect(),
             delivery_count: delivery.delivery_count,
+            traceparent,
+        }
+    }
+}
+
+/// The W3C trace-context header, and the message field it is stored in.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A valid W3C `traceparent` from the call's metadata (`00-<32 hex>-<16 hex>-<2 hex>`), if any;
+/// a malformed one is ignored, as the W3C spec asks.
+pub fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    let value = metadata.get(TRACEPARENT)?.to_str().ok()?.trim();
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1].bytes().any(|b| b != b'0')
+        && parts[2].bytes().any(|b| b != b'0');
+    valid.then(|| value.to_ascii_lowercase())
+}
+
+/// Stores `traceparent` with every message that does not carry one already.
+pub fn attach_traceparent(append: &mut Append, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    for message in &mut append.messages {
+        if !message.fields.iter().any(|f| f.name == TRACEPARENT) {
+            message.fields.push(Field {
+                name: TRACEPARENT.to_owned(),
+                value: bytes::Bytes::copy_from_slice(traceparent.as_bytes()),
+            });
         }
     }
 }
