@@ -220,3 +220,65 @@ async fn reflection_v1_lists_every_service() {
         );
     }
 }
+
+/// Docker cannot run here, so check what it would run: the binary the image starts, the
+/// subcommands and flags of its CMD and HEALTHCHECK, and every STREAMGATE_* variable the
+/// Dockerfile and docker-compose.yml set, against the real binary's `--help`.
+#[test]
+fn the_container_files_use_only_flags_and_variables_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?} --help failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json_array = |line: &str| -> Vec<String> {
+        let start = line.find('[').expect("exec-form JSON array");
+        serde_json::from_str(&line[start..]).expect("a JSON array")
+    };
+    let line_of = |prefix: &str| {
+        dockerfile
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("Dockerfile has no {prefix}"))
+            .to_owned()
+    };
+    assert_eq!(json_array(&line_of("ENTRYPOINT")), ["streamgate"]);
+    let cmd = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("CMD ["))
+        .expect("the image's CMD");
+    assert_eq!(json_array(cmd), ["serve"]);
+    assert!(dockerfile.contains("COPY --from=build /src/target/release/streamgate"));
+    assert!(dockerfile.contains("USER streamgate") && dockerfile.contains("EXPOSE 50051"));
+
+    // The HEALTHCHECK's command: a subcommand whose flags all exist.
+    let probe = dockerfile
+        .lines()
+        .skip_while(|l| !l.starts_with("HEALTHCHECK"))
+        .find(|l| l.trim_start().starts_with("CMD"))
+        .expect("HEALTHCHECK CMD");
+    let probe = json_array(probe);
+    assert_eq!(&probe[..2], ["streamgate", "health"]);
+    let health_help = help(&["health"]);
+    for flag in probe.iter().filter(|a| a.starts_with("--")) {
+        assert!(health_help.contains(flag.as_str()), "`health` has no {flag}");
+    }
+
+    let serve_help = help(&["serve"]);
+    for text in [&dockerfile, &compose] {
+        for var in text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("STREAMGATE_"))
+        {
+            assert!(serve_help.contains(var), "`serve --help` does not know {var}");
+        }
+    }
+    assert!(compose.contains("--appendonly") && compose.contains("STREAMGATE_REDIS_URL"));
+}
