@@ -1,0 +1,89 @@
+// A streamgate client in Node.js: produce, subscribe as a consumer group member, ack.
+// The protos are loaded at run time from the repository's proto/ with @grpc/proto-loader.
+//
+//   npm ci --prefix examples/node
+//   node examples/node/client.js 127.0.0.1:50051
+"use strict";
+
+const path = require("path");
+const crypto = require("crypto");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+
+const root = path.resolve(__dirname, "..", "..", "proto");
+const definition = protoLoader.loadSync("streamgate/v1/broker.proto", {
+  includeDirs: [root],
+  keepCase: false,
+  longs: String,
+  defaults: true,
+});
+const { streamgate } = grpc.loadPackageDefinition(definition);
+
+function call(client, method, request) {
+  return new Promise((resolve, reject) => {
+    const deadline = new Date(Date.now() + 10_000);
+    client[method](request, { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
+  });
+}
+
+async function main(address) {
+  const broker = new streamgate.v1.Broker(address, grpc.credentials.createInsecure());
+  const stream = `node-example-${crypto.randomBytes(4).toString("hex")}`;
+
+  const produced = await call(broker, "produce", {
+    stream,
+    messages: [0, 1, 2].map((i) => ({ fields: [{ name: "order", value: Buffer.from(String(i)) }] })),
+  });
+  console.log(`produced ${produced.ids.join(", ")} to ${stream}`);
+
+  const events = broker.subscribe({
+    streams: [{ stream }],
+    group: "billing",
+    consumer: "node-1",
+    createGroup: true,
+    groupStartId: "0",
+  });
+  const received = [];
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no messages within 20 s")), 20_000);
+    events.on("data", async (event) => {
+      if (event.started) {
+        if (event.started.consumer !== "node-1") reject(new Error(`consumer ${event.started.consumer}`));
+        return;
+      }
+      const message = event.message;
+      const order = message.fields[0].value.toString();
+      received.push(order);
+      try {
+        const acked = await call(broker, "ack", { stream, group: "billing", ids: [message.id] });
+        if (Number(acked.acknowledged) !== 1) throw new Error(`ack returned ${acked.acknowledged}`);
+        console.log(`received and acked ${message.id} order=${order}`);
+      } catch (err) {
+        reject(err);
+      }
+      if (received.length === 3) {
+        clearTimeout(timer);
+        events.cancel();
+        resolve();
+      }
+    });
+    events.on("error", (err) => {
+      if (err.code !== grpc.status.CANCELLED) reject(err);
+    });
+  });
+  if (received.join(",") !== "0,1,2") throw new Error(`received ${received}`);
+
+  const fetched = await call(broker, "fetch", {
+    streams: [{ stream, afterId: "0" }],
+    group: "billing",
+    consumer: "node-1",
+  });
+  if (fetched.messages.length !== 0) throw new Error("messages left pending");
+  broker.close();
+  console.log("node example: ok");
+}
+
+main(process.argv[2] || "127.0.0.1:50051").catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
