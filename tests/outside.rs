@@ -268,7 +268,10 @@ fn the_container_files_use_only_flags_and_variables_that_exist() {
     assert_eq!(&probe[..2], ["streamgate", "health"]);
     let health_help = help(&["health"]);
     for flag in probe.iter().filter(|a| a.starts_with("--")) {
-        assert!(health_help.contains(flag.as_str()), "`health` has no {flag}");
+        assert!(
+            health_help.contains(flag.as_str()),
+            "`health` has no {flag}"
+        );
     }
 
     let serve_help = help(&["serve"]);
@@ -277,7 +280,10 @@ fn the_container_files_use_only_flags_and_variables_that_exist() {
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|w| w.starts_with("STREAMGATE_"))
         {
-            assert!(serve_help.contains(var), "`serve --help` does not know {var}");
+            assert!(
+                serve_help.contains(var),
+                "`serve --help` does not know {var}"
+            );
         }
     }
     assert!(compose.contains("--appendonly") && compose.contains("STREAMGATE_REDIS_URL"));
