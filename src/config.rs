@@ -53,6 +53,11 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Every key streamgate touches starts with this (e.g. `team-a:`): several tenants or
+    /// environments can share one Redis without seeing each other. Clients never see it.
+    #[arg(long, env = "STREAMGATE_KEY_PREFIX", default_value = "")]
+    pub key_prefix: String,
+
     /// Most Redis connections for commands. They are multiplexed, so a few serve many calls;
     /// subscriptions hold none while they wait.
     #[arg(long, env = "STREAMGATE_REDIS_POOL_SIZE", default_value_t = 8,

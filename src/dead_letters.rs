@@ -77,7 +77,12 @@ pub async fn replay<S: Store>(
     let mut replayed = Vec::with_capacity(letters.len());
     for letter in letters {
         if let Some(id) = store
-            .replay_dead_letter(dead_letter_stream, letter.id, &letter.stream)
+            .replay_dead_letter(
+                dead_letter_stream,
+                letter.id,
+                &letter.stream,
+                &letter.stream,
+            )
             .await?
         {
             tracing::info!(

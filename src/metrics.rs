@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::redelivery::Redelivery;
+use crate::server::BrokerStore;
 use crate::store::{AnyStore, Store};
 
 /// Starts the exporter on `addr` and makes it the process's recorder.
@@ -83,13 +84,13 @@ pub fn subscriptions_open(delta: f64) {
 /// Samples what lives outside this process every `interval` until `stop`: the Redis pool, and
 /// the pending count and lag of every group this broker serves.
 pub async fn sample(
-    store: AnyStore,
-    redelivery: Redelivery<AnyStore>,
+    store: BrokerStore,
+    redelivery: Redelivery<BrokerStore>,
     interval: Duration,
     stop: CancellationToken,
 ) {
     loop {
-        if let AnyStore::Redis(redis) = &store {
+        if let AnyStore::Redis(redis) = store.inner() {
             let (connections, idle) = redis.pool_state();
             gauge!("streamgate_redis_pool_connections", "state" => "idle").set(f64::from(idle));
             gauge!("streamgate_redis_pool_connections", "state" => "in_use")

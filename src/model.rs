@@ -427,6 +427,9 @@ impl RedeliveryRules {
 pub struct SweepRequest {
     /// Where expired entries go once they reached `rules.max_deliveries`.
     pub dead_letter_stream: String,
+    /// The swept stream's name as clients know it, recorded in dead letters (the key itself may
+    /// carry a namespace prefix).
+    pub stream_label: String,
     /// When an entry is due, and when it is dead.
     pub rules: RedeliveryRules,
     /// Where this page of the pending list starts.

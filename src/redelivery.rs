@@ -249,6 +249,7 @@ impl<S: Store> Redelivery<S> {
                 .map_or(RangeBound::Unbounded, |s| s.cursor);
             let request = SweepRequest {
                 dead_letter_stream: policy.dead_letter_stream_for(&stream),
+                stream_label: stream.clone(),
                 rules: self.rules(policy),
                 cursor,
                 scan: SWEEP_SCAN,

@@ -26,7 +26,12 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
 use crate::redelivery::{Redelivery, RedeliveryCounters};
-use crate::store::{AnyStore, MemoryStore, RedisStore, RedisStoreConfig, Store, StoreError};
+use crate::store::{
+    AnyStore, MemoryStore, Namespaced, RedisStore, RedisStoreConfig, Store, StoreError,
+};
+
+/// The store a broker serves from: Redis or the embedded one, under `--key-prefix`.
+pub type BrokerStore = Namespaced<AnyStore>;
 use crate::subscription::Subscriptions;
 
 /// Why the server could not start or stopped abnormally.
@@ -56,11 +61,11 @@ pub const HEALTH_SERVICE_NAMES: [&str; 3] = [
 /// A broker ready to serve: its store and the counters tests and operators look at.
 pub struct Broker {
     config: ServeConfig,
-    store: AnyStore,
+    store: BrokerStore,
     subscriptions_shutdown: CancellationToken,
     tracker: TaskTracker,
-    subscriptions: Subscriptions<AnyStore>,
-    redelivery: Redelivery<AnyStore>,
+    subscriptions: Subscriptions<BrokerStore>,
+    redelivery: Redelivery<BrokerStore>,
 }
 
 impl Broker {
@@ -77,6 +82,7 @@ impl Broker {
             })?),
             None => AnyStore::Memory(MemoryStore::new()),
         };
+        let store = Namespaced::new(store, config.key_prefix.clone());
         let subscriptions_shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let redelivery = Redelivery::new(store.clone(), config.redelivery());
@@ -129,7 +135,7 @@ impl Broker {
             self.config.health_interval,
             background.clone(),
         ));
-        let watcher_task = tokio::spawn(self.store.clone().run_watcher(background.clone()));
+        let watcher_task = tokio::spawn(self.store.inner().clone().run_watcher(background.clone()));
         if self.config.metrics_addr.is_some() {
             tokio::spawn(crate::metrics::sample(
                 self.store.clone(),
@@ -222,9 +228,9 @@ impl Broker {
 /// Read-only view of a serving broker.
 #[derive(Clone)]
 pub struct BrokerStats {
-    subscriptions: Subscriptions<AnyStore>,
-    store: AnyStore,
-    redelivery: Redelivery<AnyStore>,
+    subscriptions: Subscriptions<BrokerStore>,
+    store: BrokerStore,
+    redelivery: Redelivery<BrokerStore>,
 }
 
 impl BrokerStats {
@@ -235,7 +241,7 @@ impl BrokerStats {
 
     /// Subscriptions registered for wake-ups (each one counted once per stream it reads).
     pub fn waiting_registrations(&self) -> usize {
-        self.store.wakeups().watcher_count()
+        self.store.inner().wakeups().watcher_count()
     }
 
     /// What redelivery did since start: redelivered, dead-lettered, lost before ack, consumers

@@ -22,10 +22,21 @@ use crate::redelivery::{DeliveryPolicy, MAX_DELAY};
 use crate::store::GroupCursor;
 use crate::subscription::{Event, Mode, SubscriptionSpec};
 
-/// A stream, group or consumer name: not empty, not over the length limit.
+/// A stream, group or consumer name: not empty, not over the length limit, no control or
+/// whitespace characters, and none of the glob characters `* ? [ ] \` (names are matched by
+/// permission patterns and listing patterns; a name that is itself a pattern would confuse both).
 pub fn name(field: &str, value: &str, limits: &Limits) -> BrokerResult<String> {
     if value.is_empty() {
         return Err(BrokerError::invalid(field, "must not be empty"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '*' | '?' | '[' | ']' | '\\'))
+    {
+        return Err(BrokerError::invalid(
+            field,
+            format!("must not contain {c:?} (no whitespace, control or glob characters)"),
+        ));
     }
     if value.len() > limits.max_name_bytes {
         return Err(BrokerError::invalid(
@@ -38,6 +49,19 @@ pub fn name(field: &str, value: &str, limits: &Limits) -> BrokerResult<String> {
         ));
     }
     Ok(value.to_owned())
+}
+
+/// A consumer name a client reads as: a [`name`], and not one of the broker's own
+/// (`streamgate:...`, such as the consumer holding nacked messages).
+pub fn member_name(value: &str, limits: &Limits) -> BrokerResult<String> {
+    let consumer = name("consumer", value, limits)?;
+    if consumer.starts_with("streamgate:") {
+        return Err(BrokerError::invalid(
+            "consumer",
+            "names starting with `streamgate:` are reserved for the broker",
+        ));
+    }
+    Ok(consumer)
 }
 
 /// Parses an id-like value, naming `field` on failure.
@@ -394,7 +418,7 @@ pub fn subscription(
         }
         let (consumer, generated) = match request.consumer.as_str() {
             "" => (generate_consumer_name(), true),
-            consumer => (name("consumer", consumer, limits)?, false),
+            consumer => (member_name(consumer, limits)?, false),
         };
         let max_in_flight = request
             .max_in_flight
@@ -434,7 +458,7 @@ pub fn fetch(
             ));
         }
         let membership = options.membership(
-            name("consumer", &request.consumer, limits)?,
+            member_name(&request.consumer, limits)?,
             false,
             0,
             limits,

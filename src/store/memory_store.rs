@@ -293,6 +293,22 @@ fn transfer(
     Some(fields)
 }
 
+/// Redis's MATCH escapes a character with `\\`; the glob crate spells that `[c]`.
+fn redis_glob(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push('[');
+        out.push(chars.next().unwrap_or('\\'));
+        out.push(']');
+    }
+    out
+}
+
 fn backoff(rules_min: u64, rules_max: u64, count: u64) -> u64 {
     RedeliveryRules {
         ack_deadline_ms: 0,
@@ -497,7 +513,7 @@ impl Store for MemoryStore {
         let matcher = match pattern {
             "" => None,
             p => Some(
-                glob::Pattern::new(p)
+                glob::Pattern::new(&redis_glob(p))
                     .map_err(|err| StoreError::Rejected(format!("invalid pattern: {err}")))?,
             ),
         };
@@ -958,7 +974,7 @@ impl Store for MemoryStore {
                         rules.max_deliveries
                     );
                     let mut letter: Vec<Field> = [
-                        ("dlq.stream", stream.to_owned()),
+                        ("dlq.stream", request.stream_label.clone()),
                         ("dlq.id", id.to_string()),
                         ("dlq.group", group.to_owned()),
                         ("dlq.delivery_count", count.to_string()),
@@ -1122,6 +1138,7 @@ impl Store for MemoryStore {
         dead_letter_stream: &str,
         id: EntryId,
         origin: &str,
+        origin_label: &str,
     ) -> StoreResult<Option<EntryId>> {
         let new_id = {
             let mut streams = self.streams();
@@ -1132,13 +1149,12 @@ impl Store for MemoryStore {
             else {
                 return Ok(None);
             };
-            let is_letter = fields
-                .first()
-                .is_some_and(|f| f.name == "dlq.stream" && f.value.as_ref() == origin.as_bytes())
-                && fields.get(4).is_some_and(|f| f.name == "dlq.reason");
+            let is_letter = fields.first().is_some_and(|f| {
+                f.name == "dlq.stream" && f.value.as_ref() == origin_label.as_bytes()
+            }) && fields.get(4).is_some_and(|f| f.name == "dlq.reason");
             if !is_letter {
                 return Err(StoreError::Rejected(format!(
-                    "entry {id} is not a dead letter of {origin}"
+                    "entry {id} is not a dead letter of {origin_label}"
                 )));
             }
             let target = streams.entry(origin.to_owned()).or_default();

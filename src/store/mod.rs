@@ -10,12 +10,14 @@
 //! on one dedicated connection for all watched streams) covers entries written by anyone else.
 
 mod memory_store;
+mod namespaced;
 mod redis_store;
 mod wakeups;
 
 use std::future::Future;
 
 pub use memory_store::MemoryStore;
+pub use namespaced::Namespaced;
 pub use redis_store::{RedisStore, RedisStoreConfig};
 pub use wakeups::{StreamWatch, Wakeups};
 
@@ -354,13 +356,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: u64,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// Moves one dead letter back to the stream it came from as a new entry and deletes it from
-    /// the dead-letter stream, atomically. `None` when the dead letter is no longer there.
+    /// Moves one dead letter back to the stream it came from (`origin`, recorded in the dead
+    /// letter as `origin_label`, its name without any namespace prefix) as a new entry and deletes
+    /// it from the dead-letter stream, atomically. `None` when the dead letter is no longer there.
     fn replay_dead_letter(
         &self,
         dead_letter_stream: &str,
         id: EntryId,
         origin: &str,
+        origin_label: &str,
     ) -> impl Future<Output = StoreResult<Option<EntryId>>> + Send;
 }
 
@@ -614,7 +618,8 @@ impl Store for AnyStore {
         dead_letter_stream: &str,
         id: EntryId,
         origin: &str,
+        origin_label: &str,
     ) -> StoreResult<Option<EntryId>> {
-        delegate!(self, s => s.replay_dead_letter(dead_letter_stream, id, origin).await)
+        delegate!(self, s => s.replay_dead_letter(dead_letter_stream, id, origin, origin_label).await)
     }
 }

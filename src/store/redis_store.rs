@@ -1267,7 +1267,8 @@ impl Store for RedisStore {
             .arg(rules.max_deliveries)
             .arg(request.cursor.to_arg("-"))
             .arg(request.scan.max(1))
-            .arg(request.claim.max(1));
+            .arg(request.claim.max(1))
+            .arg(&request.stream_label);
         let reply: Value = self
             .run_script(&invocation, Ctx::group(stream, group))
             .await?;
@@ -1345,9 +1346,10 @@ impl Store for RedisStore {
         dead_letter_stream: &str,
         id: EntryId,
         origin: &str,
+        origin_label: &str,
     ) -> StoreResult<Option<EntryId>> {
         let mut invocation = SCRIPTS.replay_dead_letter.key(dead_letter_stream);
-        invocation.key(origin).arg(id.to_string());
+        invocation.key(origin).arg(id.to_string()).arg(origin_label);
         let reply: Value = self
             .run_script(&invocation, Ctx::stream(dead_letter_stream))
             .await?;

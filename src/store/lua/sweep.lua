@@ -3,13 +3,15 @@
 --
 -- KEYS[1] source stream, KEYS[2] dead-letter stream
 -- ARGV: group, claiming consumer, parked consumer, ack deadline ms, backoff min ms,
---       backoff max ms, parked horizon ms, max deliveries (0 = no limit), cursor, scan, claim
+--       backoff max ms, parked horizon ms, max deliveries (0 = no limit), cursor, scan, claim,
+--       the stream's name as clients know it (recorded in dead letters; the key may be prefixed)
 -- Returns {next cursor, {{id, fields, delivery count}...}, {dead-lettered ids}, {lost ids}}.
 local stream, dlq = KEYS[1], KEYS[2]
 local group, consumer, parked = ARGV[1], ARGV[2], ARGV[3]
 local deadline, backoff_min, backoff_max = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local horizon, max_deliveries = tonumber(ARGV[7]), tonumber(ARGV[8])
 local cursor, scan, want = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+local label = ARGV[12]
 
 local rows = redis.call('XPENDING', stream, group, 'IDLE', math.min(deadline, horizon),
   cursor, '+', scan)
@@ -38,7 +40,7 @@ for _, row in ipairs(rows) do
       if owner == parked then why = 'nacked or given back' else why = 'not acknowledged within the ack deadline' end
       local reason = 'delivered ' .. count .. ' times (max_deliveries ' .. max_deliveries ..
         '); last delivery ' .. why
-      local args = {dlq, '*', 'dlq.stream', stream, 'dlq.id', id, 'dlq.group', group,
+      local args = {dlq, '*', 'dlq.stream', label, 'dlq.id', id, 'dlq.group', group,
         'dlq.delivery_count', tostring(count), 'dlq.reason', reason}
       for _, v in ipairs(entry[2]) do args[#args + 1] = v end
       redis.call('XADD', unpack(args))

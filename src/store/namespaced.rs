@@ -1,0 +1,442 @@
+//! `--key-prefix`: every key streamgate touches lives under one prefix, and clients never see it.
+//!
+//! [`Namespaced`] wraps any [`Store`]: stream names are prefixed on the way in (streams, dead-letter
+//! streams, listing patterns) and stripped on the way out (read results, listings, errors). A
+//! name cannot escape: the prefix is prepended as is, so every key starts with it, and listing
+//! matches `<escaped prefix><pattern>` and drops anything else. Names themselves are validated in
+//! the gRPC layer (no glob characters, no control characters; see `grpc::convert::name`).
+
+use super::{
+    GroupCursor, GroupEntry, Released, Store, StoreError, StoreResult, StreamPage, StreamWatch,
+};
+use crate::model::{
+    Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, GroupInfo, IdRange,
+    PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest,
+    Swept, TrimPolicy,
+};
+
+/// A store whose keys all start with `prefix` (empty: no change at all).
+#[derive(Clone)]
+pub struct Namespaced<S> {
+    inner: S,
+    prefix: String,
+}
+
+impl<S: Store> Namespaced<S> {
+    /// Wraps `inner`; `prefix` may be empty.
+    pub fn new(inner: S, prefix: String) -> Self {
+        Self { inner, prefix }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn keys(&self, names: &[String]) -> Vec<String> {
+        names.iter().map(|n| self.key(n)).collect()
+    }
+
+    fn name(&self, key: String) -> String {
+        match key.strip_prefix(&self.prefix) {
+            Some(name) => name.to_owned(),
+            None => key,
+        }
+    }
+
+    /// Errors name streams; a client must see its own names, not keys.
+    fn unkey(&self, err: StoreError) -> StoreError {
+        match err {
+            StoreError::NoSuchGroup { stream, group } => StoreError::NoSuchGroup {
+                stream: self.name(stream),
+                group,
+            },
+            StoreError::NoSuchStream { stream } => StoreError::NoSuchStream {
+                stream: self.name(stream),
+            },
+            StoreError::WrongType { key } => StoreError::WrongType {
+                key: self.name(key),
+            },
+            StoreError::IdNotIncreasing { stream } => StoreError::IdNotIncreasing {
+                stream: self.name(stream),
+            },
+            StoreError::Rejected(text) if !self.prefix.is_empty() => {
+                StoreError::Rejected(text.replace(&self.prefix, ""))
+            }
+            other => other,
+        }
+    }
+
+    fn batches<T>(&self, batches: Vec<(String, T)>) -> Vec<(String, T)> {
+        batches
+            .into_iter()
+            .map(|(stream, items)| (self.name(stream), items))
+            .collect()
+    }
+}
+
+/// Escapes glob metacharacters so that the prefix matches only itself in SCAN MATCH.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl<S: Store> Store for Namespaced<S> {
+    async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
+        let prefixed: Vec<Append> = requests
+            .iter()
+            .map(|r| Append {
+                stream: self.key(&r.stream),
+                ..r.clone()
+            })
+            .collect();
+        let answers = self
+            .inner
+            .append(&prefixed)
+            .await
+            .map_err(|e| self.unkey(e))?;
+        Ok(answers
+            .into_iter()
+            .map(|a| a.map_err(|e| self.unkey(e)))
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        streams: &[(String, EntryId)],
+        count: usize,
+    ) -> StoreResult<Vec<(String, Vec<Entry>)>> {
+        let keyed: Vec<_> = streams.iter().map(|(s, id)| (self.key(s), *id)).collect();
+        let read = self
+            .inner
+            .read(&keyed, count)
+            .await
+            .map_err(|e| self.unkey(e))?;
+        Ok(self.batches(read))
+    }
+
+    async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[(String, GroupCursor)],
+        count: usize,
+        no_ack: bool,
+    ) -> StoreResult<Vec<(String, Vec<GroupEntry>)>> {
+        let keyed: Vec<_> = streams.iter().map(|(s, c)| (self.key(s), *c)).collect();
+        let read = self
+            .inner
+            .read_group(group, consumer, &keyed, count, no_ack)
+            .await
+            .map_err(|e| self.unkey(e))?;
+        Ok(self.batches(read))
+    }
+
+    async fn last_entry_id(&self, stream: &str) -> StoreResult<Option<EntryId>> {
+        self.inner
+            .last_entry_id(&self.key(stream))
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> StoreResult<u64> {
+        self.inner
+            .ack(&self.key(stream), group, ids)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch {
+        self.inner.watch(&self.keys(streams), group)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+
+    async fn list_streams(
+        &self,
+        pattern: &str,
+        cursor: u64,
+        page_size: u32,
+    ) -> StoreResult<StreamPage> {
+        let pattern = format!(
+            "{}{}",
+            glob_escape(&self.prefix),
+            if pattern.is_empty() { "*" } else { pattern }
+        );
+        let page = self
+            .inner
+            .list_streams(&pattern, cursor, page_size)
+            .await
+            .map_err(|e| self.unkey(e))?;
+        Ok(StreamPage {
+            streams: page
+                .streams
+                .into_iter()
+                .filter_map(|key| key.strip_prefix(&self.prefix).map(str::to_owned))
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    async fn stream_info(&self, stream: &str) -> StoreResult<StreamInfo> {
+        self.inner
+            .stream_info(&self.key(stream))
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn range(
+        &self,
+        stream: &str,
+        range: IdRange,
+        count: usize,
+        reverse: bool,
+    ) -> StoreResult<Vec<Entry>> {
+        self.inner
+            .range(&self.key(stream), range, count, reverse)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn delete_entries(&self, stream: &str, ids: &[EntryId]) -> StoreResult<u64> {
+        self.inner
+            .delete_entries(&self.key(stream), ids)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn trim(&self, stream: &str, policy: TrimPolicy) -> StoreResult<u64> {
+        self.inner
+            .trim(&self.key(stream), policy)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
+        self.inner
+            .delete_stream(&self.key(stream))
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn create_group(
+        &self,
+        stream: &str,
+        group: &str,
+        start: StartId,
+        create_stream: bool,
+        entries_read: Option<i64>,
+    ) -> StoreResult<()> {
+        self.inner
+            .create_group(&self.key(stream), group, start, create_stream, entries_read)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn destroy_group(&self, stream: &str, group: &str) -> StoreResult<()> {
+        self.inner
+            .destroy_group(&self.key(stream), group)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn set_group_id(
+        &self,
+        stream: &str,
+        group: &str,
+        id: StartId,
+        entries_read: Option<i64>,
+    ) -> StoreResult<()> {
+        self.inner
+            .set_group_id(&self.key(stream), group, id, entries_read)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn groups(&self, stream: &str) -> StoreResult<Vec<GroupInfo>> {
+        self.inner
+            .groups(&self.key(stream))
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn create_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> StoreResult<bool> {
+        self.inner
+            .create_consumer(&self.key(stream), group, consumer)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn delete_consumer(&self, stream: &str, group: &str, consumer: &str) -> StoreResult<u64> {
+        self.inner
+            .delete_consumer(&self.key(stream), group, consumer)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn consumers(&self, stream: &str, group: &str) -> StoreResult<Vec<ConsumerInfo>> {
+        self.inner
+            .consumers(&self.key(stream), group)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn pending_summary(&self, stream: &str, group: &str) -> StoreResult<PendingSummary> {
+        self.inner
+            .pending_summary(&self.key(stream), group)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn pending(
+        &self,
+        stream: &str,
+        group: &str,
+        query: &PendingQuery,
+    ) -> StoreResult<Vec<PendingEntry>> {
+        self.inner
+            .pending(&self.key(stream), group, query)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        options: &ClaimOptions,
+    ) -> StoreResult<Claimed> {
+        self.inner
+            .claim(&self.key(stream), group, consumer, options)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn auto_claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle_ms: u64,
+        start: EntryId,
+        count: usize,
+        just_id: bool,
+    ) -> StoreResult<AutoClaimed> {
+        self.inner
+            .auto_claim(
+                &self.key(stream),
+                group,
+                consumer,
+                min_idle_ms,
+                start,
+                count,
+                just_id,
+            )
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn sweep(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        request: &SweepRequest,
+    ) -> StoreResult<Swept> {
+        let request = SweepRequest {
+            dead_letter_stream: self.key(&request.dead_letter_stream),
+            ..request.clone()
+        };
+        self.inner
+            .sweep(&self.key(stream), group, consumer, &request)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn move_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+        movement: &PendingMove,
+    ) -> StoreResult<Vec<EntryId>> {
+        self.inner
+            .move_pending(&self.key(stream), group, ids, movement)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn release_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        only_if_idle_ms: Option<u64>,
+        delete: bool,
+    ) -> StoreResult<Released> {
+        self.inner
+            .release_consumer(&self.key(stream), group, consumer, only_if_idle_ms, delete)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn pending_count(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        limit: u64,
+    ) -> StoreResult<u64> {
+        self.inner
+            .pending_count(&self.key(stream), group, consumer, limit)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        dead_letter_stream: &str,
+        id: EntryId,
+        origin: &str,
+        origin_label: &str,
+    ) -> StoreResult<Option<EntryId>> {
+        self.inner
+            .replay_dead_letter(
+                &self.key(dead_letter_stream),
+                id,
+                &self.key(origin),
+                origin_label,
+            )
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_the_prefix_match_only_themselves() {
+        assert_eq!(glob_escape("team[a]*"), "team\\[a\\]\\*");
+        assert_eq!(glob_escape("plain:"), "plain:");
+    }
+}
