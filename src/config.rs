@@ -121,6 +121,29 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_CONSUMER_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub consumer_idle_timeout: Duration,
 
+    /// TLS: the server's certificate chain (PEM). With `--tls-key`, the port speaks only TLS.
+    #[arg(long, env = "STREAMGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// TLS: the server's private key (PEM).
+    #[arg(long, env = "STREAMGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// mTLS: clients must present a certificate signed by this CA (PEM); its Common Name can
+    /// identify a principal (`cert_cn`).
+    #[arg(long, env = "STREAMGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// Principals, their credentials and permissions (TOML; see README "Security"). Without
+    /// it, every caller may do everything.
+    #[arg(long, env = "STREAMGATE_PRINCIPALS_FILE")]
+    pub principals_file: Option<std::path::PathBuf>,
+
+    /// Require credentials for grpc.health.v1 and reflection too (open by default, for meshes
+    /// and load balancers).
+    #[arg(long, env = "STREAMGATE_AUTH_PROBES")]
+    pub auth_probes: bool,
+
     /// Serve Prometheus metrics at http://<addr>/metrics (e.g. 0.0.0.0:9090). Off when unset.
     #[arg(long, env = "STREAMGATE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -202,6 +225,18 @@ pub struct Limits {
     /// fetch does not say; 0 means no limit.
     #[arg(long, env = "STREAMGATE_DEFAULT_MAX_DELIVERIES", default_value_t = 0)]
     pub default_max_deliveries: u32,
+
+    /// Most Subscribe streams open at once on this broker; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STREAMGATE_MAX_SUBSCRIPTIONS", default_value_t = 50_000)]
+    pub max_subscriptions: usize,
+
+    /// Most Subscribe streams one principal may have open at once.
+    #[arg(
+        long,
+        env = "STREAMGATE_MAX_SUBSCRIPTIONS_PER_PRINCIPAL",
+        default_value_t = 10_000
+    )]
+    pub max_subscriptions_per_principal: usize,
 
     /// Longest wait a Fetch may ask for (`wait_ms`); a longer one is cut to this.
     #[arg(long, env = "STREAMGATE_MAX_FETCH_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]

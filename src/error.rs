@@ -30,6 +30,9 @@ pub enum BrokerError {
     /// The request is well-formed but the data is not in a state that allows it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller may not do this (authorization); the message names the permission and stream.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A server-side limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -92,6 +95,7 @@ impl From<BrokerError> for Status {
             BrokerError::AlreadyExists(_) => Code::AlreadyExists,
             BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
             BrokerError::ResourceExhausted(_) => Code::ResourceExhausted,
+            BrokerError::PermissionDenied(_) => Code::PermissionDenied,
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
             BrokerError::Internal(_) => Code::Internal,
         };

@@ -1,6 +1,7 @@
 //! streamgate: a gRPC message broker that puts Redis Streams behind a typed API.
 //!
 //! # Layout
+//! - [`auth`]: principals (tokens, client certificates), permissions on stream patterns.
 //! - [`cli`]: the client commands of the binary (produce, subscribe, ack, nack, admin, health).
 //! - [`config`]: the command line and environment (`streamgate serve --help`).
 //! - [`server`]: binds the services, health and reflection together and drains on shutdown.
@@ -24,6 +25,7 @@
 //! `subscription` that reads through the same `Store` and feeds a bounded channel that tonic
 //! drains into the response stream.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dead_letters;

@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -32,7 +32,8 @@ use crate::store::{
 
 /// The store a broker serves from: Redis or the embedded one, under `--key-prefix`.
 pub type BrokerStore = Namespaced<AnyStore>;
-use crate::subscription::Subscriptions;
+use crate::auth::{AuthLayer, Principals};
+use crate::subscription::{SubscriptionLimits, Subscriptions};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,24 @@ pub struct Broker {
     tracker: TaskTracker,
     subscriptions: Subscriptions<BrokerStore>,
     redelivery: Redelivery<BrokerStore>,
+    auth: AuthLayer,
+    tls: Option<ServerTlsConfig>,
+}
+
+/// The server's TLS set-up from the flags: off, TLS, or mTLS with a client CA.
+fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|err| ServeError::Config(format!("cannot read {}: {err}", path.display())))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 impl Broker {
@@ -92,11 +111,31 @@ impl Broker {
             subscriptions_shutdown.clone(),
             tracker.clone(),
             config.idle_recheck,
+            SubscriptionLimits {
+                total: config.limits.max_subscriptions,
+                per_principal: config.limits.max_subscriptions_per_principal,
+            },
         );
+        let principals = config
+            .principals_file
+            .as_deref()
+            .map(Principals::load)
+            .transpose()
+            .map_err(ServeError::Config)?;
+        match &principals {
+            Some(p) => tracing::info!(principals = p.count(), "authentication on"),
+            None => tracing::warn!(
+                "no --principals-file: authentication is OFF, every caller may do everything"
+            ),
+        }
+        let auth = AuthLayer::new(principals, config.auth_probes);
+        let tls = tls_config(&config)?;
         Ok(Self {
             config,
             store,
             redelivery,
+            auth,
+            tls,
             subscriptions_shutdown,
             tracker,
             subscriptions,
@@ -185,7 +224,11 @@ impl Broker {
         };
         let keepalive = |d: Duration| (!d.is_zero()).then_some(d);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = self.tls.clone() {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = builder
             .http2_keepalive_interval(keepalive(self.config.http2_keepalive_interval))
             .http2_keepalive_timeout(keepalive(self.config.http2_keepalive_timeout))
             .max_concurrent_streams(self.config.http2_max_concurrent_streams)
@@ -200,6 +243,7 @@ impl Broker {
                 )
             })
             .layer(crate::metrics::RpcMetricsLayer)
+            .layer(self.auth.clone())
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -11,9 +11,9 @@
 //! consumer that reconnects under the same name gets back what it had not acknowledged, then
 //! reads new entries (`>`). Tail mode reads `XREAD` from a cursor per stream.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -76,6 +76,17 @@ pub struct Subscriptions<S> {
     tracker: TaskTracker,
     open: Arc<AtomicUsize>,
     idle_recheck: Duration,
+    limits: SubscriptionLimits,
+    per_principal: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// How many subscriptions may be open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionLimits {
+    /// On this broker.
+    pub total: usize,
+    /// Per principal (callers without one share no limit but the total).
+    pub per_principal: usize,
 }
 
 impl<S: Store> Subscriptions<S> {
@@ -87,6 +98,7 @@ impl<S: Store> Subscriptions<S> {
         shutdown: CancellationToken,
         tracker: TaskTracker,
         idle_recheck: Duration,
+        limits: SubscriptionLimits,
     ) -> Self {
         Self {
             store,
@@ -95,6 +107,8 @@ impl<S: Store> Subscriptions<S> {
             tracker,
             open: Arc::default(),
             idle_recheck,
+            limits,
+            per_principal: Arc::default(),
         }
     }
 
@@ -103,8 +117,32 @@ impl<S: Store> Subscriptions<S> {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Spawns the pump for `spec` and returns its events.
-    pub fn open(&self, spec: SubscriptionSpec) -> EventReceiver {
+    /// Spawns the pump for `spec`, opened by `principal` ("" when authentication is off), and
+    /// returns its events; RESOURCE_EXHAUSTED when a limit on open subscriptions is reached.
+    pub fn open(&self, spec: SubscriptionSpec, principal: &str) -> BrokerResult<EventReceiver> {
+        if self.open_count() >= self.limits.total {
+            return Err(BrokerError::ResourceExhausted(format!(
+                "this broker has {} subscriptions open, its limit (--max-subscriptions)",
+                self.limits.total
+            )));
+        }
+        let principal_slot = if principal.is_empty() {
+            None
+        } else {
+            let mut counts = self
+                .per_principal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let count = counts.entry(principal.to_owned()).or_default();
+            if *count >= self.limits.per_principal {
+                return Err(BrokerError::ResourceExhausted(format!(
+                    "principal `{principal}` has {count} subscriptions open, its limit \
+                     (--max-subscriptions-per-principal)"
+                )));
+            }
+            *count += 1;
+            Some((self.per_principal.clone(), principal.to_owned()))
+        };
         // Room for one batch: the pump reads the next one only once this one is taken.
         let (tx, rx) = mpsc::channel(spec.batch_size.max(1));
         let span = match &spec.mode {
@@ -120,28 +158,44 @@ impl<S: Store> Subscriptions<S> {
             tx,
             shutdown: self.shutdown.clone(),
             idle_recheck: self.idle_recheck,
-            _open: OpenGuard::new(self.open.clone()),
+            _open: OpenGuard::new(self.open.clone(), principal_slot),
         };
         self.tracker.spawn(pump.run().instrument(span));
-        rx
+        Ok(rx)
     }
 }
 
-/// Counts a pump as open for exactly as long as it exists, panics included.
-struct OpenGuard(Arc<AtomicUsize>);
+/// Counts a pump as open (in total, and for its principal) for exactly as long as it exists,
+/// panics included.
+struct OpenGuard {
+    open: Arc<AtomicUsize>,
+    principal: Option<(Arc<Mutex<HashMap<String, usize>>>, String)>,
+}
 
 impl OpenGuard {
-    fn new(open: Arc<AtomicUsize>) -> Self {
+    fn new(
+        open: Arc<AtomicUsize>,
+        principal: Option<(Arc<Mutex<HashMap<String, usize>>>, String)>,
+    ) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
         crate::metrics::subscriptions_open(1.0);
-        Self(open)
+        Self { open, principal }
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.open.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::subscriptions_open(-1.0);
+        if let Some((counts, principal)) = &self.principal {
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(principal) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(principal);
+                }
+            }
+        }
     }
 }
 

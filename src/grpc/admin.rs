@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Caller, Permission};
 use crate::config::Limits;
 use crate::dead_letters::{self, Selection};
 use crate::error::{BrokerError, BrokerResult};
@@ -25,9 +26,16 @@ impl<S: Store> AdminService<S> {
         Self { store, limits }
     }
 
-    fn stream(&self, stream: &str) -> BrokerResult<String> {
+    /// A stream name the caller must hold `permission` on (`field` names it in errors).
+    fn stream_as(&self, field: &str, permission: Permission, stream: &str) -> BrokerResult<String> {
         tracing::Span::current().record("stream", stream);
-        convert::name("stream", stream, &self.limits)
+        let stream = convert::name(field, stream, &self.limits)?;
+        Caller::current().require(permission, [stream.as_str()])?;
+        Ok(stream)
+    }
+
+    fn stream(&self, permission: Permission, stream: &str) -> BrokerResult<String> {
+        self.stream_as("stream", permission, stream)
     }
 
     /// A listing's `count`: 0 for the server default, never above the limit.
@@ -41,10 +49,15 @@ impl<S: Store> AdminService<S> {
     }
 
     /// The (stream, group) pair most Admin calls address.
-    fn group(&self, stream: &str, group: &str) -> BrokerResult<(String, String)> {
+    fn group(
+        &self,
+        permission: Permission,
+        stream: &str,
+        group: &str,
+    ) -> BrokerResult<(String, String)> {
         tracing::Span::current().record("group", group);
         Ok((
-            self.stream(stream)?,
+            self.stream(permission, stream)?,
             convert::name("group", group, &self.limits)?,
         ))
     }
@@ -52,11 +65,12 @@ impl<S: Store> AdminService<S> {
     /// The (stream, group, consumer) triple of consumer-level calls.
     fn consumer(
         &self,
+        permission: Permission,
         stream: &str,
         group: &str,
         consumer: &str,
     ) -> BrokerResult<(String, String, String)> {
-        let (stream, group) = self.group(stream, group)?;
+        let (stream, group) = self.group(permission, stream, group)?;
         Ok((
             stream,
             group,
@@ -74,6 +88,8 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::ListStreamsRequest>,
     ) -> RpcResult<pb::ListStreamsResponse> {
         let request = request.into_inner();
+        let caller = Caller::current();
+        caller.require_any(Permission::AdminRead)?;
         let cursor = match request.page_token.as_str() {
             "" => 0,
             token => token.parse().map_err(|_| {
@@ -94,7 +110,13 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
             .list_streams(&request.pattern, cursor, page_size as u32)
             .await?;
         Ok(Response::new(pb::ListStreamsResponse {
-            streams: page.streams,
+            // Only what the caller may look at; a page may come back shorter (even empty)
+            // without being the last.
+            streams: page
+                .streams
+                .into_iter()
+                .filter(|s| caller.may(Permission::AdminRead, s))
+                .collect(),
             next_page_token: match page.next_cursor {
                 0 => String::new(),
                 next => next.to_string(),
@@ -106,7 +128,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::GetStreamInfoRequest>,
     ) -> RpcResult<pb::StreamInfo> {
-        let stream = self.stream(&request.get_ref().stream)?;
+        let stream = self.stream(Permission::AdminRead, &request.get_ref().stream)?;
         Ok(Response::new(self.store.stream_info(&stream).await?.into()))
     }
 
@@ -115,7 +137,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::QueryMessagesRequest>,
     ) -> RpcResult<pb::QueryMessagesResponse> {
         let request = request.into_inner();
-        let stream = self.stream(&request.stream)?;
+        let stream = self.stream(Permission::AdminRead, &request.stream)?;
         let range = convert::range("min_id", &request.min_id, "max_id", &request.max_id)?;
         let count = self.listing_count(request.count)?;
         let entries = self
@@ -132,7 +154,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::DeleteMessagesRequest>,
     ) -> RpcResult<pb::DeleteMessagesResponse> {
         let request = request.into_inner();
-        let stream = self.stream(&request.stream)?;
+        let stream = self.stream(Permission::AdminWrite, &request.stream)?;
         let ids = convert::ids("ids", &request.ids, &self.limits)?;
         let deleted = self.store.delete_entries(&stream, &ids).await?;
         Ok(Response::new(pb::DeleteMessagesResponse { deleted }))
@@ -143,7 +165,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::TrimStreamRequest>,
     ) -> RpcResult<pb::TrimStreamResponse> {
         let request = request.into_inner();
-        let stream = self.stream(&request.stream)?;
+        let stream = self.stream(Permission::AdminWrite, &request.stream)?;
         let policy = request
             .trim
             .as_ref()
@@ -157,7 +179,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::DeleteStreamRequest>,
     ) -> RpcResult<pb::DeleteStreamResponse> {
-        let stream = self.stream(&request.get_ref().stream)?;
+        let stream = self.stream(Permission::AdminWrite, &request.get_ref().stream)?;
         self.store.delete_stream(&stream).await?;
         Ok(Response::new(pb::DeleteStreamResponse {}))
     }
@@ -167,7 +189,8 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::CreateGroupRequest>,
     ) -> RpcResult<pb::CreateGroupResponse> {
         let request = request.into_inner();
-        let (stream, group) = self.group(&request.stream, &request.group)?;
+        let (stream, group) =
+            self.group(Permission::AdminWrite, &request.stream, &request.group)?;
         let start: StartId = convert::parse("start_id", &request.start_id)?;
         self.store
             .create_group(
@@ -185,7 +208,11 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::DestroyGroupRequest>,
     ) -> RpcResult<pb::DestroyGroupResponse> {
-        let (stream, group) = self.group(&request.get_ref().stream, &request.get_ref().group)?;
+        let (stream, group) = self.group(
+            Permission::AdminWrite,
+            &request.get_ref().stream,
+            &request.get_ref().group,
+        )?;
         self.store.destroy_group(&stream, &group).await?;
         Ok(Response::new(pb::DestroyGroupResponse {}))
     }
@@ -195,7 +222,8 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::SetGroupIdRequest>,
     ) -> RpcResult<pb::SetGroupIdResponse> {
         let request = request.into_inner();
-        let (stream, group) = self.group(&request.stream, &request.group)?;
+        let (stream, group) =
+            self.group(Permission::AdminWrite, &request.stream, &request.group)?;
         if request.id.is_empty() {
             return Err(crate::error::BrokerError::invalid(
                 "id",
@@ -214,7 +242,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::ListGroupsRequest>,
     ) -> RpcResult<pb::ListGroupsResponse> {
-        let stream = self.stream(&request.get_ref().stream)?;
+        let stream = self.stream(Permission::AdminRead, &request.get_ref().stream)?;
         let groups = self.store.groups(&stream).await?;
         Ok(Response::new(pb::ListGroupsResponse {
             groups: groups.into_iter().map(Into::into).collect(),
@@ -226,7 +254,8 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::CreateConsumerRequest>,
     ) -> RpcResult<pb::CreateConsumerResponse> {
         let r = request.get_ref();
-        let (stream, group, consumer) = self.consumer(&r.stream, &r.group, &r.consumer)?;
+        let (stream, group, consumer) =
+            self.consumer(Permission::AdminWrite, &r.stream, &r.group, &r.consumer)?;
         let created = self
             .store
             .create_consumer(&stream, &group, &consumer)
@@ -239,7 +268,8 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::DeleteConsumerRequest>,
     ) -> RpcResult<pb::DeleteConsumerResponse> {
         let r = request.get_ref();
-        let (stream, group, consumer) = self.consumer(&r.stream, &r.group, &r.consumer)?;
+        let (stream, group, consumer) =
+            self.consumer(Permission::AdminWrite, &r.stream, &r.group, &r.consumer)?;
         let pending_dropped = self
             .store
             .delete_consumer(&stream, &group, &consumer)
@@ -253,7 +283,11 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::ListConsumersRequest>,
     ) -> RpcResult<pb::ListConsumersResponse> {
-        let (stream, group) = self.group(&request.get_ref().stream, &request.get_ref().group)?;
+        let (stream, group) = self.group(
+            Permission::AdminRead,
+            &request.get_ref().stream,
+            &request.get_ref().group,
+        )?;
         let consumers = self.store.consumers(&stream, &group).await?;
         Ok(Response::new(pb::ListConsumersResponse {
             consumers: consumers.into_iter().map(Into::into).collect(),
@@ -264,7 +298,11 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::GetPendingSummaryRequest>,
     ) -> RpcResult<pb::PendingSummary> {
-        let (stream, group) = self.group(&request.get_ref().stream, &request.get_ref().group)?;
+        let (stream, group) = self.group(
+            Permission::AdminRead,
+            &request.get_ref().stream,
+            &request.get_ref().group,
+        )?;
         Ok(Response::new(
             self.store.pending_summary(&stream, &group).await?.into(),
         ))
@@ -275,7 +313,7 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::ListPendingRequest>,
     ) -> RpcResult<pb::ListPendingResponse> {
         let request = request.into_inner();
-        let (stream, group) = self.group(&request.stream, &request.group)?;
+        let (stream, group) = self.group(Permission::AdminRead, &request.stream, &request.group)?;
         let query = PendingQuery {
             range: convert::range("min_id", &request.min_id, "max_id", &request.max_id)?,
             count: self.listing_count(request.count)? as u64,
@@ -293,7 +331,8 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
 
     async fn claim(&self, request: Request<pb::ClaimRequest>) -> RpcResult<pb::ClaimResponse> {
         let r = request.get_ref();
-        let (stream, group, consumer) = self.consumer(&r.stream, &r.group, &r.consumer)?;
+        let (stream, group, consumer) =
+            self.consumer(Permission::AdminWrite, &r.stream, &r.group, &r.consumer)?;
         let options = convert::claim_options(r, &self.limits)?;
         let claimed = self
             .store
@@ -310,7 +349,8 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::AutoClaimRequest>,
     ) -> RpcResult<pb::AutoClaimResponse> {
         let r = request.get_ref();
-        let (stream, group, consumer) = self.consumer(&r.stream, &r.group, &r.consumer)?;
+        let (stream, group, consumer) =
+            self.consumer(Permission::AdminWrite, &r.stream, &r.group, &r.consumer)?;
         let start = match r.start_id.as_str() {
             "" => EntryId::ZERO,
             text => convert::parse("start_id", text)?,
@@ -336,10 +376,10 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::ListDeadLettersRequest>,
     ) -> RpcResult<pb::ListDeadLettersResponse> {
         let request = request.into_inner();
-        let stream = convert::name(
+        let stream = self.stream_as(
             "dead_letter_stream",
+            Permission::AdminRead,
             &request.dead_letter_stream,
-            &self.limits,
         )?;
         let range = convert::range("start", &request.start, "end", &request.end)?;
         let count = self.listing_count(request.count)?;
@@ -354,10 +394,10 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::ReplayDeadLettersRequest>,
     ) -> RpcResult<pb::ReplayDeadLettersResponse> {
         let request = request.into_inner();
-        let stream = convert::name(
+        let stream = self.stream_as(
             "dead_letter_stream",
+            Permission::AdminWrite,
             &request.dead_letter_stream,
-            &self.limits,
         )?;
         let selection = if request.ids.is_empty() {
             Selection::Range(

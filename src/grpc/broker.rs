@@ -9,6 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Caller, Permission};
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
 use crate::fetch;
@@ -128,6 +129,7 @@ async fn pump_produce_stream<S: Store>(
     limits: Arc<Limits>,
     stopping: CancellationToken,
     traceparent: Option<String>,
+    caller: Caller,
 ) {
     loop {
         let mut next = tokio::select! {
@@ -147,9 +149,10 @@ async fn pump_produce_stream<S: Store>(
                 Ok(Some(request)) => {
                     batch.push(
                         convert::produce(request, &limits)
-                            .map(|mut append| {
+                            .and_then(|mut append| {
+                                caller.require(Permission::Produce, [append.stream.as_str()])?;
                                 convert::attach_traceparent(&mut append, traceparent.as_deref());
-                                append
+                                Ok(append)
                             })
                             .map_err(Status::from),
                     );
@@ -225,6 +228,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let traceparent = convert::traceparent(request.metadata());
         let mut append = convert::produce(request.into_inner(), &self.limits)?;
         tracing::Span::current().record("stream", append.stream.as_str());
+        Caller::current().require(Permission::Produce, [append.stream.as_str()])?;
         convert::attach_traceparent(&mut append, traceparent.as_deref());
         let mut answers = append_in_order(&self.store, vec![Ok(append)]).await;
         answers
@@ -249,6 +253,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
             self.limits.clone(),
             self.stopping.clone(),
             traceparent,
+            Caller::current(),
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -267,7 +272,9 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
                 crate::subscription::Mode::Tail(_) => None,
             },
         );
-        let events = self.subscriptions.open(spec);
+        let caller = Caller::current();
+        caller.require(Permission::Consume, spec.streams.iter().map(String::as_str))?;
+        let events = self.subscriptions.open(spec, caller.name())?;
         let to_response: fn(_) -> _ = to_response;
         Ok(Response::new(ReceiverStream::new(events).map(to_response)))
     }
@@ -280,6 +287,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let convert::PendingTarget { stream, group, ids } =
             convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
         record_target(&stream, &group, "");
+        Caller::current().require(Permission::Consume, [stream.as_str()])?;
         let acknowledged = self.store.ack(&stream, &group, &ids).await?;
         crate::metrics::acked(&stream, acknowledged);
         if acknowledged > 0 {
@@ -296,6 +304,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let target =
             convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
         record_target(&target.stream, &target.group, &request.consumer);
+        Caller::current().require(Permission::Consume, [target.stream.as_str()])?;
         let holder = match request.consumer.as_str() {
             "" => None,
             consumer => Some(convert::name("consumer", consumer, &self.limits)?),
@@ -329,6 +338,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         }
         let consumer = convert::name("consumer", &request.consumer, &self.limits)?;
         record_target(&target.stream, &target.group, &consumer);
+        Caller::current().require(Permission::Consume, [target.stream.as_str()])?;
         let extended = self
             .redelivery
             .extend(&target.stream, &target.group, &consumer, &target.ids)
@@ -344,6 +354,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let deadline = convert::grpc_timeout(request.metadata());
         let spec = convert::fetch(request.into_inner(), deadline, &self.limits)?;
+        Caller::current().require(Permission::Consume, spec.streams.iter().map(String::as_str))?;
         let group_mode = matches!(spec.mode, fetch::FetchMode::Group { .. });
         record_reader(
             &spec.streams,

@@ -457,12 +457,8 @@ pub fn fetch(
                 "is required in group mode: fetched messages stay pending for that consumer until acknowledged",
             ));
         }
-        let membership = options.membership(
-            member_name(&request.consumer, limits)?,
-            false,
-            0,
-            limits,
-        )?;
+        let membership =
+            options.membership(member_name(&request.consumer, limits)?, false, 0, limits)?;
         let cursors = request
             .streams
             .iter()
