@@ -77,8 +77,11 @@ pub struct Subscriptions<S> {
     open: Arc<AtomicUsize>,
     idle_recheck: Duration,
     limits: SubscriptionLimits,
-    per_principal: Arc<Mutex<HashMap<String, usize>>>,
+    per_principal: PerPrincipal,
 }
+
+/// Open subscriptions per principal name.
+type PerPrincipal = Arc<Mutex<HashMap<String, usize>>>;
 
 /// How many subscriptions may be open at once.
 #[derive(Debug, Clone, Copy)]
@@ -169,13 +172,13 @@ impl<S: Store> Subscriptions<S> {
 /// panics included.
 struct OpenGuard {
     open: Arc<AtomicUsize>,
-    principal: Option<(Arc<Mutex<HashMap<String, usize>>>, String)>,
+    principal: Option<(PerPrincipal, String)>,
 }
 
 impl OpenGuard {
     fn new(
         open: Arc<AtomicUsize>,
-        principal: Option<(Arc<Mutex<HashMap<String, usize>>>, String)>,
+        principal: Option<(PerPrincipal, String)>,
     ) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
         crate::metrics::subscriptions_open(1.0);
