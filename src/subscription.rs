@@ -176,10 +176,7 @@ struct OpenGuard {
 }
 
 impl OpenGuard {
-    fn new(
-        open: Arc<AtomicUsize>,
-        principal: Option<(PerPrincipal, String)>,
-    ) -> Self {
+    fn new(open: Arc<AtomicUsize>, principal: Option<(PerPrincipal, String)>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
         crate::metrics::subscriptions_open(1.0);
         Self { open, principal }
