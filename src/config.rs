@@ -53,6 +53,11 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// For `rediss://`: the CA certificate (PEM) that signed Redis's certificate, if it is not
+    /// signed by a public root.
+    #[arg(long, env = "STREAMGATE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+
     /// Every key streamgate touches starts with this (e.g. `team-a:`): several tenants or
     /// environments can share one Redis without seeing each other. Clients never see it.
     #[arg(long, env = "STREAMGATE_KEY_PREFIX", default_value = "")]

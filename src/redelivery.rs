@@ -568,6 +568,7 @@ mod tests {
             response_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             watch_block: Duration::from_secs(1),
+            ca_pem: None,
         })
         .unwrap();
         Redelivery::new(

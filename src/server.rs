@@ -98,6 +98,15 @@ impl Broker {
                 response_timeout: config.redis_timeout,
                 connect_timeout: config.redis_connect_timeout,
                 watch_block: config.watch_block,
+                ca_pem: config
+                    .redis_ca_file
+                    .as_deref()
+                    .map(|path| {
+                        std::fs::read(path).map_err(|err| {
+                            ServeError::Config(format!("cannot read {}: {err}", path.display()))
+                        })
+                    })
+                    .transpose()?,
             })?),
             None => AnyStore::Memory(MemoryStore::new()),
         };

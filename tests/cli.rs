@@ -210,3 +210,31 @@ fn health_exits_zero_when_serving_and_one_when_not() {
         String::from_utf8_lossy(&down.stderr)
     );
 }
+
+#[test]
+fn the_cli_sends_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("principals.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[principal]]\nname = \"me\"\ntoken_sha256 = [\"{}\"]\nallow = [{{ permissions = [\"produce\"], streams = [\"mine.*\"] }}]\n",
+            streamgate::auth::hash_token("cli-token")
+        ),
+    )
+    .unwrap();
+    let broker = BrokerProcess::start_in_memory(&["--principals-file", file.to_str().unwrap()]);
+    let anonymous = cli(&broker, &["produce", "mine.a", "k=v"]);
+    assert_eq!(anonymous.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("Unauthenticated"));
+    let ok = cli(
+        &broker,
+        &["--token", "cli-token", "produce", "mine.a", "k=v"],
+    );
+    assert!(stdout(&ok).contains('-'));
+    let denied = cli(
+        &broker,
+        &["--token", "cli-token", "produce", "theirs", "k=v"],
+    );
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"));
+}

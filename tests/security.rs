@@ -623,3 +623,86 @@ async fn a_flood_of_bad_requests_does_not_stop_well_behaved_clients() {
     // It keeps working; a 2-core machine shares its CPU with the flood, so no ratio is promised.
     assert!(flooded > 0.0);
 }
+
+#[tokio::test]
+async fn redis_over_tls_with_a_private_ca_and_a_password_that_never_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki("unused");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (cert, key, ca) = (
+        write("redis.pem", &pki.server.0),
+        write("redis.key", &pki.server.1),
+        write("ca.pem", &pki.ca),
+    );
+    let port = free_port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+        ])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args([
+            "--requirepass",
+            "tls-s3cret",
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (see tests/support for how to install it)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _redis = Kill(child);
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server with TLS did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("rediss://:tls-s3cret@127.0.0.1:{port}");
+
+    let trusted = BrokerProcess::start_in_memory(&["--redis-url", &url, "--redis-ca-file", &ca]);
+    let mut client = BrokerClient::new(trusted.channel());
+    let ids = produce_numbered(&mut client, "over-tls", 0..3).await;
+    assert_eq!(ids.len(), 3);
+
+    // Without the CA, Redis's certificate is not trusted: UNAVAILABLE, saying why, and the
+    // password appears nowhere.
+    let untrusted = BrokerProcess::start_in_memory(&["--redis-url", &url]);
+    let mut client = BrokerClient::new(untrusted.channel());
+    let (c, message) = code(client.produce(numbered("over-tls", 0..1)).await);
+    assert_eq!(c, Code::Unavailable, "{message}");
+    assert!(!message.contains("tls-s3cret"), "{message}");
+    let log = untrusted.log_text() + &trusted.log_text();
+    assert!(!log.contains("tls-s3cret"), "{log}");
+}

@@ -15,7 +15,6 @@ use prost_reflect::{
 };
 use serde_json::Value;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
 
 use super::AdminArgs;
 use super::render::Output;
@@ -23,7 +22,11 @@ use crate::grpc::pb;
 
 const SERVICE: &str = "streamgate.v1.Admin";
 
-pub(super) async fn run(channel: Channel, args: AdminArgs, out: &mut Output) -> anyhow::Result<()> {
+pub(super) async fn run(
+    channel: super::Transport,
+    args: AdminArgs,
+    out: &mut Output,
+) -> anyhow::Result<()> {
     let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET)
         .context("the built-in descriptors do not decode")?;
     let service = pool

@@ -40,7 +40,32 @@ pub struct ClientOptions {
     /// How long connecting (and each unary call) may take.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub timeout: Duration,
+
+    /// Bearer token sent with every call (when the broker has a principals file).
+    #[arg(long, env = "STREAMGATE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
 }
+
+/// Adds `authorization: Bearer <token>` to every call, when there is a token.
+#[derive(Debug, Clone)]
+pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The channel every client command talks through.
+type Transport = tonic::service::interceptor::InterceptedService<Channel, Token>;
 
 /// The client commands.
 #[derive(Debug, Subcommand)]
@@ -152,7 +177,13 @@ pub struct HealthArgs {
 /// Runs one client command; the exit code is the command's answer (health), errors are
 /// printed by the caller.
 pub async fn run(options: &ClientOptions, command: ClientCommand) -> anyhow::Result<ExitCode> {
-    let channel = connect(options).await?;
+    let token = options
+        .token
+        .as_ref()
+        .map(|t| format!("Bearer {t}").parse())
+        .transpose()
+        .context("the token holds characters that cannot go in a header")?;
+    let channel = Transport::new(connect(options).await?, Token(token));
     let mut out = Output::new(options.json);
     match command {
         ClientCommand::Produce(args) => produce(channel, args, &mut out).await?,
@@ -195,7 +226,7 @@ fn field(text: &str) -> anyhow::Result<pb::Field> {
     })
 }
 
-async fn produce(channel: Channel, args: ProduceArgs, out: &mut Output) -> anyhow::Result<()> {
+async fn produce(channel: Transport, args: ProduceArgs, out: &mut Output) -> anyhow::Result<()> {
     let fields = args
         .fields
         .iter()
@@ -223,7 +254,11 @@ async fn produce(channel: Channel, args: ProduceArgs, out: &mut Output) -> anyho
     Ok(())
 }
 
-async fn subscribe(channel: Channel, args: SubscribeArgs, out: &mut Output) -> anyhow::Result<()> {
+async fn subscribe(
+    channel: Transport,
+    args: SubscribeArgs,
+    out: &mut Output,
+) -> anyhow::Result<()> {
     let group = args.group.clone().unwrap_or_default();
     let group_mode = !group.is_empty();
     let request = pb::SubscribeRequest {
@@ -281,7 +316,7 @@ async fn subscribe(channel: Channel, args: SubscribeArgs, out: &mut Output) -> a
     Ok(())
 }
 
-async fn ack(channel: Channel, args: SettleArgs, out: &mut Output) -> anyhow::Result<()> {
+async fn ack(channel: Transport, args: SettleArgs, out: &mut Output) -> anyhow::Result<()> {
     let acknowledged = BrokerClient::new(channel)
         .ack(pb::AckRequest {
             stream: args.stream,
@@ -295,7 +330,7 @@ async fn ack(channel: Channel, args: SettleArgs, out: &mut Output) -> anyhow::Re
     Ok(())
 }
 
-async fn nack(channel: Channel, args: NackArgs, out: &mut Output) -> anyhow::Result<()> {
+async fn nack(channel: Transport, args: NackArgs, out: &mut Output) -> anyhow::Result<()> {
     let delay_ms = args
         .delay
         .map(|d| u32::try_from(d.as_millis()).context("--delay is too long"))
@@ -315,7 +350,11 @@ async fn nack(channel: Channel, args: NackArgs, out: &mut Output) -> anyhow::Res
     Ok(())
 }
 
-async fn health(channel: Channel, args: HealthArgs, out: &mut Output) -> anyhow::Result<ExitCode> {
+async fn health(
+    channel: Transport,
+    args: HealthArgs,
+    out: &mut Output,
+) -> anyhow::Result<ExitCode> {
     use tonic_health::pb::health_check_response::ServingStatus;
     let status = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {

@@ -53,6 +53,9 @@ pub struct RedisStoreConfig {
     pub connect_timeout: Duration,
     /// How long the watcher's `XREAD BLOCK` waits before it starts over.
     pub watch_block: Duration,
+    /// For `rediss://`: the CA certificate (PEM) that signed Redis's certificate, when it is not
+    /// one of the public roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// A pooled connection and the flag that retires it.
@@ -211,8 +214,18 @@ impl RedisStore {
     /// Validates the URL and builds the pool lazily: the broker starts (and reports NOT_SERVING)
     /// even while Redis is down, and connects as soon as it is up.
     pub fn new(config: RedisStoreConfig) -> StoreResult<Self> {
-        let client = Client::open(config.url.as_str())
-            .map_err(|err| StoreError::Rejected(format!("invalid redis url: {err}")))?;
+        let invalid = |err: RedisError| StoreError::Rejected(format!("invalid redis url: {err}"));
+        let client = match &config.ca_pem {
+            None => Client::open(config.url.as_str()).map_err(invalid)?,
+            Some(ca) => Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )
+            .map_err(invalid)?,
+        };
         let connect_errors = ConnectErrors::default();
         let pool = Pool::builder()
             .max_size(config.pool_size)
@@ -224,8 +237,9 @@ impl RedisStore {
             .connection_timeout(config.connect_timeout)
             .error_sink(Box::new(connect_errors.clone()))
             .build_unchecked(Manager {
-                inner: RedisConnectionManager::new(config.url.as_str())
-                    .map_err(|err| StoreError::Rejected(format!("invalid redis url: {err}")))?,
+                // From the client's connection info, which carries the CA when there is one.
+                inner: RedisConnectionManager::new(client.get_connection_info().clone())
+                    .map_err(invalid)?,
                 response_timeout: config.response_timeout,
                 connect_errors: connect_errors.clone(),
             });
