@@ -53,6 +53,16 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// A Redis Cluster instead of a single Redis: one or more seed nodes, comma-separated
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
+    #[arg(
+        long,
+        env = "STREAMGATE_REDIS_CLUSTER_URL",
+        hide_env_values = true,
+        conflicts_with = "redis_url"
+    )]
+    pub redis_cluster_url: Option<String>,
+
     /// For `rediss://`: the CA certificate (PEM) that signed Redis's certificate, if it is not
     /// signed by a public root.
     #[arg(long, env = "STREAMGATE_REDIS_CA_FILE")]
@@ -287,6 +297,7 @@ impl ServeConfig {
             backoff_min: self.redelivery_backoff_min,
             backoff_max: self.redelivery_backoff_max,
             consumer_idle_timeout: self.consumer_idle_timeout,
+            slot_safe_dead_letters: self.redis_cluster_url.is_some(),
         }
     }
 }

@@ -47,13 +47,24 @@ pub struct DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
-    /// The dead-letter stream for messages of `stream`.
-    pub fn dead_letter_stream_for(&self, stream: &str) -> String {
+    /// The dead-letter stream for messages of `stream`: the one asked for, else
+    /// `<stream>:dlq`. On a Redis Cluster (`slot_safe`) the default must share the stream's slot
+    /// (the move is one script over both keys): `{<stream>}:dlq`, or `<stream>:dlq` when the
+    /// stream's name already carries a hash tag.
+    pub fn dead_letter_stream_for(&self, stream: &str, slot_safe: bool) -> String {
         match &self.dead_letter_stream {
             Some(name) => name.clone(),
+            None if slot_safe && !has_hash_tag(stream) => format!("{{{stream}}}:dlq"),
             None => format!("{stream}:dlq"),
         }
     }
+}
+
+/// Whether a key has a Redis Cluster hash tag (`{...}` with something inside).
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
 }
 
 /// Server-wide redelivery settings (`streamgate serve --help`). Every broker instance serving a
@@ -67,6 +78,8 @@ pub struct RedeliverySettings {
     /// Consumers idle for longer than this are deleted (their messages handed back first);
     /// zero turns the clean-up off.
     pub consumer_idle_timeout: Duration,
+    /// The store is a Redis Cluster: default dead-letter streams must share their stream's slot.
+    pub slot_safe_dead_letters: bool,
 }
 
 /// The longest ack deadline and the longest nack delay: what the parked consumer can express.
@@ -248,7 +261,8 @@ impl<S: Store> Redelivery<S> {
                 .get(&key)
                 .map_or(RangeBound::Unbounded, |s| s.cursor);
             let request = SweepRequest {
-                dead_letter_stream: policy.dead_letter_stream_for(&stream),
+                dead_letter_stream: policy
+                    .dead_letter_stream_for(&stream, self.settings.slot_safe_dead_letters),
                 stream_label: stream.clone(),
                 rules: self.rules(policy),
                 cursor,
@@ -569,6 +583,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             watch_block: Duration::from_secs(1),
             ca_pem: None,
+            cluster_seeds: Vec::new(),
         })
         .unwrap();
         Redelivery::new(
@@ -577,6 +592,7 @@ mod tests {
                 backoff_min: Duration::from_secs(1),
                 backoff_max: Duration::from_secs(60),
                 consumer_idle_timeout: Duration::ZERO,
+                slot_safe_dead_letters: false,
             },
         )
     }
@@ -618,8 +634,26 @@ mod tests {
             dead_letter_stream: None,
             max_in_flight: 0,
         };
-        assert_eq!(policy.dead_letter_stream_for("orders"), "orders:dlq");
+        assert_eq!(policy.dead_letter_stream_for("orders", false), "orders:dlq");
+        assert_eq!(
+            policy.dead_letter_stream_for("orders", true),
+            "{orders}:dlq"
+        );
+        assert_eq!(
+            policy.dead_letter_stream_for("{t}.orders", true),
+            "{t}.orders:dlq"
+        );
+        // (A name with braces that form no tag, like `a{}b`, cannot be wrapped (nor can one holding `}`): such streams
+        // need an explicit dead_letter_stream on a cluster; README says so.)
+        for stream in ["orders", "{t}.orders", "a.b:c"] {
+            let dlq = policy.dead_letter_stream_for(stream, true);
+            assert_eq!(
+                crate::store::key_slot(&dlq),
+                crate::store::key_slot(stream),
+                "{dlq}"
+            );
+        }
         policy.dead_letter_stream = Some("all-dead".into());
-        assert_eq!(policy.dead_letter_stream_for("orders"), "all-dead");
+        assert_eq!(policy.dead_letter_stream_for("orders", true), "all-dead");
     }
 }

@@ -91,9 +91,21 @@ impl Broker {
     /// Sets up the store (lazily: Redis may still be down) from `config`.
     pub fn new(config: ServeConfig) -> Result<Self, ServeError> {
         config.validate().map_err(ServeError::Config)?;
-        let store = match &config.redis_url {
+        let cluster_seeds: Vec<String> = config
+            .redis_cluster_url
+            .iter()
+            .flat_map(|urls| urls.split(','))
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let url = config
+            .redis_url
+            .clone()
+            .or_else(|| cluster_seeds.first().cloned());
+        let store = match &url {
             Some(url) => AnyStore::Redis(RedisStore::new(RedisStoreConfig {
                 url: url.clone(),
+                cluster_seeds,
                 pool_size: config.redis_pool_size,
                 response_timeout: config.redis_timeout,
                 connect_timeout: config.redis_connect_timeout,

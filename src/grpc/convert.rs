@@ -874,7 +874,7 @@ mod tests {
                     (m.delivery.max_in_flight, m.delivery.max_deliveries),
                     (1000, 0)
                 );
-                assert_eq!(m.delivery.dead_letter_stream_for("a"), "a:dlq");
+                assert_eq!(m.delivery.dead_letter_stream_for("a", false), "a:dlq");
             }
             other => panic!("{other:?}"),
         }

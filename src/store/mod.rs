@@ -18,7 +18,7 @@ use std::future::Future;
 
 pub use memory_store::MemoryStore;
 pub use namespaced::Namespaced;
-pub use redis_store::{RedisStore, RedisStoreConfig};
+pub use redis_store::{RedisStore, RedisStoreConfig, key_slot};
 pub use wakeups::{StreamWatch, Wakeups};
 
 use crate::model::{

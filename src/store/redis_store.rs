@@ -56,6 +56,101 @@ pub struct RedisStoreConfig {
     /// For `rediss://`: the CA certificate (PEM) that signed Redis's certificate, when it is not
     /// one of the public roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// Seed nodes of a Redis Cluster (`url` is then unused); empty for a single Redis.
+    pub cluster_seeds: Vec<String>,
+}
+
+/// A connection to use for one command: a pooled multiplexed connection to a single Redis, or
+/// the shared cluster connection (which routes by key and follows MOVED/ASK itself).
+enum Conn {
+    Single(Connection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    fn mark_broken(&self) {
+        if let Self::Single(conn) = self {
+            conn.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.redis.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.redis.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.redis.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// How often the watcher polls a cluster for writes made outside this broker.
+const CLUSTER_WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A Redis Cluster client and its one shared connection, made on first use (the broker starts
+/// even while the cluster is down).
+#[derive(Clone)]
+struct ClusterHandle {
+    client: redis::cluster::ClusterClient,
+    conn: Arc<tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>>,
+}
+
+/// The Redis Cluster hash slot of a key (CRC16 of its hash tag, or of the whole key).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &bytes[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(bytes);
+    crc16::State::<crc16::XMODEM>::calculate(tagged) % 16384
+}
+
+/// Whether all these keys share one slot (and may go in one multi-key command on a cluster).
+fn one_slot<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
+    let Some(first) = keys.next() else {
+        return true;
+    };
+    let slot = key_slot(first);
+    keys.all(|k| key_slot(k) == slot)
+}
+
+/// Groups items by the slot of their key, keeping their order within each group.
+fn by_slot<T>(items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+    let mut groups: Vec<(u16, Vec<T>)> = Vec::new();
+    for item in items {
+        let slot = key_slot(key(&item));
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((slot, vec![item])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
 }
 
 /// A pooled connection and the flag that retires it.
@@ -205,6 +300,7 @@ impl ErrorSink<RedisError> for ConnectErrors {
 pub struct RedisStore {
     pool: Pool<Manager>,
     client: Client,
+    cluster: Option<ClusterHandle>,
     config: Arc<RedisStoreConfig>,
     wakeups: Wakeups,
     connect_errors: ConnectErrors,
@@ -243,9 +339,23 @@ impl RedisStore {
                 response_timeout: config.response_timeout,
                 connect_errors: connect_errors.clone(),
             });
+        let cluster = if config.cluster_seeds.is_empty() {
+            None
+        } else {
+            let client = redis::cluster::ClusterClient::builder(config.cluster_seeds.clone())
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                .build()
+                .map_err(invalid)?;
+            Some(ClusterHandle {
+                client,
+                conn: Arc::default(),
+            })
+        };
         Ok(Self {
             pool,
             client,
+            cluster,
             config: Arc::new(config),
             wakeups: Wakeups::default(),
             connect_errors,
@@ -263,14 +373,28 @@ impl RedisStore {
         &self.wakeups
     }
 
-    /// A multiplexed connection handle; the pooled slot is returned at once.
-    async fn connection(&self) -> StoreResult<Connection> {
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A connection for one command: a multiplexed handle whose pooled slot is returned at
+    /// once, or the shared cluster connection.
+    async fn connection(&self) -> StoreResult<Conn> {
+        if let Some(cluster) = &self.cluster {
+            let conn = cluster
+                .conn
+                .get_or_try_init(|| cluster.client.get_async_connection())
+                .await
+                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+            return Ok(Conn::Cluster(conn.clone()));
+        }
         // Each broken connection we meet is dropped, which makes bb8 discard it; after at most
         // pool-size of them we get a fresh one.
         for _ in 0..=self.config.pool_size {
             let pooled = self.pool.get().await.map_err(|err| self.pool_error(err))?;
             if !pooled.broken.load(Ordering::Relaxed) {
-                return Ok(pooled.clone());
+                return Ok(Conn::Single(pooled.clone()));
             }
         }
         Err(StoreError::Unavailable(
@@ -290,9 +414,9 @@ impl RedisStore {
 
     async fn query<T: FromRedisValue>(&self, command: &Cmd, ctx: Ctx<'_>) -> StoreResult<T> {
         let mut conn = self.connection().await?;
-        command.query_async(&mut conn.redis).await.map_err(|err| {
+        command.query_async(&mut conn).await.map_err(|err| {
             if is_connection_failure(&err) {
-                conn.broken.store(true, Ordering::Relaxed);
+                conn.mark_broken();
             }
             classify(&err, ctx)
         })
@@ -305,15 +429,12 @@ impl RedisStore {
         ctx: Ctx<'_>,
     ) -> StoreResult<T> {
         let mut conn = self.connection().await?;
-        invocation
-            .invoke_async(&mut conn.redis)
-            .await
-            .map_err(|err| {
-                if is_connection_failure(&err) {
-                    conn.broken.store(true, Ordering::Relaxed);
-                }
-                classify(&err, ctx)
-            })
+        invocation.invoke_async(&mut conn).await.map_err(|err| {
+            if is_connection_failure(&err) {
+                conn.mark_broken();
+            }
+            classify(&err, ctx)
+        })
     }
 
     /// Runs the watcher of outside writes until `shutdown`; see the module docs.
@@ -321,7 +442,12 @@ impl RedisStore {
         let mut failing = false;
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            match self.watch_on_one_connection(&shutdown).await {
+            let watched = if self.is_cluster() {
+                self.poll_cluster(&shutdown).await
+            } else {
+                self.watch_on_one_connection(&shutdown).await
+            };
+            match watched {
                 Ok(()) => return,
                 Err(err) => {
                     // Logged once per outage, not once per retry.
@@ -346,6 +472,107 @@ impl RedisStore {
                 backoff = Duration::from_millis(100);
             }
         }
+    }
+
+    /// The watcher on a cluster: a blocking read cannot span slots, and one blocked connection
+    /// per slot would not scale, so it polls instead, every [`CLUSTER_WATCH_INTERVAL`], one
+    /// non-blocking XREAD per slot over the streams somebody waits on. The cost grows with the
+    /// number of watched streams, not of subscriptions; appends through the broker still wake
+    /// subscribers at once.
+    async fn poll_cluster(&self, shutdown: &CancellationToken) -> StoreResult<()> {
+        let mut positions: HashMap<String, EntryId> = HashMap::new();
+        loop {
+            let watched: HashSet<String> = self.wakeups.watched().into_iter().collect();
+            positions.retain(|stream, _| watched.contains(stream));
+            let fresh: Vec<String> = watched
+                .iter()
+                .filter(|s| !positions.contains_key(*s))
+                .cloned()
+                .collect();
+            for stream in &fresh {
+                let top = self.last_entry_id(stream).await.unwrap_or_default();
+                positions.insert(stream.clone(), top.unwrap_or(EntryId::ZERO));
+                self.wakeups.notify(stream);
+            }
+            let cursors: Vec<(String, EntryId)> =
+                positions.iter().map(|(s, id)| (s.clone(), *id)).collect();
+            for group in by_slot(cursors, |(s, _)| s.as_str()) {
+                for (stream, _) in self.read_one_slot(&group, 1).await? {
+                    // Re-read the stream's top next turn; that also wakes its subscribers.
+                    positions.remove(&stream);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(CLUSTER_WATCH_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// On a cluster, SCAN on every master to the end of its keyspace: the keys of a listing
+    /// live on several nodes, each with its own cursor.
+    async fn list_cluster_streams(&self, pattern: &str, page_size: u32) -> StoreResult<StreamPage> {
+        let Conn::Cluster(mut conn) = self.connection().await? else {
+            return Err(StoreError::Unexpected("not a cluster".into()));
+        };
+        let fail = |err: RedisError| classify(&err, Ctx::stream(pattern));
+        let nodes: String = cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut conn)
+            .await
+            .map_err(fail)?;
+        let masters: Vec<(String, u16)> = nodes
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                let address = parts.nth(1)?;
+                let flags = parts.next()?;
+                if !flags.contains("master") || flags.contains("fail") {
+                    return None;
+                }
+                let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+                Some((host.to_owned(), port.parse().ok()?))
+            })
+            .collect();
+        let mut streams = Vec::new();
+        for (host, port) in masters {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("TYPE")
+                    .arg("stream")
+                    .arg("COUNT")
+                    .arg(page_size.max(100));
+                if !pattern.is_empty() {
+                    scan.arg("MATCH").arg(pattern);
+                }
+                let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                    redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port,
+                    },
+                );
+                let reply = conn.route_command(scan, route).await.map_err(fail)?;
+                let mut parts = into_items(reply)?.into_iter();
+                let next = parts.next().as_ref().and_then(to_u64).unwrap_or(0);
+                streams.extend(
+                    into_items(parts.next().unwrap_or(Value::Nil))?
+                        .iter()
+                        .filter_map(to_text),
+                );
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        streams.sort();
+        streams.dedup();
+        Ok(StreamPage {
+            streams,
+            next_cursor: 0,
+        })
     }
 
     /// One watcher connection's life: returns `Ok` on shutdown, `Err` when the connection fails.
@@ -693,8 +920,13 @@ fn parse_swept(value: Value) -> StoreResult<Swept> {
     })
 }
 
-impl Store for RedisStore {
-    async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
+impl RedisStore {
+    /// Appends requests whose streams share one slot (all of them, on a single Redis) in one
+    /// pipelined round trip.
+    async fn append_pipelined(
+        &self,
+        requests: &[Append],
+    ) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
         let mut pipe = redis::pipe();
         for request in requests {
             for message in &request.messages {
@@ -723,16 +955,16 @@ impl Store for RedisStore {
             .unwrap_or_default();
         let mut conn = self.connection().await?;
         // Per-command results, so that each failure is classified on its own terms.
-        let replies: Vec<Value> = pipe
-            .ignore_errors()
-            .query_async(&mut conn.redis)
-            .await
-            .map_err(|err| {
-                if is_connection_failure(&err) {
-                    conn.broken.store(true, Ordering::Relaxed);
-                }
-                classify(&err, Ctx::stream(first_stream))
-            })?;
+        let replies: Vec<Value> =
+            pipe.ignore_errors()
+                .query_async(&mut conn)
+                .await
+                .map_err(|err| {
+                    if is_connection_failure(&err) {
+                        conn.mark_broken();
+                    }
+                    classify(&err, Ctx::stream(first_stream))
+                })?;
         let mut replies = replies.into_iter();
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
@@ -755,8 +987,11 @@ impl Store for RedisStore {
         }
         Ok(answers)
     }
+}
 
-    async fn read(
+impl RedisStore {
+    /// XREAD over streams of one slot.
+    async fn read_one_slot(
         &self,
         streams: &[(String, EntryId)],
         count: usize,
@@ -788,7 +1023,8 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn read_group(
+    /// XREADGROUP over streams of one slot.
+    async fn read_group_one_slot(
         &self,
         group: &str,
         consumer: &str,
@@ -825,6 +1061,75 @@ impl Store for RedisStore {
             .join("`, `");
         let reply: Value = self.query(&xread, Ctx::group(&names, group)).await?;
         parse_stream_batches(reply)
+    }
+}
+
+impl Store for RedisStore {
+    async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
+        if !self.is_cluster() {
+            return self.append_pipelined(requests).await;
+        }
+        // A cluster pipeline must stay on one slot: one pipeline per slot, all at once; the
+        // order of requests on one stream is kept within its pipeline.
+        let indexed: Vec<(usize, &Append)> = requests.iter().enumerate().collect();
+        let groups = by_slot(indexed, |(_, r)| r.stream.as_str());
+        let runs = groups.iter().map(|group| async move {
+            let batch: Vec<Append> = group.iter().map(|(_, r)| (*r).clone()).collect();
+            let answers = self.append_pipelined(&batch).await;
+            (group.iter().map(|(i, _)| *i).collect::<Vec<_>>(), answers)
+        });
+        let mut answers: Vec<Option<StoreResult<Vec<EntryId>>>> =
+            (0..requests.len()).map(|_| None).collect();
+        for (indices, result) in futures_util::future::join_all(runs).await {
+            let result = result?;
+            for (index, answer) in indices.into_iter().zip(result) {
+                answers[index] = Some(answer);
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(StoreError::Unexpected("no answer".into()))))
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        streams: &[(String, EntryId)],
+        count: usize,
+    ) -> StoreResult<Vec<(String, Vec<Entry>)>> {
+        if !self.is_cluster() || one_slot(streams.iter().map(|(s, _)| s.as_str())) {
+            return self.read_one_slot(streams, count).await;
+        }
+        // A multi-key XREAD must stay on one slot: one read per slot.
+        let mut all = Vec::new();
+        for group in by_slot(streams.to_vec(), |(s, _)| s.as_str()) {
+            all.extend(self.read_one_slot(&group, count).await?);
+        }
+        Ok(all)
+    }
+
+    async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[(String, GroupCursor)],
+        count: usize,
+        no_ack: bool,
+    ) -> StoreResult<Vec<(String, Vec<GroupEntry>)>> {
+        if !self.is_cluster() || one_slot(streams.iter().map(|(s, _)| s.as_str())) {
+            return self
+                .read_group_one_slot(group, consumer, streams, count, no_ack)
+                .await;
+        }
+        // As for XREAD: one XREADGROUP per slot.
+        let mut all = Vec::new();
+        for group_streams in by_slot(streams.to_vec(), |(s, _)| s.as_str()) {
+            all.extend(
+                self.read_group_one_slot(group, consumer, &group_streams, count, no_ack)
+                    .await?,
+            );
+        }
+        Ok(all)
     }
 
     async fn last_entry_id(&self, stream: &str) -> StoreResult<Option<EntryId>> {
@@ -871,6 +1176,9 @@ impl Store for RedisStore {
         cursor: u64,
         page_size: u32,
     ) -> StoreResult<StreamPage> {
+        if self.is_cluster() {
+            return self.list_cluster_streams(pattern, page_size).await;
+        }
         let mut scan = cmd("SCAN");
         scan.arg(cursor)
             .arg("TYPE")
