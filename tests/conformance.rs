@@ -1,5 +1,5 @@
-//! One behavioural suite, run against both stores: a real `redis-server` and the embedded
-//! in-memory store. Every test talks to the broker over gRPC only, so whatever a client can
+//! One behavioural suite, run against every store: a real `redis-server`, a real Redis Cluster
+//! of three masters, and the embedded in-memory store. Every test talks to the broker over gRPC only, so whatever a client can
 //! observe must come out the same; this is how we know the embedded store tells the truth.
 //!
 //! Each test is written once as `async fn name(store: Backend)` and listed in `conformance!` at
@@ -9,6 +9,7 @@ mod support;
 
 use std::time::Duration;
 
+use clap::Parser;
 use streamgate::config::ServeConfig;
 use streamgate::grpc::pb;
 use support::*;
@@ -18,21 +19,32 @@ use tonic::Code;
 enum Backend {
     Redis,
     Memory,
+    Cluster,
 }
 
 /// A broker on the chosen store; keeps the Redis (if any) alive as long as itself.
 struct Env {
     broker: TestBroker,
     _redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 async fn start(backend: Backend) -> Env {
+    let mut cluster = None;
     let (config, redis) = match backend {
         Backend::Redis => {
             let redis = RedisServer::start();
             (ServeConfig::for_redis(&redis.url()), Some(redis))
         }
         Backend::Memory => (ServeConfig::in_memory(), None),
+        Backend::Cluster => {
+            let started = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+                .await
+                .unwrap();
+            let config = ServeConfig::parse_from(["serve", "--redis-cluster-url", &started.urls()]);
+            cluster = Some(started);
+            (config, None)
+        }
     };
     let mut config = config;
     config.redelivery_backoff_min = Duration::from_millis(100);
@@ -40,6 +52,7 @@ async fn start(backend: Backend) -> Env {
     Env {
         broker: TestBroker::start_config(config).await,
         _redis: redis,
+        _cluster: cluster,
     }
 }
 
@@ -738,7 +751,7 @@ async fn nack_dead_letters_and_replay(backend: Backend) {
         .broker
         .admin
         .list_dead_letters(pb::ListDeadLettersRequest {
-            dead_letter_stream: "dl:dlq".into(),
+            dead_letter_stream: default_dlq(backend, "dl").into(),
             ..Default::default()
         })
         .await
@@ -759,7 +772,7 @@ async fn nack_dead_letters_and_replay(backend: Backend) {
         .broker
         .admin
         .replay_dead_letters(pb::ReplayDeadLettersRequest {
-            dead_letter_stream: "dl:dlq".into(),
+            dead_letter_stream: default_dlq(backend, "dl").into(),
             ..Default::default()
         })
         .await
@@ -815,6 +828,15 @@ async fn extend_keeps_and_flow_control_limits(backend: Backend) {
     assert_eq!(member.next().await.id, "3-0");
 }
 
+/// The dead-letter stream the broker picks when a request does not name one: on a cluster it
+/// must share its stream's slot, hence the hash tag.
+fn default_dlq(backend: Backend, stream: &str) -> String {
+    match backend {
+        Backend::Cluster => format!("{{{stream}}}:dlq"),
+        _ => format!("{stream}:dlq"),
+    }
+}
+
 /// `value.tap(|v| ...)`: a changed copy, for one-off request tweaks.
 trait Tap: Sized {
     fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
@@ -831,6 +853,9 @@ macro_rules! conformance {
         }
         mod on_memory {
             $(#[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await })*
+        }
+        mod on_cluster {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Cluster).await })*
         }
     };
 }
