@@ -751,7 +751,7 @@ async fn nack_dead_letters_and_replay(backend: Backend) {
         .broker
         .admin
         .list_dead_letters(pb::ListDeadLettersRequest {
-            dead_letter_stream: default_dlq(backend, "dl").into(),
+            dead_letter_stream: default_dlq(backend, "dl"),
             ..Default::default()
         })
         .await
@@ -772,7 +772,7 @@ async fn nack_dead_letters_and_replay(backend: Backend) {
         .broker
         .admin
         .replay_dead_letters(pb::ReplayDeadLettersRequest {
-            dead_letter_stream: default_dlq(backend, "dl").into(),
+            dead_letter_stream: default_dlq(backend, "dl"),
             ..Default::default()
         })
         .await

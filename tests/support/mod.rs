@@ -692,13 +692,18 @@ impl RedisCluster {
             .unwrap_or_else(|err| panic!("{INSTALL_HINT} ({err})"))
     }
 
-    /// Waits until every live node says the cluster is ok and knows every slot.
+    /// Waits until every live node says the cluster is ok and knows every slot, and every
+    /// replica is in sync with its master (else it could not take over).
     pub fn wait_until_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = self.live_ports().iter().all(|port| {
                 let info = cli(*port, &["CLUSTER", "INFO"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                let replication = cli(*port, &["INFO", "replication"]);
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && (!replication.contains("role:slave")
+                        || replication.contains("master_link_status:up"))
             });
             if ok {
                 return;
@@ -730,6 +735,12 @@ impl RedisCluster {
 
     /// The port of the master serving `key` now.
     pub fn master_of(&self, key: &str) -> u16 {
+        self.try_master_of(key)
+            .unwrap_or_else(|| panic!("no live master serves `{key}`"))
+    }
+
+    /// The port of the live master serving `key` now, if any (none during a failover).
+    pub fn try_master_of(&self, key: &str) -> Option<u16> {
         let port = self.live_ports()[0];
         let slot: u16 = cli(port, &["CLUSTER", "KEYSLOT", key])
             .trim()
@@ -748,10 +759,10 @@ impl RedisCluster {
             });
             if serves {
                 let address = parts[1].split('@').next().unwrap();
-                return address.rsplit_once(':').unwrap().1.parse().unwrap();
+                return address.rsplit_once(':').unwrap().1.parse().ok();
             }
         }
-        panic!("no master serves slot {slot}");
+        None
     }
 
     /// Distinct masters.
