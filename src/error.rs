@@ -64,7 +64,9 @@ impl From<StoreError> for BrokerError {
             StoreError::NoSuchGroup { .. } | StoreError::NoSuchStream { .. } => {
                 Self::NotFound(err.to_string())
             }
-            StoreError::GroupExists { .. } => Self::AlreadyExists(err.to_string()),
+            StoreError::GroupExists { .. } | StoreError::TopicExists { .. } => {
+                Self::AlreadyExists(err.to_string())
+            }
             StoreError::WrongType { .. } | StoreError::IdNotIncreasing { .. } => {
                 Self::FailedPrecondition(err.to_string())
             }

@@ -15,6 +15,7 @@
 //! - [`redelivery`]: at-least-once delivery for groups: ack deadlines, backoff, nack, dead
 //!   letters, hand-back, consumer clean-up and flow control, all kept in Redis's pending lists.
 //! - [`dead_letters`]: listing and replaying dead-letter streams (Admin).
+//! - [`topics`]: partitioned topics (N streams spread over a cluster's shards).
 //! - [`store`]: the only code that talks to Redis, behind the [`store::Store`] trait.
 //! - [`metrics`]: Prometheus counters, histograms and sampled gauges (`--metrics-addr`).
 //! - [`model`]: domain types (ids, entries, trim policies) shared by all of the above.
@@ -39,3 +40,4 @@ pub mod redelivery;
 pub mod server;
 pub mod store;
 pub mod subscription;
+pub mod topics;

@@ -211,3 +211,133 @@ async fn two_brokers_share_one_cluster_without_double_delivery() {
     assert_eq!(seen.len(), 150);
     assert_eq!(duplicates, 0);
 }
+
+fn keyed(topic: &str, key: &str, n: usize) -> pb::ProduceRequest {
+    let mut request = numbered(topic, n..n + 1);
+    request.partition_key = key.to_owned();
+    request.messages[0].fields.push(pb::Field {
+        name: "key".into(),
+        value: key.as_bytes().to_vec().into(),
+    });
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_topic_spreads_over_shards_keeps_key_order_and_balances() {
+    let cluster = cluster(3, 0).await;
+    let mut broker = broker_on(&cluster).await;
+    let created = broker
+        .admin
+        .create_topic(pb::CreateTopicRequest {
+            topic: "orders".into(),
+            partitions: 6,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.created);
+    let partitions = created.partitions;
+    // Six partitions, two on each of the three masters.
+    let mut per_master: HashMap<u16, usize> = HashMap::new();
+    for stream in &partitions {
+        *per_master.entry(cluster.master_of(stream)).or_default() += 1;
+    }
+    assert_eq!(
+        per_master.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_master:?}"
+    );
+
+    let mut member =
+        Subscription::open(&mut broker.broker, group_request(&["orders"], "g", "m")).await;
+    // Keyed: 10 keys x 20 messages, interleaved.
+    for n in 0..200 {
+        let key = format!("customer-{}", n % 10);
+        broker
+            .broker
+            .produce(keyed("orders", &key, n))
+            .await
+            .unwrap();
+    }
+    // Unkeyed: 600 requests spread round-robin.
+    for n in 1000..1600 {
+        broker
+            .broker
+            .produce(numbered("orders", n..n + 1))
+            .await
+            .unwrap();
+    }
+    let delivered = member.take(800).await;
+    let mut per_key: HashMap<String, (HashSet<String>, Vec<usize>)> = HashMap::new();
+    let mut unkeyed_per_partition: HashMap<String, usize> = HashMap::new();
+    for m in &delivered {
+        assert!(partitions.contains(&m.stream), "{}", m.stream);
+        match m.fields.iter().find(|f| f.name == "key") {
+            Some(key) => {
+                let entry = per_key
+                    .entry(String::from_utf8_lossy(&key.value).into_owned())
+                    .or_default();
+                entry.0.insert(m.stream.clone());
+                entry.1.push(number(m));
+            }
+            None => *unkeyed_per_partition.entry(m.stream.clone()).or_default() += 1,
+        }
+    }
+    assert_eq!(per_key.len(), 10);
+    for (key, (streams, order)) in &per_key {
+        assert_eq!(
+            streams.len(),
+            1,
+            "{key} went to several partitions: {streams:?}"
+        );
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{key}: {order:?}");
+        assert_eq!(order.len(), 20);
+    }
+    let counts: Vec<usize> = partitions
+        .iter()
+        .map(|p| unkeyed_per_partition.get(p).copied().unwrap_or(0))
+        .collect();
+    println!("unkeyed messages per partition (600 over 6): {counts:?}");
+    assert!(counts.iter().all(|c| (80..=120).contains(c)), "{counts:?}");
+
+    // Described: lengths add up; the group is there on every partition.
+    let info = broker
+        .admin
+        .describe_topic(pb::DescribeTopicRequest {
+            topic: "orders".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let total: u64 = info.partitions.iter().map(|p| p.length).sum();
+    assert_eq!(total, 800);
+    assert!(
+        info.partitions
+            .iter()
+            .all(|p| p.groups.len() == 1 && p.groups[0].name == "g")
+    );
+
+    // Mistakes are named.
+    let mut plain = numbered("plain", 0..1);
+    plain.partition_key = "k".into();
+    let status = broker.broker.produce(plain).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let status = broker
+        .admin
+        .create_topic(pb::CreateTopicRequest {
+            topic: "orders".into(),
+            partitions: 3,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+    let status = broker
+        .admin
+        .create_topic(pb::CreateTopicRequest {
+            topic: "empty".into(),
+            partitions: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}

@@ -828,6 +828,46 @@ async fn extend_keeps_and_flow_control_limits(backend: Backend) {
     assert_eq!(member.next().await.id, "3-0");
 }
 
+async fn topics_route_by_key_and_read_every_partition(backend: Backend) {
+    let mut env = start(backend).await;
+    let partitions = env
+        .broker
+        .admin
+        .create_topic(pb::CreateTopicRequest {
+            topic: "events".into(),
+            partitions: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions;
+    assert_eq!(partitions.len(), 3);
+    let mut member =
+        Subscription::open(&mut env.broker.broker, group_request(&["events"], "g", "m")).await;
+    for n in 0..6 {
+        let mut request = produce("events", &[""]);
+        request.partition_key = format!("k{}", n % 2);
+        request.messages[0].fields = fields(&[("n", &n.to_string())]);
+        env.broker.broker.produce(request).await.unwrap();
+    }
+    let got = member.take(6).await;
+    let stream_of = |n: usize| got.iter().find(|m| number(m) == n).unwrap().stream.clone();
+    // Same key, same partition; every partition a stream of the topic.
+    assert_eq!(stream_of(0), stream_of(2));
+    assert_eq!(stream_of(1), stream_of(5));
+    assert!(got.iter().all(|m| partitions.contains(&m.stream)));
+    let info = env
+        .broker
+        .admin
+        .describe_topic(pb::DescribeTopicRequest {
+            topic: "events".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.partitions.iter().map(|p| p.length).sum::<u64>(), 6);
+}
+
 /// The dead-letter stream the broker picks when a request does not name one: on a cluster it
 /// must share its stream's slot, hence the hash tag.
 fn default_dlq(backend: Backend, stream: &str) -> String {
@@ -872,4 +912,5 @@ conformance!(
     subscribe_tail_and_group_deliver_in_order,
     nack_dead_letters_and_replay,
     extend_keeps_and_flow_control_limits,
+    topics_route_by_key_and_read_every_partition,
 );

@@ -28,6 +28,7 @@ fn produce_with_id(stream: &str, id: &str) -> pb::ProduceRequest {
         }],
         trim: None,
         require_existing_stream: false,
+        partition_key: String::new(),
     }
 }
 
@@ -135,6 +136,7 @@ async fn invalid_arguments_name_the_field_and_send_nothing_to_redis() {
         }],
         trim: None,
         require_existing_stream: false,
+        partition_key: String::new(),
     };
     assert_status(
         b.produce(empty).await,
@@ -159,6 +161,7 @@ async fn invalid_arguments_name_the_field_and_send_nothing_to_redis() {
         }],
         trim: None,
         require_existing_stream: false,
+        partition_key: String::new(),
     };
     assert_status(
         b.produce(big).await,
@@ -207,6 +210,7 @@ async fn a_request_over_the_transport_limit_is_refused_whole() {
         }],
         trim: None,
         require_existing_stream: false,
+        partition_key: String::new(),
     };
     let status = broker.broker.produce(big).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");

@@ -19,6 +19,7 @@ fn request(stream: &str, messages: Vec<pb::OutgoingMessage>) -> pb::ProduceReque
         messages,
         trim: None,
         require_existing_stream: false,
+        partition_key: String::new(),
     }
 }
 

@@ -100,6 +100,9 @@ pub struct ProduceArgs {
     /// Trim the stream to about this many entries while appending.
     #[arg(long)]
     pub max_len: Option<u64>,
+    /// Partition key, when the stream is a partitioned topic.
+    #[arg(long)]
+    pub key: Option<String>,
 }
 
 /// `streamgate subscribe`.
@@ -244,6 +247,7 @@ async fn produce(channel: Transport, args: ProduceArgs, out: &mut Output) -> any
             limit: 0,
         }),
         require_existing_stream: false,
+        partition_key: args.key.unwrap_or_default(),
     };
     let ids = BrokerClient::new(channel)
         .produce(request)

@@ -13,17 +13,24 @@ use crate::grpc::convert::{self, id_strings};
 use crate::grpc::pb;
 use crate::model::{EntryId, PendingQuery, StartId};
 use crate::store::Store;
+use crate::store::StoreError;
+use crate::topics::Topics;
 
 /// The control-plane service over any [`Store`].
 pub struct AdminService<S> {
     store: S,
     limits: Arc<Limits>,
+    topics: Topics<S>,
 }
 
 impl<S: Store> AdminService<S> {
     /// Serves `store`.
     pub fn new(store: S, limits: Arc<Limits>) -> Self {
-        Self { store, limits }
+        Self {
+            topics: Topics::new(store.clone()),
+            store,
+            limits,
+        }
     }
 
     /// A stream name the caller must hold `permission` on (`field` names it in errors).
@@ -425,5 +432,54 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
                 })
                 .collect(),
         }))
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> RpcResult<pb::CreateTopicResponse> {
+        let request = request.into_inner();
+        let topic = self.stream_as("topic", Permission::AdminWrite, &request.topic)?;
+        let (created, partitions) = self.topics.create(&topic, request.partitions).await?;
+        Ok(Response::new(pb::CreateTopicResponse {
+            created,
+            partitions,
+        }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> RpcResult<pb::TopicInfo> {
+        let topic = self.stream_as("topic", Permission::AdminRead, &request.get_ref().topic)?;
+        let count = self.topics.partitions(&topic).await?.ok_or_else(|| {
+            BrokerError::NotFound(format!("`{topic}` is not a partitioned topic"))
+        })?;
+        let mut partitions = Vec::with_capacity(count as usize);
+        for (index, stream) in self
+            .topics
+            .streams_of(&topic, count)
+            .into_iter()
+            .enumerate()
+        {
+            // A partition nobody wrote to yet does not exist: empty, no groups.
+            let length = match self.store.stream_info(&stream).await {
+                Ok(info) => info.length,
+                Err(StoreError::NoSuchStream { .. }) => 0,
+                Err(err) => return Err(BrokerError::from(err).into()),
+            };
+            let groups = match self.store.groups(&stream).await {
+                Ok(groups) => groups,
+                Err(StoreError::NoSuchStream { .. }) => Vec::new(),
+                Err(err) => return Err(BrokerError::from(err).into()),
+            };
+            partitions.push(pb::PartitionInfo {
+                index: index as u32,
+                stream,
+                length,
+                groups: groups.into_iter().map(Into::into).collect(),
+            });
+        }
+        Ok(Response::new(pb::TopicInfo { topic, partitions }))
     }
 }

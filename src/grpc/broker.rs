@@ -19,12 +19,14 @@ use crate::model::{Append, EntryId};
 use crate::redelivery::Redelivery;
 use crate::store::Store;
 use crate::subscription::{Event, Subscriptions};
+use crate::topics::Topics;
 
 /// The data-plane service over any [`Store`].
 pub struct BrokerService<S> {
     store: S,
     subscriptions: Subscriptions<S>,
     redelivery: Redelivery<S>,
+    topics: Topics<S>,
     limits: Arc<Limits>,
     stopping: CancellationToken,
 }
@@ -40,12 +42,65 @@ impl<S: Store> BrokerService<S> {
         stopping: CancellationToken,
     ) -> Self {
         Self {
+            topics: Topics::new(store.clone()),
             store,
             subscriptions,
             redelivery,
             limits,
             stopping,
         }
+    }
+}
+
+/// What turns one Produce request into an append: validation, permission, topic routing and
+/// the trace context. Shared by Produce and ProduceStream (whose every request goes through it).
+struct Producer<S> {
+    store: S,
+    topics: Topics<S>,
+    limits: Arc<Limits>,
+    caller: Caller,
+    traceparent: Option<String>,
+}
+
+impl<S: Store> Producer<S> {
+    async fn prepare(&self, request: pb::ProduceRequest) -> Result<Append, Status> {
+        let partition_key = request.partition_key.clone();
+        let mut append = convert::produce(request, &self.limits)?;
+        self.caller
+            .require(Permission::Produce, [append.stream.as_str()])?;
+        self.topics.route(&mut append, &partition_key).await?;
+        convert::attach_traceparent(&mut append, self.traceparent.as_deref());
+        Ok(append)
+    }
+}
+
+impl<S: Store> BrokerService<S> {
+    fn producer(&self, metadata: &tonic::metadata::MetadataMap) -> Producer<S> {
+        Producer {
+            store: self.store.clone(),
+            topics: self.topics.clone(),
+            limits: self.limits.clone(),
+            caller: Caller::current(),
+            traceparent: convert::traceparent(metadata),
+        }
+    }
+
+    /// Replaces topics among the streams of a read by their partitions (`starts` follow).
+    async fn expand<T: Clone>(
+        &self,
+        streams: &mut Vec<String>,
+        per_stream: &mut Vec<T>,
+    ) -> BrokerResult<()> {
+        let expanded = self.topics.expand(streams).await?;
+        if expanded.len() == streams.len() {
+            return Ok(());
+        }
+        *per_stream = expanded
+            .iter()
+            .map(|(_, i)| per_stream[*i].clone())
+            .collect();
+        *streams = expanded.into_iter().map(|(s, _)| s).collect();
+        Ok(())
     }
 }
 
@@ -125,12 +180,10 @@ fn stream_answer(result: Result<pb::ProduceResponse, Status>) -> pb::ProduceStre
 async fn pump_produce_stream<S: Store>(
     mut requests: tonic::Streaming<pb::ProduceRequest>,
     tx: mpsc::Sender<Result<pb::ProduceStreamResponse, Status>>,
-    store: S,
-    limits: Arc<Limits>,
+    producer: Producer<S>,
     stopping: CancellationToken,
-    traceparent: Option<String>,
-    caller: Caller,
 ) {
+    let store = producer.store.clone();
     loop {
         let mut next = tokio::select! {
             biased;
@@ -146,17 +199,7 @@ async fn pump_produce_stream<S: Store>(
         let mut end: Option<Result<(), Status>> = None;
         loop {
             match next {
-                Ok(Some(request)) => {
-                    batch.push(
-                        convert::produce(request, &limits)
-                            .and_then(|mut append| {
-                                caller.require(Permission::Produce, [append.stream.as_str()])?;
-                                convert::attach_traceparent(&mut append, traceparent.as_deref());
-                                Ok(append)
-                            })
-                            .map_err(Status::from),
-                    );
-                }
+                Ok(Some(request)) => batch.push(producer.prepare(request).await),
                 Ok(None) => end = Some(Ok(())),
                 Err(status) => end = Some(Err(status)),
             }
@@ -225,11 +268,9 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let traceparent = convert::traceparent(request.metadata());
-        let mut append = convert::produce(request.into_inner(), &self.limits)?;
-        tracing::Span::current().record("stream", append.stream.as_str());
-        Caller::current().require(Permission::Produce, [append.stream.as_str()])?;
-        convert::attach_traceparent(&mut append, traceparent.as_deref());
+        let producer = self.producer(request.metadata());
+        tracing::Span::current().record("stream", request.get_ref().stream.as_str());
+        let append = producer.prepare(request.into_inner()).await?;
         let mut answers = append_in_order(&self.store, vec![Ok(append)]).await;
         answers
             .pop()
@@ -245,15 +286,12 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let (tx, rx) = mpsc::channel(PRODUCE_STREAM_BATCH);
         // A task of its own, so that a client that stops reading, or leaves, is noticed.
-        let traceparent = convert::traceparent(request.metadata());
+        let producer = self.producer(request.metadata());
         tokio::spawn(pump_produce_stream(
             request.into_inner(),
             tx,
-            self.store.clone(),
-            self.limits.clone(),
+            producer,
             self.stopping.clone(),
-            traceparent,
-            Caller::current(),
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -264,7 +302,18 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let spec = convert::subscription(request.into_inner(), &self.limits)?;
+        let mut spec = convert::subscription(request.into_inner(), &self.limits)?;
+        let caller = Caller::current();
+        caller.require(Permission::Consume, spec.streams.iter().map(String::as_str))?;
+        match &mut spec.mode {
+            crate::subscription::Mode::Tail(starts) => {
+                self.expand(&mut spec.streams, starts).await?
+            }
+            crate::subscription::Mode::Group(_) => {
+                let mut unused = vec![(); spec.streams.len()];
+                self.expand(&mut spec.streams, &mut unused).await?
+            }
+        }
         record_reader(
             &spec.streams,
             match &spec.mode {
@@ -272,8 +321,6 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
                 crate::subscription::Mode::Tail(_) => None,
             },
         );
-        let caller = Caller::current();
-        caller.require(Permission::Consume, spec.streams.iter().map(String::as_str))?;
         let events = self.subscriptions.open(spec, caller.name())?;
         let to_response: fn(_) -> _ = to_response;
         Ok(Response::new(ReceiverStream::new(events).map(to_response)))
@@ -353,8 +400,14 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let deadline = convert::grpc_timeout(request.metadata());
-        let spec = convert::fetch(request.into_inner(), deadline, &self.limits)?;
+        let mut spec = convert::fetch(request.into_inner(), deadline, &self.limits)?;
         Caller::current().require(Permission::Consume, spec.streams.iter().map(String::as_str))?;
+        match &mut spec.mode {
+            fetch::FetchMode::Plain(starts) => self.expand(&mut spec.streams, starts).await?,
+            fetch::FetchMode::Group { cursors, .. } => {
+                self.expand(&mut spec.streams, cursors).await?
+            }
+        }
         let group_mode = matches!(spec.mode, fetch::FetchMode::Group { .. });
         record_reader(
             &spec.streams,

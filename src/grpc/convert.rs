@@ -763,6 +763,7 @@ mod tests {
             messages,
             trim: None,
             require_existing_stream: false,
+            partition_key: String::new(),
         };
         let cases = [
             (
@@ -810,6 +811,7 @@ mod tests {
             messages: (0..n).map(|_| message(&[("f", value)])).collect(),
             trim: None,
             require_existing_stream: false,
+            partition_key: String::new(),
         };
         assert!(produce(req(2, "123456789"), &limits).is_ok());
         assert!(

@@ -31,6 +31,7 @@ use crate::model::{
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     streams: Arc<Mutex<HashMap<String, Stream>>>,
+    topics: Arc<Mutex<HashMap<String, u32>>>,
     wakeups: Wakeups,
 }
 
@@ -320,6 +321,30 @@ fn backoff(rules_min: u64, rules_max: u64, count: u64) -> u64 {
 }
 
 impl Store for MemoryStore {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> StoreResult<bool> {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        match topics.get(topic) {
+            Some(&existing) if existing == partitions => Ok(false),
+            Some(&existing) => Err(StoreError::TopicExists {
+                topic: topic.to_owned(),
+                partitions: existing,
+            }),
+            None => {
+                topics.insert(topic.to_owned(), partitions);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn topic_partitions(&self, topic: &str) -> StoreResult<Option<u32>> {
+        Ok(self
+            .topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+            .copied())
+    }
+
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
         let mut answers = Vec::with_capacity(requests.len());
         {

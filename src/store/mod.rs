@@ -70,6 +70,14 @@ pub enum StoreError {
     /// Redis is unreachable, not ready, or too slow; retrying may succeed.
     #[error("redis is unavailable: {0}")]
     Unavailable(String),
+    /// A topic of that name exists with another partition count.
+    #[error("topic `{topic}` exists with {partitions} partitions")]
+    TopicExists {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        partitions: u32,
+    },
     /// A reply of a shape we do not understand.
     #[error("unexpected reply from redis: {0}")]
     Unexpected(String),
@@ -86,6 +94,7 @@ impl StoreError {
             Self::IdNotIncreasing { .. } => "id_not_increasing",
             Self::Rejected(_) => "rejected",
             Self::Unavailable(_) => "unavailable",
+            Self::TopicExists { .. } => "topic_exists",
             Self::Unexpected(_) => "unexpected",
         }
     }
@@ -356,6 +365,20 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: u64,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
+    /// Records a topic with `partitions` partitions; `Ok(false)` when it existed already with
+    /// the same count, `Ok(true)` when created; another count fails (`TopicExists`).
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// A topic's partition count, `None` for a name that is not a topic.
+    fn topic_partitions(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = StoreResult<Option<u32>>> + Send;
+
     /// Moves one dead letter back to the stream it came from (`origin`, recorded in the dead
     /// letter as `origin_label`, its name without any namespace prefix) as a new entry and deletes
     /// it from the dead-letter stream, atomically. `None` when the dead letter is no longer there.
@@ -416,6 +439,14 @@ impl AnyStore {
 }
 
 impl Store for AnyStore {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> StoreResult<bool> {
+        delegate!(self, s => s.create_topic(topic, partitions).await)
+    }
+
+    async fn topic_partitions(&self, topic: &str) -> StoreResult<Option<u32>> {
+        delegate!(self, s => s.topic_partitions(topic).await)
+    }
+
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
         delegate!(self, s => s.append(requests).await)
     }

@@ -64,6 +64,10 @@ impl<S: Store> Namespaced<S> {
             StoreError::IdNotIncreasing { stream } => StoreError::IdNotIncreasing {
                 stream: self.name(stream),
             },
+            StoreError::TopicExists { topic, partitions } => StoreError::TopicExists {
+                topic: self.name(topic),
+                partitions,
+            },
             StoreError::Rejected(text) if !self.prefix.is_empty() => {
                 StoreError::Rejected(text.replace(&self.prefix, ""))
             }
@@ -92,6 +96,20 @@ fn glob_escape(text: &str) -> String {
 }
 
 impl<S: Store> Store for Namespaced<S> {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> StoreResult<bool> {
+        self.inner
+            .create_topic(&self.key(topic), partitions)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn topic_partitions(&self, topic: &str) -> StoreResult<Option<u32>> {
+        self.inner
+            .topic_partitions(&self.key(topic))
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
         let prefixed: Vec<Append> = requests
             .iter()

@@ -1064,7 +1064,38 @@ impl RedisStore {
     }
 }
 
+/// The hash of topic name → partition count (one small key, one slot).
+const TOPICS_KEY: &str = "streamgate:topics";
+
 impl Store for RedisStore {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> StoreResult<bool> {
+        let ctx = Ctx::stream(topic);
+        let created: bool = self
+            .query(
+                cmd("HSETNX").arg(TOPICS_KEY).arg(topic).arg(partitions),
+                ctx,
+            )
+            .await?;
+        if created {
+            return Ok(true);
+        }
+        match self.topic_partitions(topic).await? {
+            Some(existing) if existing == partitions => Ok(false),
+            Some(existing) => Err(StoreError::TopicExists {
+                topic: topic.to_owned(),
+                partitions: existing,
+            }),
+            None => Err(StoreError::Unexpected(
+                "topic vanished while created".into(),
+            )),
+        }
+    }
+
+    async fn topic_partitions(&self, topic: &str) -> StoreResult<Option<u32>> {
+        self.query(cmd("HGET").arg(TOPICS_KEY).arg(topic), Ctx::stream(topic))
+            .await
+    }
+
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
         if !self.is_cluster() {
             return self.append_pipelined(requests).await;

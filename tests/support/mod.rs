@@ -293,6 +293,7 @@ pub fn numbered(stream: &str, range: std::ops::Range<usize>) -> pb::ProduceReque
             .collect(),
         trim: None,
         require_existing_stream: false,
+        partition_key: String::new(),
     }
 }
 

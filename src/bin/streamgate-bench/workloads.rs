@@ -76,6 +76,7 @@ fn request(stream: &str, batch: usize, value: &Bytes) -> pb::ProduceRequest {
             .collect(),
         trim: None,
         require_existing_stream: false,
+        partition_key: String::new(),
     }
 }
 
@@ -533,6 +534,7 @@ pub(crate) async fn latency(bench: &Bench, rate: u64, epoch: Instant) -> anyhow:
                 }],
                 trim: None,
                 require_existing_stream: false,
+                partition_key: String::new(),
             };
             calls.push(tokio::spawn(async move {
                 let result = client.produce(request).await;
