@@ -58,11 +58,14 @@ pub fn partition_for_key(key: &str, count: u32) -> u32 {
     (stable_hash(key) % u64::from(count.max(1))) as u32
 }
 
+/// A name's partition count (`None`: not a topic) and when it was looked up.
+type Known = (Option<u32>, Instant);
+
 /// Topic routing for one broker: partition counts cached (they never change once created).
 #[derive(Clone)]
 pub struct Topics<S> {
     store: S,
-    known: Arc<Mutex<HashMap<String, (Option<u32>, Instant)>>>,
+    known: Arc<Mutex<HashMap<String, Known>>>,
     round_robin: Arc<AtomicU64>,
 }
 
