@@ -82,6 +82,8 @@ enum Group {
     Latency,
     /// Idle subscriptions.
     Idle,
+    /// Produce to a partitioned topic on a 3-master vs a 1-master Redis Cluster.
+    Topic,
 }
 
 impl Args {
@@ -249,6 +251,26 @@ async fn run_once(
             let name = format!("group consume + ack, {consumers} consumer(s)");
             push(name, "msg/s", broker, Some(raw), "≥ 0.70 of raw");
         }
+    }
+    if args.runs(Group::Topic) {
+        // Both clusters and their brokers live only for this measurement.
+        let dir = tempfile::tempdir()?;
+        let mut rates = Vec::new();
+        for masters in [1u16, 3] {
+            let (urls, _nodes) = setup::start_cluster(dir.path(), masters)?;
+            let (addr, _broker) = setup::start_cluster_broker(&urls).await?;
+            rates.push(
+                workloads::topic_produce(&addr, 6, 100, bench.producers, bench.duration).await?,
+            );
+        }
+        push(
+            "topic of 6 partitions, produce batch 100: 3 masters (broker) vs 1 master (raw col.)"
+                .into(),
+            "msg/s",
+            rates[1],
+            Some(rates[0]),
+            "",
+        );
     }
     if args.runs(Group::Fanout) {
         let fanout = workloads::fan_out(bench, 10).await?;

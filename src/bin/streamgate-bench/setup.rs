@@ -70,6 +70,91 @@ pub(crate) fn start_redis(dir: &std::path::Path) -> anyhow::Result<(String, Guar
     bail!("redis-server on port {port} did not answer within 10 s")
 }
 
+/// Starts a Redis Cluster of `masters` masters (no replicas) on loopback ports: each node gets
+/// an equal share of the slots, node 0 meets the others. Returns the seed URLs and the guards.
+pub(crate) fn start_cluster(
+    dir: &std::path::Path,
+    masters: u16,
+) -> anyhow::Result<(String, Vec<Guard>)> {
+    let mut guards = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..masters {
+        let port = free_port()?;
+        let node_dir = dir.join(format!("cluster-{masters}-{i}"));
+        std::fs::create_dir_all(&node_dir)?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server (Debian/Ubuntu: apt-get install redis-server)")?;
+        guards.push(Guard(Some(child)));
+        ports.push(port);
+    }
+    let cli = |port: u16, args: &[&str]| -> String {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for port in &ports {
+        while !cli(*port, &["PING"]).contains("PONG") {
+            if Instant::now() > deadline {
+                bail!("cluster node {port} did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let n = u32::from(masters);
+    for (i, port) in ports.iter().enumerate() {
+        let (low, high) = (i as u32 * 16384 / n, (i as u32 + 1) * 16384 / n - 1);
+        cli(
+            *port,
+            &[
+                "CLUSTER",
+                "ADDSLOTSRANGE",
+                &low.to_string(),
+                &high.to_string(),
+            ],
+        );
+        if i > 0 {
+            cli(
+                ports[0],
+                &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()],
+            );
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ports
+        .iter()
+        .all(|p| cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    {
+        if Instant::now() > deadline {
+            bail!("the {masters}-master cluster did not become ok");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let urls = ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok((urls, guards))
+}
+
 /// The `streamgate` binary next to this one (both are built by the same `cargo build`).
 fn broker_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
@@ -88,18 +173,20 @@ pub(crate) async fn start_broker(
     redis_url: &str,
     pool_size: u32,
 ) -> anyhow::Result<(String, Guard)> {
+    start_broker_with(&["--redis-url", redis_url], pool_size).await
+}
+
+/// Starts the broker binary on a Redis Cluster (`urls`: comma-separated seeds).
+pub(crate) async fn start_cluster_broker(urls: &str) -> anyhow::Result<(String, Guard)> {
+    start_broker_with(&["--redis-cluster-url", urls], 8).await
+}
+
+async fn start_broker_with(store: &[&str], pool_size: u32) -> anyhow::Result<(String, Guard)> {
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(broker_binary()?)
-        .args([
-            "serve",
-            "--listen",
-            &addr,
-            "--redis-url",
-            redis_url,
-            "--log",
-            "warn",
-        ])
+        .args(["serve", "--listen", &addr, "--log", "warn"])
+        .args(store)
         .args(["--redis-pool-size", &pool_size.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

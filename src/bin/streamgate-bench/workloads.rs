@@ -124,6 +124,41 @@ pub(crate) async fn produce_broker(
     result
 }
 
+/// Unary Produce to a partitioned topic of `partitions` partitions on the broker at `addr`
+/// (batches of `batch`, no partition key: spread round-robin), with `producers` producers.
+pub(crate) async fn topic_produce(
+    addr: &str,
+    partitions: u32,
+    batch: usize,
+    producers: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(setup::connect(addr).await?);
+    }
+    pb::admin_client::AdminClient::new(channels[0].clone())
+        .create_topic(pb::CreateTopicRequest {
+            topic: "bench-topic".into(),
+            partitions,
+        })
+        .await?;
+    let value = payload(100);
+    rate(producers, duration, |i, deadline| {
+        let mut client = BrokerClient::new(channels[i % channels.len()].clone());
+        let request = request("bench-topic", batch, &value);
+        async move {
+            let mut moved = 0;
+            while Instant::now() < deadline {
+                client.produce(request.clone()).await?;
+                moved += batch as u64;
+            }
+            Ok(moved)
+        }
+    })
+    .await
+}
+
 /// XADD directly (batches as one pipeline), same concurrency.
 pub(crate) async fn produce_raw(bench: &Bench, batch: usize, size: usize) -> anyhow::Result<f64> {
     let stream = format!("bench-raw-{batch}-{size}");
