@@ -34,6 +34,13 @@ ensure_redis() {
   apt_install redis-server
 }
 
+ensure_nginx() {
+  command -v nginx >/dev/null && return 0
+  [ -x /usr/sbin/nginx ] && return 0
+  say "installing nginx (the proxy tests run gRPC through it)"
+  apt_install nginx-light || apt_install nginx
+}
+
 # What both scripts need before cargo runs: a compiler, Rust, and redis-server.
 ensure_toolchain_and_redis() {
   ensure_build_tools

@@ -96,6 +96,12 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_IDLE_RECHECK", default_value = "10s", value_parser = humantime::parse_duration)]
     pub idle_recheck: Duration,
 
+    /// A Subscribe stream with nothing to send for this long gets a heartbeat item, so proxies
+    /// that cut quiet streams (nginx grpc_read_timeout 60 s, Envoy idle timeouts) keep it. 0s
+    /// turns heartbeats off.
+    #[arg(long, env = "STREAMGATE_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
     /// How often Redis is pinged to drive grpc.health.v1.
     #[arg(long, env = "STREAMGATE_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,

@@ -52,6 +52,11 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The health service name for liveness probes: SERVING for as long as the process serves,
+/// whatever Redis does, so that an orchestrator does not restart the broker because Redis
+/// blinked. Readiness probes use `""` (or a service name), which follow Redis.
+pub const LIVENESS_SERVICE_NAME: &str = "liveness";
+
 /// The health service names streamgate reports on: the whole server (`""`) and each service.
 pub const HEALTH_SERVICE_NAMES: [&str; 3] = [
     "",
@@ -135,6 +140,7 @@ impl Broker {
             SubscriptionLimits {
                 total: config.limits.max_subscriptions,
                 per_principal: config.limits.max_subscriptions_per_principal,
+                heartbeat: config.heartbeat_interval,
             },
         );
         let principals = config
@@ -187,6 +193,9 @@ impl Broker {
         let limits = Arc::new(self.config.limits.clone());
         let (reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&reporter, ServingStatus::NotServing).await;
+        reporter
+            .set_service_status(LIVENESS_SERVICE_NAME, ServingStatus::Serving)
+            .await;
 
         let background = CancellationToken::new();
         let health_task = tokio::spawn(report_health(

@@ -12,7 +12,7 @@
 //! reads new entries (`>`). Tail mode reads `XREAD` from a cursor per stream.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,6 +42,8 @@ pub enum Event {
     },
     /// A delivered message.
     Message(Delivery),
+    /// Nothing for a while; keeps proxies from cutting a quiet stream.
+    Heartbeat,
 }
 
 /// How a subscription reads.
@@ -83,13 +85,15 @@ pub struct Subscriptions<S> {
 /// Open subscriptions per principal name.
 type PerPrincipal = Arc<Mutex<HashMap<String, usize>>>;
 
-/// How many subscriptions may be open at once.
+/// How many subscriptions may be open at once, and how quiet one may stay.
 #[derive(Debug, Clone, Copy)]
 pub struct SubscriptionLimits {
     /// On this broker.
     pub total: usize,
     /// Per principal (callers without one share no limit but the total).
     pub per_principal: usize,
+    /// A stream with nothing sent for this long gets a heartbeat; zero: never.
+    pub heartbeat: Duration,
 }
 
 impl<S: Store> Subscriptions<S> {
@@ -161,6 +165,9 @@ impl<S: Store> Subscriptions<S> {
             tx,
             shutdown: self.shutdown.clone(),
             idle_recheck: self.idle_recheck,
+            heartbeat: self.limits.heartbeat,
+            started: Instant::now(),
+            last_sent_ms: AtomicU64::new(0),
             _open: OpenGuard::new(self.open.clone(), principal_slot),
         };
         self.tracker.spawn(pump.run().instrument(span));
@@ -289,6 +296,11 @@ struct Pump<S> {
     tx: mpsc::Sender<BrokerResult<Event>>,
     shutdown: CancellationToken,
     idle_recheck: Duration,
+    heartbeat: Duration,
+    /// When the pump started; `last_sent_ms` counts from here.
+    started: Instant,
+    /// When anything last went to the client (ms since `started`), for heartbeats.
+    last_sent_ms: AtomicU64,
     _open: OpenGuard,
 }
 
@@ -472,13 +484,38 @@ impl<S: Store> Pump<S> {
     }
 
     /// [`pause`](Self::pause) for a wait with an outcome: `Ok(None)` when the client left.
+    /// While it waits, the stream gets a heartbeat whenever nothing was sent for the heartbeat
+    /// interval.
     async fn pause_for<T>(&self, wait: impl Future<Output = T>) -> BrokerResult<Option<T>> {
-        tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => Err(BrokerError::ShuttingDown),
-            _ = self.tx.closed() => Ok(None),
-            outcome = wait => Ok(Some(outcome)),
+        tokio::pin!(wait);
+        loop {
+            let heartbeat = async {
+                if self.heartbeat.is_zero() {
+                    return std::future::pending().await;
+                }
+                let last = Duration::from_millis(self.last_sent_ms.load(Ordering::Relaxed));
+                tokio::time::sleep_until(self.started + last + self.heartbeat).await;
+            };
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
+                _ = self.tx.closed() => return Ok(None),
+                outcome = &mut wait => return Ok(Some(outcome)),
+                () = heartbeat => {
+                    // A full buffer means data is on its way anyway: no heartbeat needed.
+                    if self.tx.try_send(Ok(Event::Heartbeat)).is_ok() {
+                        tracing::trace!("heartbeat");
+                    }
+                    self.mark_sent();
+                }
+            }
         }
+    }
+
+    /// Something just went to the client: the heartbeat clock starts over.
+    fn mark_sent(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_sent_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Group mode: what this subscription held unacknowledged becomes due for redelivery now,
@@ -601,6 +638,7 @@ impl<S: Store> Pump<S> {
                     if result.is_err() {
                         return Ok(false);
                     }
+                    self.mark_sent();
                     if sent.len() == self.tx.max_capacity() {
                         sent.pop_front();
                     }
@@ -649,11 +687,13 @@ impl<S: Store> Pump<S> {
 
     /// `Ok(false)` when the client is gone.
     async fn send(&self, event: Event) -> BrokerResult<bool> {
-        tokio::select! {
+        let sent = tokio::select! {
             biased;
-            _ = self.shutdown.cancelled() => Err(BrokerError::ShuttingDown),
-            sent = self.tx.send(Ok(event)) => Ok(sent.is_ok()),
-        }
+            _ = self.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
+            sent = self.tx.send(Ok(event)) => sent.is_ok(),
+        };
+        self.mark_sent();
+        Ok(sent)
     }
 }
 

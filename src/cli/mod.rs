@@ -314,7 +314,8 @@ async fn subscribe(
                     break;
                 }
             }
-            None => {}
+            // Heartbeats only keep proxies from cutting a quiet stream.
+            Some(pb::subscribe_response::Event::Heartbeat(_)) | None => {}
         }
     }
     Ok(())

@@ -640,6 +640,7 @@ impl From<Event> for pb::SubscribeResponse {
                 Kind::Started(pb::SubscriptionStarted { consumer, streams })
             }
             Event::Message(delivery) => Kind::Message(delivery.into()),
+            Event::Heartbeat => Kind::Heartbeat(pb::Heartbeat {}),
         };
         Self { event: Some(event) }
     }

@@ -378,13 +378,20 @@ impl Subscription {
         }
     }
 
-    /// The next message; fails the test on timeout, error or end.
+    /// The next message (heartbeats skipped); fails the test on timeout, error or end.
     pub async fn next(&mut self) -> pb::ReceivedMessage {
-        match tokio::time::timeout(WAIT, self.stream.message()).await {
-            Ok(Ok(Some(pb::SubscribeResponse {
-                event: Some(pb::subscribe_response::Event::Message(m)),
-            }))) => m,
-            other => panic!("expected a message, got {other:?}"),
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.message()).await {
+                Ok(Ok(Some(pb::SubscribeResponse {
+                    event: Some(pb::subscribe_response::Event::Message(m)),
+                }))) => return m,
+                Ok(Ok(Some(pb::SubscribeResponse {
+                    event: Some(pb::subscribe_response::Event::Heartbeat(_)),
+                }))) => continue,
+                other => panic!("expected a message, got {other:?}"),
+            }
         }
     }
 
@@ -397,10 +404,18 @@ impl Subscription {
         out
     }
 
-    /// Asserts nothing arrives for `quiet`.
+    /// Asserts no message arrives for `quiet` (heartbeats are not messages).
     pub async fn expect_quiet(&mut self, quiet: Duration) {
-        if let Ok(item) = tokio::time::timeout(quiet, self.stream.message()).await {
-            panic!("expected nothing, got {item:?}");
+        let until = Instant::now() + quiet;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.message()).await {
+                Err(_) => return,
+                Ok(Ok(Some(pb::SubscribeResponse {
+                    event: Some(pb::subscribe_response::Event::Heartbeat(_)),
+                }))) => continue,
+                Ok(item) => panic!("expected nothing, got {item:?}"),
+            }
         }
     }
 
