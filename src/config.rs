@@ -310,14 +310,18 @@ impl ServeConfig {
 
 /// The URL with any password replaced, for logs: secrets never reach a log line.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
+    // A cluster's seeds come as a comma-separated list: each may carry a password.
+    url.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let userinfo = &url[scheme_end + 3..at];
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+            }
+            _ => url.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -332,6 +336,10 @@ mod tests {
         );
         assert_eq!(redact_url("rediss://app:p@ss@h:1"), "rediss://app:***@h:1");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(
+            redact_url("redis://:a@h:1,redis://:b@i:2"),
+            "redis://:***@h:1,redis://:***@i:2"
+        );
     }
 
     #[test]
