@@ -39,7 +39,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    match config.redis_url.as_ref().or(config.redis_cluster_url.as_ref()) {
+    match config
+        .redis_url
+        .as_ref()
+        .or(config.redis_cluster_url.as_ref())
+    {
         Some(url) => tracing::info!(
             listen = %listener.local_addr()?,
             redis = %redact_url(url),

@@ -273,6 +273,7 @@ impl Broker {
                 )
             })
             .layer(crate::metrics::RpcMetricsLayer)
+            .layer(crate::grpc::deadline::DeadlineLayer)
             .layer(self.auth.clone())
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -423,3 +423,30 @@ async fn a_wrong_redis_password_is_unavailable_and_says_why() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_deadline_exceeded_and_leaves_the_connection_usable() {
+    let redis = RedisServer::start();
+    let mut broker = TestBroker::start(&redis).await;
+    produce_numbered(&mut broker.broker, "slow", 0..1).await;
+    // Redis holds every write for 1.5 s; the client gives its call 300 ms.
+    let _: () = redis.cmd(&["CLIENT", "PAUSE", "1500", "WRITE"]).await;
+    // The deadline as a client in any language sends it: the grpc-timeout header, enforced by
+    // the server (no client-side timer here to race it).
+    let mut request = tonic::Request::new(numbered("slow", 1..2));
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "300m".parse().unwrap());
+    let started = std::time::Instant::now();
+    let status = broker.broker.produce(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+    // Once Redis answers again, the same pooled connections serve the next calls.
+    let _: () = redis.cmd(&["CLIENT", "UNPAUSE"]).await;
+    let ids = produce_numbered(&mut broker.broker, "slow", 2..3).await;
+    assert_eq!(ids.len(), 1);
+}

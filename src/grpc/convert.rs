@@ -494,7 +494,11 @@ pub fn fetch_wait(requested_ms: u32, max: Duration, deadline: Option<Duration>) 
 
 /// The `grpc-timeout` a client sent (`<digits><unit>`, units H M S m u n), if any.
 pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// A `grpc-timeout` header value as a duration.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod broker;
 pub mod convert;
+pub mod deadline;
 
 /// Code generated from `proto/streamgate/v1/*.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
