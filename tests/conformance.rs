@@ -868,6 +868,66 @@ async fn topics_route_by_key_and_read_every_partition(backend: Backend) {
     assert_eq!(info.partitions.iter().map(|p| p.length).sum::<u64>(), 6);
 }
 
+async fn produce_stream_keeps_order_across_streams(backend: Backend) {
+    let env = start(backend).await;
+    let mut client = env.broker.broker.clone();
+    // Requests for three streams, interleaved: on a cluster they sit on different slots and
+    // are pipelined per slot, yet every answer comes back in request order.
+    let requests: Vec<pb::ProduceRequest> = (0..30)
+        .map(|i| {
+            let mut request = produce(&format!("ps-{}", i % 3), &[""]);
+            request.messages[0].fields = fields(&[("n", &i.to_string())]);
+            request
+        })
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(30);
+    for request in requests {
+        tx.send(request).await.unwrap();
+    }
+    drop(tx);
+    let mut answers = client
+        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        match answer.result {
+            Some(pb::produce_stream_response::Result::Produced(p)) => ids.push(p.ids[0].clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 30);
+    for s in 0..3 {
+        let stored = env
+            .broker
+            .admin
+            .clone()
+            .query_messages(pb::QueryMessagesRequest {
+                stream: format!("ps-{s}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries;
+        let numbers: Vec<usize> = stored
+            .iter()
+            .map(|e| {
+                std::str::from_utf8(&e.fields[0].value)
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(numbers, (0..30).filter(|i| i % 3 == s).collect::<Vec<_>>());
+        // Each answer named the id its request got.
+        for (e, n) in stored.iter().zip(&numbers) {
+            assert_eq!(e.id, ids[*n]);
+        }
+    }
+}
+
 /// The dead-letter stream the broker picks when a request does not name one: on a cluster it
 /// must share its stream's slot, hence the hash tag.
 fn default_dlq(backend: Backend, stream: &str) -> String {
@@ -913,4 +973,5 @@ conformance!(
     nack_dead_letters_and_replay,
     extend_keeps_and_flow_control_limits,
     topics_route_by_key_and_read_every_partition,
+    produce_stream_keeps_order_across_streams,
 );
