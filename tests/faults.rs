@@ -338,8 +338,24 @@ async fn redis_killed_and_restarted_with_aof_loses_nothing_and_subscribers_resum
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     redis.kill();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let unavailable_while_down = ledger.unavailable.load(Ordering::Relaxed);
+    // While it is down, a Produce fails with UNAVAILABLE (asked directly: the load's own calls
+    // may all be waiting elsewhere at that moment).
+    let mut probe = BrokerClient::new(broker.channel.clone());
+    let down_since = Instant::now();
+    let unavailable_while_down = loop {
+        match probe.produce(numbered(STREAM, 0..1)).await {
+            Err(status) if status.code() == tonic::Code::Unavailable => break 1,
+            Err(status) => panic!("expected UNAVAILABLE while redis is down, got {status:?}"),
+            Ok(_) => {
+                assert!(
+                    down_since.elapsed() < WAIT,
+                    "Produce kept succeeding with redis down"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    } + ledger.unavailable.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1).saturating_sub(down_since.elapsed())).await;
     redis.restart();
 
     for producer in producers {
