@@ -348,6 +348,9 @@ impl<S: Store> Pump<S> {
         let mut outage = Outage::new();
         let mut sent = VecDeque::new();
         let mut sweep_only = false;
+        // When this pump last read new entries; the idle recheck is measured from here, so
+        // frequent sweep-only wake-ups cannot postpone it forever.
+        let mut last_read = Instant::now();
         loop {
             // Before the read, so that a wake-up arriving during it is not lost.
             watch.mark_seen();
@@ -360,6 +363,9 @@ impl<S: Store> Pump<S> {
                 // stay pending for this consumer and are handed back when the pump ends.
                 step = self.next_step(&mut reader, &mut in_flight, sweep_only) => step,
             };
+            if !sweep_only {
+                last_read = Instant::now();
+            }
             sweep_only = false;
             let step = match step {
                 Ok(step) => {
@@ -388,7 +394,10 @@ impl<S: Store> Pump<S> {
                         // Woken only because a sweep is due: sweep, but do not read new
                         // entries (nothing announced any), so that every idle member of a
                         // group waking for the shared sweep costs Redis nothing.
-                        Some(timer) => sweep_only = timer && sweep_due,
+                        Some(timer) => {
+                            sweep_only =
+                                timer && sweep_due && last_read.elapsed() < self.idle_recheck;
+                        }
                     }
                 }
                 Step::AtLimit => {
