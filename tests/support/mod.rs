@@ -530,6 +530,7 @@ pub struct BrokerProcess {
     pub addr: SocketAddr,
     args: Vec<String>,
     child: Option<Child>,
+    started_once: bool,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -564,6 +565,7 @@ impl BrokerProcess {
             .chain(extra_args.iter().map(|s| s.to_string()))
             .collect(),
             child: None,
+            started_once: false,
             log: dir.path().join("broker.log"),
             _dir: dir,
         };
@@ -586,7 +588,22 @@ impl BrokerProcess {
             .expect("start the streamgate binary");
         self.child = Some(child);
         let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(self.addr).is_err() {
+        loop {
+            // Exited: on a first start, another test took the probed port; try another.
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                assert!(
+                    !self.started_once && Instant::now() < deadline,
+                    "streamgate exited; log: {}",
+                    self.log_text()
+                );
+                self.addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                return self.spawn();
+            }
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "streamgate did not listen on {} within {WAIT:?}; log: {}",
@@ -595,6 +612,7 @@ impl BrokerProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.started_once = true;
     }
 
     /// What the broker logged so far.
@@ -658,12 +676,8 @@ impl RedisCluster {
             dir,
         };
         for _ in 0..masters * (1 + replicas) {
-            let port = free_port();
-            let child = cluster.spawn(port);
-            cluster.nodes.push((port, Some(child)));
-        }
-        for (port, _) in &cluster.nodes {
-            wait_for_ping(*port);
+            let node = cluster.spawn_on_a_free_port();
+            cluster.nodes.push(node);
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
@@ -682,6 +696,34 @@ impl RedisCluster {
         );
         cluster.wait_until_ok();
         cluster
+    }
+
+    /// Another test may take a probed port before redis binds it (tests run in parallel):
+    /// try afresh a few times, as [`RedisServer::start`] does.
+    fn spawn_on_a_free_port(&self) -> (u16, Option<Child>) {
+        for _ in 0..5 {
+            let port = loop {
+                let port = free_port();
+                if !self.nodes.iter().any(|(p, _)| *p == port) {
+                    break port;
+                }
+            };
+            let mut child = self.spawn(port);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                if cli(port, &["PING"]).contains("PONG") {
+                    return (port, Some(child));
+                }
+                let exited = matches!(child.try_wait(), Ok(Some(_)));
+                if exited || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("no cluster node could start after 5 attempts; {INSTALL_HINT}");
     }
 
     fn spawn(&self, port: u16) -> Child {
@@ -811,17 +853,6 @@ impl Drop for RedisCluster {
                 let _ = child.wait();
             }
         }
-    }
-}
-
-fn wait_for_ping(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cli(port, &["PING"]).contains("PONG") {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server on {port} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
