@@ -221,8 +221,10 @@ const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What one step of the pump produced.
 enum Step {
-    /// Messages to send.
+    /// Messages to send, new to this member: they add to what it holds.
     Batch(Vec<Delivery>),
+    /// This member's own pending entries, sent again: it held them already.
+    Replay(Vec<Delivery>),
     /// Nothing to read now: wait for a wake-up.
     Empty,
     /// The member holds `max_in_flight` unacknowledged messages: wait for acks.
@@ -380,6 +382,7 @@ impl<S: Store> Pump<S> {
                     continue;
                 }
             };
+            let is_replay = matches!(step, Step::Replay(_));
             match step {
                 Step::Empty => {
                     let (until, sweep_due) = self.next_look();
@@ -415,8 +418,8 @@ impl<S: Store> Pump<S> {
                     }
                     in_flight.estimate = None;
                 }
-                Step::Batch(batch) => {
-                    if let Some(estimate) = in_flight.estimate.as_mut() {
+                Step::Batch(batch) | Step::Replay(batch) => {
+                    if let (Some(estimate), false) = (in_flight.estimate.as_mut(), is_replay) {
                         *estimate += batch.len() as u64;
                     }
                     // There may be more: let another idle member of the group read too.
@@ -551,8 +554,9 @@ impl<S: Store> Pump<S> {
         }
     }
 
-    /// The next step: in group mode, room under the in-flight limit first, then redeliveries
-    /// when a sweep is due, else (unless `sweep_only`) the next read.
+    /// The next step: in group mode, the member's own pending entries first, then room under
+    /// the in-flight limit, then redeliveries when a sweep is due, else (unless `sweep_only`)
+    /// the next read.
     async fn next_step(
         &self,
         reader: &mut Reader,
@@ -561,6 +565,18 @@ impl<S: Store> Pump<S> {
     ) -> BrokerResult<Step> {
         let mut room = self.spec.batch_size;
         if let Some(membership) = self.membership() {
+            // First this consumer's own pending entries (a reconnect under the same name, or what
+            // a crashed broker could not hand back), one page per step; a page made only of
+            // deleted entries yields nothing, so read on rather than wait. Not held back by the
+            // in-flight limit: they are already counted in it, and are the only way a member
+            // that came back at its limit (its broker crashed with a full window) ever gets
+            // under it again; a group whose members all came back so would otherwise stall.
+            while reader.is_replaying() {
+                let replayed = reader.next_batch(&self.store, room).await?;
+                if !replayed.is_empty() {
+                    return Ok(Step::Replay(replayed));
+                }
+            }
             if in_flight.limit > 0 {
                 let held = match in_flight.estimate {
                     Some(estimate) if estimate < in_flight.limit => estimate,
@@ -578,15 +594,6 @@ impl<S: Store> Pump<S> {
                     return Ok(Step::AtLimit);
                 }
                 room = room.min(usize::try_from(free).unwrap_or(usize::MAX));
-            }
-            // First this consumer's own pending entries (a reconnect under the same name, or what
-            // a crashed broker could not hand back), one page per step; a page made only of
-            // deleted entries yields nothing, so read on rather than wait.
-            while reader.is_replaying() {
-                let replayed = reader.next_batch(&self.store, room).await?;
-                if !replayed.is_empty() {
-                    return Ok(Step::Batch(replayed));
-                }
             }
             // Redeliveries before new messages. Never during the replay above: its entries
             // would come back twice, once swept and once replayed.

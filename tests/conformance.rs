@@ -826,6 +826,35 @@ async fn extend_keeps_and_flow_control_limits(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(member.next().await.id, "3-0");
+
+    // A member back at its limit (what a crashed broker leaves: a full window that nobody
+    // handed back) gets its own pending entries again at once; they are already counted.
+    env.broker
+        .broker
+        .produce(produce("fc2", &["1-0", "2-0", "3-0"]))
+        .await
+        .unwrap();
+    create_group(&mut env, "fc2", "0").await;
+    let fetched = env
+        .broker
+        .broker
+        .fetch(fetch("fc2", "f", ">", 2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched.messages.len(), 2);
+    let mut request = group_request(&["fc2"], "g", "f");
+    request.max_in_flight = Some(2);
+    request.ack_deadline_ms = 60_000;
+    let mut back = Subscription::open(&mut env.broker.broker, request).await;
+    let replayed = back.take(2).await;
+    let ids: Vec<_> = replayed.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["1-0", "2-0"]);
+    assert!(
+        replayed.iter().all(|m| m.delivery_count == 2),
+        "{replayed:?}"
+    );
+    back.expect_quiet(Duration::from_millis(200)).await;
 }
 
 async fn topics_route_by_key_and_read_every_partition(backend: Backend) {

@@ -408,6 +408,61 @@ async fn a_subscriber_at_its_in_flight_limit_gets_more_only_as_acks_make_room() 
     assert_eq!(redis.pending_count("work", "g").await, 5);
 }
 
+/// What a broker that crashed with a member's window full leaves behind: the member's own
+/// pending entries, `max_in_flight` of them, with nobody to hand them back. The member coming
+/// back under its name must get them again at once (they are already counted in its window), not
+/// wait at its limit for acks that can never come. Every member of a group in that state stalled
+/// the whole group until this was fixed (fault test 2, under CI load).
+#[tokio::test]
+async fn a_member_back_at_its_in_flight_limit_after_a_crash_gets_its_pending_entries_again() {
+    let redis = RedisServer::start();
+    let mut broker = quick_broker(&redis).await;
+    let sent = produce_numbered(&mut broker.broker, "work", 0..8).await;
+    let _: () = redis.cmd(&["XGROUP", "CREATE", "work", "g", "0"]).await;
+    // The crashed broker's last read for "m": a full window, never sent on.
+    let _: redis::Value = redis
+        .cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "m",
+            "COUNT",
+            "5",
+            "STREAMS",
+            "work",
+            ">",
+        ])
+        .await;
+
+    // A one-minute deadline: only the replay can bring them back within the test.
+    let mut request = member("m", 60_000);
+    request.max_in_flight = Some(5);
+    let mut member = Subscription::open(&mut broker.broker, request).await;
+    let replayed = member.take(5).await;
+    assert_eq!(
+        replayed.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        sent[..5]
+    );
+    assert!(
+        replayed.iter().all(|m| m.delivery_count == 2),
+        "{replayed:?}"
+    );
+    // Still at its limit: nothing new until acks make room.
+    member.expect_quiet(Duration::from_millis(300)).await;
+    for m in &replayed {
+        broker.broker.ack(ack_one(&m.id)).await.unwrap();
+    }
+    let rest = member.take(3).await;
+    assert_eq!(
+        rest.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        sent[5..]
+    );
+    for m in &rest {
+        broker.broker.ack(ack_one(&m.id)).await.unwrap();
+    }
+    assert_eq!(redis.pending_count("work", "g").await, 0);
+}
+
 #[tokio::test]
 async fn idle_consumers_are_deleted_after_handing_back_what_they_held() {
     let redis = RedisServer::start();
