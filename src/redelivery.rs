@@ -535,8 +535,10 @@ impl<S: Store> Redelivery<S> {
             .collect()
     }
 
-    /// How many messages `membership` holds unacknowledged over `streams`, counted by Redis
-    /// (acks may arrive through another broker instance), up to `limit`.
+    /// How many messages `membership` holds unacknowledged over `streams` whose ack deadline has
+    /// not passed, counted by Redis (acks may arrive through another broker instance), up to
+    /// `limit`. Expired ones are due for redelivery and free their holder's room, so a member
+    /// holding messages it never received (a reply lost in a crash) cannot stall at its limit.
     pub async fn in_flight(
         &self,
         membership: &GroupMembership,
@@ -547,7 +549,13 @@ impl<S: Store> Redelivery<S> {
         for stream in streams {
             held += self
                 .store
-                .pending_count(stream, &membership.group, &membership.consumer, limit)
+                .leased_count(
+                    stream,
+                    &membership.group,
+                    &membership.consumer,
+                    millis(membership.delivery.ack_deadline),
+                    limit,
+                )
                 .await?;
             if held >= limit {
                 break;

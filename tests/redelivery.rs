@@ -581,3 +581,85 @@ async fn messages_waiting_in_the_send_buffer_keep_their_lease() {
     taken.dedup();
     assert_eq!(taken, (0..8).collect::<Vec<_>>());
 }
+
+/// The flow-control count on both stores, straight through the `Store` trait: only entries whose
+/// lease runs count, through a pending list longer than one page of the Redis script's walk.
+#[tokio::test]
+async fn flow_control_counts_only_live_leases_through_a_long_pending_list() {
+    use streamgate::model::{Append, ClaimOptions, Field, NewEntryId, NewMessage, StartId};
+    use streamgate::store::{GroupCursor, MemoryStore, RedisStore, RedisStoreConfig, Store};
+
+    async fn check(store: impl Store) {
+        let messages = (0..1500)
+            .map(|_| NewMessage {
+                id: NewEntryId::Auto,
+                fields: vec![Field {
+                    name: "n".into(),
+                    value: bytes::Bytes::from_static(b"x"),
+                }],
+            })
+            .collect();
+        let appended = store
+            .append(&[Append {
+                stream: "long".into(),
+                messages,
+                trim: None,
+                require_existing_stream: false,
+            }])
+            .await
+            .unwrap();
+        let ids = appended.into_iter().next().unwrap().unwrap();
+        store
+            .create_group("long", "g", StartId::After(Default::default()), false, None)
+            .await
+            .unwrap();
+        let cursor = [("long".to_owned(), GroupCursor::New)];
+        let read = store
+            .read_group("g", "m", &cursor, 1500, false)
+            .await
+            .unwrap();
+        assert_eq!(read[0].1.len(), 1500);
+        // The first 700 delivered two minutes ago: past a one-minute deadline.
+        let claim = ClaimOptions {
+            min_idle_ms: 0,
+            ids: ids[..700].to_vec(),
+            idle_ms: Some(120_000),
+            time_ms: None,
+            retry_count: None,
+            force: false,
+            just_id: true,
+        };
+        store.claim("long", "g", "m", &claim).await.unwrap();
+        let count = |lease_ms, limit| store.leased_count("long", "g", "m", lease_ms, limit);
+        assert_eq!(count(60_000, 5000).await.unwrap(), 800);
+        assert_eq!(count(60_000, 500).await.unwrap(), 500);
+        assert_eq!(count(600_000, 5000).await.unwrap(), 1500);
+        assert_eq!(count(600_000, 1000).await.unwrap(), 1000);
+        assert_eq!(
+            count(60_000, 5000).await.unwrap(),
+            800,
+            "counting changes nothing"
+        );
+        assert_eq!(
+            store
+                .leased_count("long", "g", "nobody", 60_000, 10)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
+    let redis = RedisServer::start();
+    let store = RedisStore::new(RedisStoreConfig {
+        url: redis.url(),
+        pool_size: 2,
+        response_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        watch_block: Duration::from_secs(1),
+        ca_pem: None,
+        cluster_seeds: Vec::new(),
+    })
+    .unwrap();
+    check(store).await;
+    check(MemoryStore::new()).await;
+}

@@ -222,6 +222,14 @@ impl Group {
             .filter(|l| l.consumer == consumer)
             .count() as u64
     }
+
+    /// Entries `consumer` holds that were delivered (or claimed) less than `lease_ms` ago.
+    fn leased_by(&self, consumer: &str, now: u64, lease_ms: u64) -> u64 {
+        self.pending
+            .values()
+            .filter(|l| l.consumer == consumer && now.saturating_sub(l.delivered_at) < lease_ms)
+            .count() as u64
+    }
 }
 
 impl MemoryStore {
@@ -1144,16 +1152,18 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn pending_count(
+    async fn leased_count(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
+        lease_ms: u64,
         limit: u64,
     ) -> StoreResult<u64> {
+        let now = now_ms();
         self.with_group(stream, group, |s, group| {
             Ok(s.group(stream, group)?
-                .pending_of(consumer)
+                .leased_by(consumer, now, lease_ms.max(1))
                 .min(limit.max(1)))
         })
     }

@@ -356,12 +356,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         delete: bool,
     ) -> impl Future<Output = StoreResult<Released>> + Send;
 
-    /// How many entries `consumer` holds unacknowledged, counting up to `limit`.
-    fn pending_count(
+    /// How many entries `consumer` holds unacknowledged whose lease still runs (idle for less
+    /// than `lease_ms`), counting up to `limit`: flow control. Entries past their deadline are
+    /// due for redelivery to anyone and no longer count against their holder.
+    fn leased_count(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
+        lease_ms: u64,
         limit: u64,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
@@ -634,14 +637,15 @@ impl Store for AnyStore {
         delegate!(self, s => s.release_consumer(stream, group, consumer, only_if_idle_ms, delete).await)
     }
 
-    async fn pending_count(
+    async fn leased_count(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
+        lease_ms: u64,
         limit: u64,
     ) -> StoreResult<u64> {
-        delegate!(self, s => s.pending_count(stream, group, consumer, limit).await)
+        delegate!(self, s => s.leased_count(stream, group, consumer, lease_ms, limit).await)
     }
 
     async fn replay_dead_letter(

@@ -416,15 +416,16 @@ impl<S: Store> Store for Namespaced<S> {
             .map_err(|e| self.unkey(e))
     }
 
-    async fn pending_count(
+    async fn leased_count(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
+        lease_ms: u64,
         limit: u64,
     ) -> StoreResult<u64> {
         self.inner
-            .pending_count(&self.key(stream), group, consumer, limit)
+            .leased_count(&self.key(stream), group, consumer, lease_ms, limit)
             .await
             .map_err(|e| self.unkey(e))
     }

@@ -877,7 +877,7 @@ struct Scripts {
     sweep: Script,
     move_pending: Script,
     release_consumer: Script,
-    pending_count: Script,
+    leased_count: Script,
     replay_dead_letter: Script,
 }
 
@@ -885,7 +885,7 @@ static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scrip
     sweep: Script::new(include_str!("lua/sweep.lua")),
     move_pending: Script::new(include_str!("lua/move_pending.lua")),
     release_consumer: Script::new(include_str!("lua/release_consumer.lua")),
-    pending_count: Script::new(include_str!("lua/pending_count.lua")),
+    leased_count: Script::new(include_str!("lua/leased_count.lua")),
     replay_dead_letter: Script::new(include_str!("lua/replay_dead_letter.lua")),
 });
 
@@ -1681,15 +1681,20 @@ impl Store for RedisStore {
         })
     }
 
-    async fn pending_count(
+    async fn leased_count(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
+        lease_ms: u64,
         limit: u64,
     ) -> StoreResult<u64> {
-        let mut invocation = SCRIPTS.pending_count.key(stream);
-        invocation.arg(group).arg(consumer).arg(limit.max(1));
+        let mut invocation = SCRIPTS.leased_count.key(stream);
+        invocation
+            .arg(group)
+            .arg(consumer)
+            .arg(limit.max(1))
+            .arg(lease_ms.max(1));
         self.run_script(&invocation, Ctx::group(stream, group))
             .await
     }

@@ -1,0 +1,29 @@
+-- How many entries one consumer holds whose lease still runs (idle under the ack deadline),
+-- counting up to a limit (streamgate flow control). Entries past their deadline are due for
+-- redelivery to anyone and no longer count: a member holding entries it never received (a read
+-- whose reply was lost in a crash or an outage) must not wait at its limit for acks that
+-- cannot come.
+-- KEYS[1] stream; ARGV: group, consumer, limit, lease (ms)
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local limit, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+-- The usual case, nothing expired: one bounded count.
+if #redis.call('XPENDING', stream, group, 'IDLE', lease, '-', '+', 1, consumer) == 0 then
+  return #redis.call('XPENDING', stream, group, '-', '+', limit, consumer)
+end
+-- Some expired: walk the consumer's entries page by page, counting the live ones.
+local live, start, page_size = 0, '-', 1000
+while true do
+  local page = redis.call('XPENDING', stream, group, start, '+', page_size, consumer)
+  for _, row in ipairs(page) do
+    if row[3] < lease then
+      live = live + 1
+      if live >= limit then
+        return limit
+      end
+    end
+  end
+  if #page < page_size then
+    return live
+  end
+  start = '(' .. page[#page][1]
+end
