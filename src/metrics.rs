@@ -81,6 +81,12 @@ pub fn subscriptions_open(delta: f64) {
     gauge!("streamgate_subscriptions_open").increment(delta);
 }
 
+/// Subscriptions waiting at their in-flight limit: one that stays there means a client that
+/// stopped acknowledging (or acks that do not arrive).
+pub fn subscriptions_at_limit(delta: f64) {
+    gauge!("streamgate_subscriptions_at_limit").increment(delta);
+}
+
 /// Samples what lives outside this process every `interval` until `stop`: the Redis pool, and
 /// the pending count and lag of every group this broker serves.
 pub async fn sample(

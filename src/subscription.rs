@@ -239,6 +239,24 @@ struct InFlight {
     estimate: Option<u64>,
 }
 
+/// Counts a pump in `streamgate_subscriptions_at_limit` for exactly as long as it exists: held
+/// while the pump waits at its in-flight limit.
+struct AtLimit;
+
+impl AtLimit {
+    fn enter() -> Self {
+        crate::metrics::subscriptions_at_limit(1.0);
+        tracing::debug!("at the in-flight limit; waiting for acks or expiring deadlines");
+        Self
+    }
+}
+
+impl Drop for AtLimit {
+    fn drop(&mut self) {
+        crate::metrics::subscriptions_at_limit(-1.0);
+    }
+}
+
 /// A Redis outage as one subscription lives it: waits that grow, and logs that do not repeat
 /// more than about once a second.
 struct Outage {
@@ -350,6 +368,7 @@ impl<S: Store> Pump<S> {
         let mut outage = Outage::new();
         let mut sent = VecDeque::new();
         let mut sweep_only = false;
+        let mut at_limit: Option<AtLimit> = None;
         // When this pump last read new entries; the idle recheck is measured from here, so
         // frequent sweep-only wake-ups cannot postpone it forever.
         let mut last_read = Instant::now();
@@ -383,6 +402,9 @@ impl<S: Store> Pump<S> {
                 }
             };
             let is_replay = matches!(step, Step::Replay(_));
+            if !matches!(step, Step::AtLimit) {
+                at_limit = None;
+            }
             match step {
                 Step::Empty => {
                     let (until, sweep_due) = self.next_look();
@@ -404,6 +426,7 @@ impl<S: Store> Pump<S> {
                     }
                 }
                 Step::AtLimit => {
+                    at_limit.get_or_insert_with(AtLimit::enter);
                     let group = self.membership().map(|m| m.group.as_str()).unwrap_or("");
                     let signals = self.redelivery.ack_signals(&self.spec.streams, group);
                     let acked = select_all(signals.iter().map(|n| Box::pin(n.notified())));

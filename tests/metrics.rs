@@ -42,6 +42,12 @@ async fn a_scrape_shows_messages_rpcs_subscriptions_and_groups() {
     produce_numbered(&mut client, "m", 0..3).await;
     let mut member = Subscription::open(&mut client, group_request(&["m"], "g", "c")).await;
     let got = member.take(3).await;
+    // A second member, at its limit of one.
+    produce_numbered(&mut client, "m2", 0..2).await;
+    let mut full = group_request(&["m2"], "g", "full");
+    full.max_in_flight = Some(1);
+    let mut full = Subscription::open(&mut client, full).await;
+    full.take(1).await;
     client
         .ack(pb::AckRequest {
             stream: "m".into(),
@@ -92,7 +98,8 @@ async fn a_scrape_shows_messages_rpcs_subscriptions_and_groups() {
     );
     expect(r#"streamgate_messages_acked_total{stream="m"}"#, 2.0);
     expect(r#"streamgate_messages_nacked_total{stream="m"}"#, 1.0);
-    expect("streamgate_subscriptions_open", 1.0);
+    expect("streamgate_subscriptions_open", 2.0);
+    expect("streamgate_subscriptions_at_limit", 1.0);
     expect(r#"streamgate_group_pending{stream="m",group="g"}"#, 1.0);
     expect(r#"streamgate_group_lag{stream="m",group="g"}"#, 0.0);
     expect(
@@ -111,7 +118,7 @@ async fn a_scrape_shows_messages_rpcs_subscriptions_and_groups() {
         &metrics,
         r#"streamgate_rpc_duration_seconds_count{method="/streamgate.v1.Broker/Produce",code="Ok"}"#,
     );
-    assert_eq!(produce_calls, Some(1.0), "{metrics}");
+    assert_eq!(produce_calls, Some(2.0), "{metrics}");
     let not_found = sample(
         &metrics,
         r#"streamgate_rpc_duration_seconds_count{method="/streamgate.v1.Broker/Ack",code="NotFound"}"#,
