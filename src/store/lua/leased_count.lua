@@ -6,11 +6,7 @@
 -- KEYS[1] stream; ARGV: group, consumer, limit, lease (ms)
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local limit, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
--- The usual case, nothing expired: one bounded count.
-if #redis.call('XPENDING', stream, group, 'IDLE', lease, '-', '+', 1, consumer) == 0 then
-  return #redis.call('XPENDING', stream, group, '-', '+', limit, consumer)
-end
--- Some expired: walk the consumer's entries page by page, counting the live ones.
+-- One walk over the consumer's entries, page by page, stopping at the limit.
 local live, start, page_size = 0, '-', 1000
 while true do
   local page = redis.call('XPENDING', stream, group, start, '+', page_size, consumer)
