@@ -787,6 +787,20 @@ async fn nack_dead_letters_and_replay(backend: Backend) {
     );
 }
 
+/// A group member on `stream` that may hold `max_in_flight` messages, each for `ack_deadline_ms`.
+async fn limited_member(
+    env: &mut Env,
+    stream: &str,
+    consumer: &str,
+    max_in_flight: u32,
+    ack_deadline_ms: u32,
+) -> Subscription {
+    let mut request = group_request(&[stream], "g", consumer);
+    request.max_in_flight = Some(max_in_flight);
+    request.ack_deadline_ms = ack_deadline_ms;
+    Subscription::open(&mut env.broker.broker, request).await
+}
+
 async fn extend_keeps_and_flow_control_limits(backend: Backend) {
     let mut env = start(backend).await;
     env.broker
@@ -794,10 +808,7 @@ async fn extend_keeps_and_flow_control_limits(backend: Backend) {
         .produce(produce("fc", &["1-0", "2-0", "3-0"]))
         .await
         .unwrap();
-    let mut request = group_request(&["fc"], "g", "m");
-    request.max_in_flight = Some(2);
-    request.ack_deadline_ms = 300;
-    let mut member = Subscription::open(&mut env.broker.broker, request).await;
+    let mut member = limited_member(&mut env, "fc", "m", 2, 300).await;
     let held = member.take(2).await;
     for _ in 0..4 {
         let extended = env
@@ -843,10 +854,7 @@ async fn extend_keeps_and_flow_control_limits(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(fetched.messages.len(), 2);
-    let mut request = group_request(&["fc2"], "g", "f");
-    request.max_in_flight = Some(2);
-    request.ack_deadline_ms = 60_000;
-    let mut back = Subscription::open(&mut env.broker.broker, request).await;
+    let mut back = limited_member(&mut env, "fc2", "f", 2, 60_000).await;
     let replayed = back.take(2).await;
     let ids: Vec<_> = replayed.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["1-0", "2-0"]);
@@ -863,10 +871,7 @@ async fn extend_keeps_and_flow_control_limits(backend: Backend) {
         .produce(produce("fc3", &["1-0", "2-0", "3-0"]))
         .await
         .unwrap();
-    let mut request = group_request(&["fc3"], "g", "slow");
-    request.max_in_flight = Some(2);
-    request.ack_deadline_ms = 300;
-    let mut slow = Subscription::open(&mut env.broker.broker, request).await;
+    let mut slow = limited_member(&mut env, "fc3", "slow", 2, 300).await;
     let first: Vec<_> = slow.take(2).await.into_iter().map(|m| m.id).collect();
     assert_eq!(first, ["1-0", "2-0"]);
     // Both come back (3-0 may slip in first, when a read beats the sweep).
