@@ -6,6 +6,9 @@
 //! ALREADY_EXISTS and FAILED_PRECONDITION mean "retrying the same call will not help";
 //! UNAVAILABLE means "the deployment had a problem, retry (maybe elsewhere)".
 
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
 use tonic::{Code, Status};
 
 use crate::store::StoreError;
@@ -74,6 +77,14 @@ impl From<StoreError> for BrokerError {
                 field: "request".into(),
                 reason: err.to_string(),
             },
+            StoreError::PermissionDenied {
+                ref user,
+                ref command,
+                ref detail,
+            } => {
+                log_acl_refusal_once(user, command, detail);
+                Self::PermissionDenied(err.to_string())
+            }
             StoreError::Unavailable(_) => {
                 // Not a warning per failed call: during an outage that would be one line per
                 // request. Operators learn of the outage from the health check's log line (once
@@ -86,6 +97,24 @@ impl From<StoreError> for BrokerError {
                 Self::Internal(err.to_string())
             }
         }
+    }
+}
+
+/// Logs an ACL refusal the first time each (user, command) pair is refused: an operator needs to
+/// hear of it, once, not once per call.
+fn log_acl_refusal_once(user: &str, command: &str, detail: &str) {
+    static LOGGED: LazyLock<Mutex<HashSet<(String, String)>>> = LazyLock::new(Mutex::default);
+    let first = LOGGED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert((user.to_owned(), command.to_owned()));
+    if first {
+        tracing::warn!(
+            redis_user = user,
+            command,
+            detail,
+            "redis refused a command for lack of permission (NOPERM); grant it in the user's ACL (ACL SETUSER) or calls that need it fail with PERMISSION_DENIED (logged once per command)"
+        );
     }
 }
 
@@ -155,6 +184,14 @@ mod tests {
                 Code::InvalidArgument,
             ),
             (StoreError::Unexpected("odd".into()), Code::Internal),
+            (
+                StoreError::PermissionDenied {
+                    user: "team-a".into(),
+                    command: "XADD".into(),
+                    detail: "no permissions to access one of the keys".into(),
+                },
+                Code::PermissionDenied,
+            ),
         ];
         for (err, code) in cases {
             let status = Status::from(BrokerError::from(err));

@@ -549,14 +549,15 @@ impl<S: Store> Redelivery<S> {
         for stream in streams {
             held += self
                 .store
-                .leased_count(
+                .leases(
                     stream,
                     &membership.group,
                     &membership.consumer,
                     millis(membership.delivery.ack_deadline),
                     limit,
                 )
-                .await?;
+                .await?
+                .len() as u64;
             if held >= limit {
                 break;
             }

@@ -26,6 +26,10 @@ use crate::store::{Store, key_slot};
 /// Most partitions of one topic.
 pub const MAX_PARTITIONS: u32 = 1024;
 
+/// The hash that records every topic's partition count. Under `--key-prefix` like every key
+/// (the prefix is added by the store), so one Redis ACL pattern covers all a tenant touches.
+pub const TOPICS_REGISTRY: &str = "streamgate:topics";
+
 /// How long "this name is not a topic" is believed before asking the store again (a topic
 /// created by another broker instance is seen within this time).
 const NOT_A_TOPIC_TTL: Duration = Duration::from_secs(1);
@@ -91,7 +95,7 @@ impl<S: Store> Topics<S> {
         {
             return Ok(count);
         }
-        let count = self.store.topic_partitions(name).await?;
+        let count = self.store.topic_partitions(TOPICS_REGISTRY, name).await?;
         self.known
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -113,7 +117,10 @@ impl<S: Store> Topics<S> {
                 format!("must be between 1 and {MAX_PARTITIONS}"),
             ));
         }
-        let created = self.store.create_topic(topic, partitions).await?;
+        let created = self
+            .store
+            .create_topic(TOPICS_REGISTRY, topic, partitions)
+            .await?;
         self.known
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

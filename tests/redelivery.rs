@@ -630,7 +630,13 @@ async fn flow_control_counts_only_live_leases_through_a_long_pending_list() {
             just_id: true,
         };
         store.claim("long", "g", "m", &claim).await.unwrap();
-        let count = |lease_ms, limit| store.leased_count("long", "g", "m", lease_ms, limit);
+        let store = &store;
+        let count = |lease_ms, limit| async move {
+            store
+                .leases("long", "g", "m", lease_ms, limit)
+                .await
+                .map(|held| held.len())
+        };
         assert_eq!(count(60_000, 5000).await.unwrap(), 800);
         assert_eq!(count(60_000, 500).await.unwrap(), 500);
         assert_eq!(count(600_000, 5000).await.unwrap(), 1500);
@@ -642,9 +648,10 @@ async fn flow_control_counts_only_live_leases_through_a_long_pending_list() {
         );
         assert_eq!(
             store
-                .leased_count("long", "g", "nobody", 60_000, 10)
+                .leases("long", "g", "nobody", 60_000, 10)
                 .await
-                .unwrap(),
+                .unwrap()
+                .len(),
             0
         );
     }

@@ -31,7 +31,8 @@ use crate::model::{
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     streams: Arc<Mutex<HashMap<String, Stream>>>,
-    topics: Arc<Mutex<HashMap<String, u32>>>,
+    /// (registry, topic) → partition count.
+    topics: Arc<Mutex<HashMap<(String, String), u32>>>,
     wakeups: Wakeups,
 }
 
@@ -224,11 +225,14 @@ impl Group {
     }
 
     /// Entries `consumer` holds that were delivered (or claimed) less than `lease_ms` ago.
-    fn leased_by(&self, consumer: &str, now: u64, lease_ms: u64) -> u64 {
+    /// The consumer's entries whose lease runs, oldest id first, with their idle time.
+    fn leased_by(&self, consumer: &str, now: u64, lease_ms: u64) -> Vec<(EntryId, u64)> {
         self.pending
-            .values()
-            .filter(|l| l.consumer == consumer && now.saturating_sub(l.delivered_at) < lease_ms)
-            .count() as u64
+            .iter()
+            .filter(|(_, l)| l.consumer == consumer)
+            .map(|(id, l)| (*id, now.saturating_sub(l.delivered_at)))
+            .filter(|(_, idle)| *idle < lease_ms)
+            .collect()
     }
 }
 
@@ -329,27 +333,33 @@ fn backoff(rules_min: u64, rules_max: u64, count: u64) -> u64 {
 }
 
 impl Store for MemoryStore {
-    async fn create_topic(&self, topic: &str, partitions: u32) -> StoreResult<bool> {
+    async fn create_topic(
+        &self,
+        registry: &str,
+        topic: &str,
+        partitions: u32,
+    ) -> StoreResult<bool> {
         let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
-        match topics.get(topic) {
+        let key = (registry.to_owned(), topic.to_owned());
+        match topics.get(&key) {
             Some(&existing) if existing == partitions => Ok(false),
             Some(&existing) => Err(StoreError::TopicExists {
                 topic: topic.to_owned(),
                 partitions: existing,
             }),
             None => {
-                topics.insert(topic.to_owned(), partitions);
+                topics.insert(key, partitions);
                 Ok(true)
             }
         }
     }
 
-    async fn topic_partitions(&self, topic: &str) -> StoreResult<Option<u32>> {
+    async fn topic_partitions(&self, registry: &str, topic: &str) -> StoreResult<Option<u32>> {
         Ok(self
             .topics
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(topic)
+            .get(&(registry.to_owned(), topic.to_owned()))
             .copied())
     }
 
@@ -1152,19 +1162,21 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn leased_count(
+    async fn leases(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
         lease_ms: u64,
         limit: u64,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<Vec<(EntryId, u64)>> {
         let now = now_ms();
         self.with_group(stream, group, |s, group| {
-            Ok(s.group(stream, group)?
-                .leased_by(consumer, now, lease_ms.max(1))
-                .min(limit.max(1)))
+            let mut held = s
+                .group(stream, group)?
+                .leased_by(consumer, now, lease_ms.max(1));
+            held.truncate(usize::try_from(limit.max(1)).unwrap_or(usize::MAX));
+            Ok(held)
         })
     }
 

@@ -67,6 +67,18 @@ pub enum StoreError {
     /// Redis refused the request for a reason of the request's own (syntax, arguments).
     #[error("redis refused the request: {0}")]
     Rejected(String),
+    /// NOPERM: the Redis user streamgate connects as may not run this command or touch this key
+    /// (its ACL). Retrying will not help; the operator must grant the permission.
+    #[error("redis user `{user}` is not allowed to run {command}: {detail}")]
+    PermissionDenied {
+        /// The Redis user (`default` when the URL names none).
+        user: String,
+        /// The command refused (a script's name for scripts).
+        command: String,
+        /// What Redis said is missing, e.g. "this user has no permissions to access one of the
+        /// keys used as arguments".
+        detail: String,
+    },
     /// Redis is unreachable, not ready, or too slow; retrying may succeed.
     #[error("redis is unavailable: {0}")]
     Unavailable(String),
@@ -93,6 +105,7 @@ impl StoreError {
             Self::WrongType { .. } => "wrong_type",
             Self::IdNotIncreasing { .. } => "id_not_increasing",
             Self::Rejected(_) => "rejected",
+            Self::PermissionDenied { .. } => "permission_denied",
             Self::Unavailable(_) => "unavailable",
             Self::TopicExists { .. } => "topic_exists",
             Self::Unexpected(_) => "unexpected",
@@ -356,29 +369,34 @@ pub trait Store: Clone + Send + Sync + 'static {
         delete: bool,
     ) -> impl Future<Output = StoreResult<Released>> + Send;
 
-    /// How many entries `consumer` holds unacknowledged whose lease still runs (idle for less
-    /// than `lease_ms`), counting up to `limit`: flow control. Entries past their deadline are
-    /// due for redelivery to anyone and no longer count against their holder.
-    fn leased_count(
+    /// The entries `consumer` holds unacknowledged whose lease still runs (idle for less than
+    /// `lease_ms`), at most `limit`, each with its idle time in ms: what flow control's book of
+    /// leases is rebuilt from. Entries past their deadline are due for redelivery to anyone and
+    /// no longer count against their holder.
+    fn leases(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
         lease_ms: u64,
         limit: u64,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<(EntryId, u64)>>> + Send;
 
-    /// Records a topic with `partitions` partitions; `Ok(false)` when it existed already with
-    /// the same count, `Ok(true)` when created; another count fails (`TopicExists`).
+    /// Records a topic with `partitions` partitions in the hash `registry` (a key like any
+    /// other: under the key prefix, so a tenant confined to it by a Redis ACL can use topics);
+    /// `Ok(false)` when it existed already with the same count, `Ok(true)` when created; another
+    /// count fails (`TopicExists`).
     fn create_topic(
         &self,
+        registry: &str,
         topic: &str,
         partitions: u32,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// A topic's partition count, `None` for a name that is not a topic.
+    /// A topic's partition count from the hash `registry`, `None` for a name that is not a topic.
     fn topic_partitions(
         &self,
+        registry: &str,
         topic: &str,
     ) -> impl Future<Output = StoreResult<Option<u32>>> + Send;
 
@@ -442,12 +460,17 @@ impl AnyStore {
 }
 
 impl Store for AnyStore {
-    async fn create_topic(&self, topic: &str, partitions: u32) -> StoreResult<bool> {
-        delegate!(self, s => s.create_topic(topic, partitions).await)
+    async fn create_topic(
+        &self,
+        registry: &str,
+        topic: &str,
+        partitions: u32,
+    ) -> StoreResult<bool> {
+        delegate!(self, s => s.create_topic(registry, topic, partitions).await)
     }
 
-    async fn topic_partitions(&self, topic: &str) -> StoreResult<Option<u32>> {
-        delegate!(self, s => s.topic_partitions(topic).await)
+    async fn topic_partitions(&self, registry: &str, topic: &str) -> StoreResult<Option<u32>> {
+        delegate!(self, s => s.topic_partitions(registry, topic).await)
     }
 
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
@@ -637,15 +660,15 @@ impl Store for AnyStore {
         delegate!(self, s => s.release_consumer(stream, group, consumer, only_if_idle_ms, delete).await)
     }
 
-    async fn leased_count(
+    async fn leases(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
         lease_ms: u64,
         limit: u64,
-    ) -> StoreResult<u64> {
-        delegate!(self, s => s.leased_count(stream, group, consumer, lease_ms, limit).await)
+    ) -> StoreResult<Vec<(EntryId, u64)>> {
+        delegate!(self, s => s.leases(stream, group, consumer, lease_ms, limit).await)
     }
 
     async fn replay_dead_letter(

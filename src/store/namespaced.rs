@@ -75,6 +75,33 @@ impl<S: Store> Namespaced<S> {
         }
     }
 
+    /// Earlier versions kept a prefixed broker's topics in the unprefixed registry key, with prefixed topic
+    /// names as fields. A topic found there is copied into this namespace's registry, so that it
+    /// is not lost on upgrade. A Redis user confined to the prefix may not read the old key: that
+    /// means it never had topics there.
+    async fn adopt_legacy_topic(&self, registry: &str, topic: &str) -> StoreResult<Option<u32>> {
+        let legacy = match self
+            .inner
+            .topic_partitions(registry, &self.key(topic))
+            .await
+        {
+            Ok(Some(partitions)) => partitions,
+            Ok(None) | Err(StoreError::PermissionDenied { .. }) => return Ok(None),
+            Err(other) => return Err(self.unkey(other)),
+        };
+        tracing::info!(
+            topic,
+            partitions = legacy,
+            "moved a topic from the registry outside the key prefix into the prefix's own"
+        );
+        match self.create_topic(registry, topic, legacy).await {
+            Ok(_) => Ok(Some(legacy)),
+            // Created meanwhile with another count: that one stands.
+            Err(StoreError::TopicExists { partitions, .. }) => Ok(Some(partitions)),
+            Err(other) => Err(other),
+        }
+    }
+
     fn batches<T>(&self, batches: Vec<(String, T)>) -> Vec<(String, T)> {
         batches
             .into_iter()
@@ -96,18 +123,29 @@ fn glob_escape(text: &str) -> String {
 }
 
 impl<S: Store> Store for Namespaced<S> {
-    async fn create_topic(&self, topic: &str, partitions: u32) -> StoreResult<bool> {
+    async fn create_topic(
+        &self,
+        registry: &str,
+        topic: &str,
+        partitions: u32,
+    ) -> StoreResult<bool> {
+        // The topic is a field of the (prefixed) registry: its name needs no prefix.
         self.inner
-            .create_topic(&self.key(topic), partitions)
+            .create_topic(&self.key(registry), topic, partitions)
             .await
             .map_err(|e| self.unkey(e))
     }
 
-    async fn topic_partitions(&self, topic: &str) -> StoreResult<Option<u32>> {
-        self.inner
-            .topic_partitions(&self.key(topic))
+    async fn topic_partitions(&self, registry: &str, topic: &str) -> StoreResult<Option<u32>> {
+        let found = self
+            .inner
+            .topic_partitions(&self.key(registry), topic)
             .await
-            .map_err(|e| self.unkey(e))
+            .map_err(|e| self.unkey(e))?;
+        if found.is_some() || self.prefix.is_empty() {
+            return Ok(found);
+        }
+        self.adopt_legacy_topic(registry, topic).await
     }
 
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
@@ -416,16 +454,16 @@ impl<S: Store> Store for Namespaced<S> {
             .map_err(|e| self.unkey(e))
     }
 
-    async fn leased_count(
+    async fn leases(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
         lease_ms: u64,
         limit: u64,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<Vec<(EntryId, u64)>> {
         self.inner
-            .leased_count(&self.key(stream), group, consumer, lease_ms, limit)
+            .leases(&self.key(stream), group, consumer, lease_ms, limit)
             .await
             .map_err(|e| self.unkey(e))
     }

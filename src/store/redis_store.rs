@@ -206,6 +206,14 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The command's name (its first argument), for error messages and logs.
+fn command_name(command: &Cmd) -> String {
+    match command.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).into_owned(),
+        _ => String::new(),
+    }
+}
+
 /// True for failures of the connection itself rather than of the command.
 fn is_connection_failure(err: &RedisError) -> bool {
     err.is_io_error()
@@ -228,6 +236,12 @@ fn classify(err: &RedisError, ctx: Ctx<'_>) -> StoreError {
         Some("BUSYGROUP") => StoreError::GroupExists {
             stream: ctx.stream.to_owned(),
             group: ctx.group.to_owned(),
+        },
+        // The command and user are filled in by `RedisStore::failed`, which knows them.
+        Some("NOPERM") => StoreError::PermissionDenied {
+            user: String::new(),
+            command: String::new(),
+            detail: detail.to_owned(),
         },
         Some("WRONGTYPE") => StoreError::WrongType {
             key: ctx.stream.to_owned(),
@@ -304,6 +318,8 @@ pub struct RedisStore {
     config: Arc<RedisStoreConfig>,
     wakeups: Wakeups,
     connect_errors: ConnectErrors,
+    /// The Redis user the URL names (`default` without one), for NOPERM messages.
+    user: Arc<str>,
 }
 
 impl RedisStore {
@@ -352,6 +368,12 @@ impl RedisStore {
                 conn: Arc::default(),
             })
         };
+        let user = client
+            .get_connection_info()
+            .redis_settings()
+            .username()
+            .unwrap_or("default")
+            .into();
         Ok(Self {
             pool,
             client,
@@ -359,6 +381,7 @@ impl RedisStore {
             config: Arc::new(config),
             wakeups: Wakeups::default(),
             connect_errors,
+            user,
         })
     }
 
@@ -414,27 +437,81 @@ impl RedisStore {
 
     async fn query<T: FromRedisValue>(&self, command: &Cmd, ctx: Ctx<'_>) -> StoreResult<T> {
         let mut conn = self.connection().await?;
-        command.query_async(&mut conn).await.map_err(|err| {
-            if is_connection_failure(&err) {
-                conn.mark_broken();
-            }
-            classify(&err, ctx)
-        })
+        command
+            .query_async(&mut conn)
+            .await
+            .map_err(|err| self.failed(&conn, &err, ctx, &command_name(command)))
     }
 
-    /// Runs a Lua script (EVALSHA, loading it on first use), errors classified like commands.
+    /// Runs a Lua script (EVALSHA, loading it on first use), errors classified like commands;
+    /// `name` names it in errors.
     async fn run_script<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
         ctx: Ctx<'_>,
+        name: &str,
     ) -> StoreResult<T> {
         let mut conn = self.connection().await?;
-        invocation.invoke_async(&mut conn).await.map_err(|err| {
-            if is_connection_failure(&err) {
-                conn.mark_broken();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|err| self.failed(&conn, &err, ctx, name))
+    }
+
+    /// The one path from a failed command to a [`StoreError`]: a connection that failed is
+    /// marked broken (the pool replaces it), the error is classified, and an ACL refusal is
+    /// completed with the command and user.
+    fn failed(&self, conn: &Conn, err: &RedisError, ctx: Ctx<'_>, command: &str) -> StoreError {
+        if is_connection_failure(err) {
+            conn.mark_broken();
+        }
+        self.refine(classify(err, ctx), command)
+    }
+
+    /// Names the command and user in an ACL refusal (logged where it reaches a client, in
+    /// `crate::error`).
+    fn refine(&self, err: StoreError, command: &str) -> StoreError {
+        let StoreError::PermissionDenied { detail, .. } = err else {
+            return err;
+        };
+        StoreError::PermissionDenied {
+            user: self.user.to_string(),
+            command: command.to_owned(),
+            detail,
+        }
+    }
+
+    /// Ends the watcher's blocked read early (CLIENT UNBLOCK). Returns `false` when the Redis
+    /// user may not run it (it is in `@dangerous`, which a confined user rarely has): the read
+    /// then ends at its BLOCK timeout, so a stream newly watched sees writes made outside this
+    /// broker up to `--watch-block` late, and it is not asked again.
+    async fn unblock(&self, client_id: i64) -> bool {
+        let unblock = cmd("CLIENT").arg("UNBLOCK").arg(client_id).clone();
+        let mut conn = match self.connection().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::debug!(error = %err, "no connection for CLIENT UNBLOCK; waiting for the BLOCK timeout");
+                return true;
             }
-            classify(&err, ctx)
-        })
+        };
+        match unblock.query_async::<i64>(&mut conn).await {
+            Ok(_) => true,
+            Err(err) if err.code() == Some("NOPERM") => {
+                tracing::info!(
+                    redis_user = %self.user,
+                    watch_block = ?self.config.watch_block,
+                    "the redis user may not run CLIENT UNBLOCK (@dangerous); a newly watched stream sees writes made outside this broker after at most --watch-block"
+                );
+                false
+            }
+            Err(err) => {
+                if is_connection_failure(&err) {
+                    conn.mark_broken();
+                }
+                tracing::debug!(error = %err, "CLIENT UNBLOCK failed; waiting for the BLOCK timeout");
+                true
+            }
+        }
     }
 
     /// Runs the watcher of outside writes until `shutdown`; see the module docs.
@@ -594,6 +671,7 @@ impl RedisStore {
         // Where each watched stream was when we last looked; entries after it wake the stream.
         let mut positions: HashMap<String, EntryId> = HashMap::new();
         let mut additions = self.wakeups.additions();
+        let mut may_unblock = true;
         // A silent network would leave XREAD waiting forever; this bounds it.
         let deadline =
             self.config.watch_block + self.config.response_timeout + Duration::from_secs(1);
@@ -658,10 +736,8 @@ impl RedisStore {
                 reply = &mut read => reply,
                 _ = additions.changed() => {
                     // A new stream to watch: cut the wait short so the next XREAD includes it.
-                    // If CLIENT UNBLOCK is not allowed (ACLs), the read ends at its BLOCK timeout.
-                    let unblock = cmd("CLIENT").arg("UNBLOCK").arg(client_id).clone();
-                    if let Err(err) = self.query::<i64>(&unblock, Ctx::stream("")).await {
-                        tracing::debug!(error = %err, "CLIENT UNBLOCK failed; waiting for BLOCK timeout");
+                    if may_unblock {
+                        may_unblock = self.unblock(client_id).await;
                     }
                     read.await
                 }
@@ -877,7 +953,7 @@ struct Scripts {
     sweep: Script,
     move_pending: Script,
     release_consumer: Script,
-    leased_count: Script,
+    leases: Script,
     replay_dead_letter: Script,
 }
 
@@ -885,7 +961,7 @@ static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scrip
     sweep: Script::new(include_str!("lua/sweep.lua")),
     move_pending: Script::new(include_str!("lua/move_pending.lua")),
     release_consumer: Script::new(include_str!("lua/release_consumer.lua")),
-    leased_count: Script::new(include_str!("lua/leased_count.lua")),
+    leases: Script::new(include_str!("lua/leases.lua")),
     replay_dead_letter: Script::new(include_str!("lua/replay_dead_letter.lua")),
 });
 
@@ -955,16 +1031,11 @@ impl RedisStore {
             .unwrap_or_default();
         let mut conn = self.connection().await?;
         // Per-command results, so that each failure is classified on its own terms.
-        let replies: Vec<Value> =
-            pipe.ignore_errors()
-                .query_async(&mut conn)
-                .await
-                .map_err(|err| {
-                    if is_connection_failure(&err) {
-                        conn.mark_broken();
-                    }
-                    classify(&err, Ctx::stream(first_stream))
-                })?;
+        let replies: Vec<Value> = pipe
+            .ignore_errors()
+            .query_async(&mut conn)
+            .await
+            .map_err(|err| self.failed(&conn, &err, Ctx::stream(first_stream), "XADD"))?;
         let mut replies = replies.into_iter();
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
@@ -973,7 +1044,7 @@ impl RedisStore {
                 .by_ref()
                 .take(request.messages.len())
                 .map(|reply| match reply {
-                    Value::ServerError(err) => Err(classify(&err.into(), ctx)),
+                    Value::ServerError(err) => Err(self.refine(classify(&err.into(), ctx), "XADD")),
                     Value::Nil => Err(StoreError::NoSuchStream {
                         stream: request.stream.clone(),
                     }),
@@ -1064,22 +1135,23 @@ impl RedisStore {
     }
 }
 
-/// The hash of topic name → partition count (one small key, one slot).
-const TOPICS_KEY: &str = "streamgate:topics";
-
 impl Store for RedisStore {
-    async fn create_topic(&self, topic: &str, partitions: u32) -> StoreResult<bool> {
-        let ctx = Ctx::stream(topic);
+    async fn create_topic(
+        &self,
+        registry: &str,
+        topic: &str,
+        partitions: u32,
+    ) -> StoreResult<bool> {
         let created: bool = self
             .query(
-                cmd("HSETNX").arg(TOPICS_KEY).arg(topic).arg(partitions),
-                ctx,
+                cmd("HSETNX").arg(registry).arg(topic).arg(partitions),
+                Ctx::stream(registry),
             )
             .await?;
         if created {
             return Ok(true);
         }
-        match self.topic_partitions(topic).await? {
+        match self.topic_partitions(registry, topic).await? {
             Some(existing) if existing == partitions => Ok(false),
             Some(existing) => Err(StoreError::TopicExists {
                 topic: topic.to_owned(),
@@ -1091,8 +1163,8 @@ impl Store for RedisStore {
         }
     }
 
-    async fn topic_partitions(&self, topic: &str) -> StoreResult<Option<u32>> {
-        self.query(cmd("HGET").arg(TOPICS_KEY).arg(topic), Ctx::stream(topic))
+    async fn topic_partitions(&self, registry: &str, topic: &str) -> StoreResult<Option<u32>> {
+        self.query(cmd("HGET").arg(registry).arg(topic), Ctx::stream(registry))
             .await
     }
 
@@ -1623,7 +1695,7 @@ impl Store for RedisStore {
             .arg(request.claim.max(1))
             .arg(&request.stream_label);
         let reply: Value = self
-            .run_script(&invocation, Ctx::group(stream, group))
+            .run_script(&invocation, Ctx::group(stream, group), "EVALSHA sweep.lua")
             .await?;
         parse_swept(reply)
     }
@@ -1649,7 +1721,11 @@ impl Store for RedisStore {
             .arg(movement.rules.backoff_max_ms)
             .arg(id_args(ids));
         let reply: Value = self
-            .run_script(&invocation, Ctx::group(stream, group))
+            .run_script(
+                &invocation,
+                Ctx::group(stream, group),
+                "EVALSHA move_pending.lua",
+            )
             .await?;
         parse_ids(reply)
     }
@@ -1672,7 +1748,11 @@ impl Store for RedisStore {
             .arg(if delete { "1" } else { "0" })
             .arg(min_idle);
         let (handed_back, lost, deleted): (u64, u64, u64) = self
-            .run_script(&invocation, Ctx::group(stream, group))
+            .run_script(
+                &invocation,
+                Ctx::group(stream, group),
+                "EVALSHA release_consumer.lua",
+            )
             .await?;
         Ok(Released {
             handed_back,
@@ -1681,22 +1761,35 @@ impl Store for RedisStore {
         })
     }
 
-    async fn leased_count(
+    async fn leases(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
         lease_ms: u64,
         limit: u64,
-    ) -> StoreResult<u64> {
-        let mut invocation = SCRIPTS.leased_count.key(stream);
+    ) -> StoreResult<Vec<(EntryId, u64)>> {
+        let mut invocation = SCRIPTS.leases.key(stream);
         invocation
             .arg(group)
             .arg(consumer)
             .arg(limit.max(1))
             .arg(lease_ms.max(1));
-        self.run_script(&invocation, Ctx::group(stream, group))
-            .await
+        let rows: Vec<Value> = self
+            .run_script(&invocation, Ctx::group(stream, group), "EVALSHA leases.lua")
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let row = into_items(row)?;
+                match row.as_slice() {
+                    [id, idle] => Ok((
+                        to_id(id)?,
+                        to_u64(idle).ok_or_else(|| unexpected("lease idle time", idle))?,
+                    )),
+                    _ => Err(StoreError::Unexpected("lease row".into())),
+                }
+            })
+            .collect()
     }
 
     async fn replay_dead_letter(
@@ -1709,7 +1802,11 @@ impl Store for RedisStore {
         let mut invocation = SCRIPTS.replay_dead_letter.key(dead_letter_stream);
         invocation.key(origin).arg(id.to_string()).arg(origin_label);
         let reply: Value = self
-            .run_script(&invocation, Ctx::stream(dead_letter_stream))
+            .run_script(
+                &invocation,
+                Ctx::stream(dead_letter_stream),
+                "EVALSHA replay_dead_letter.lua",
+            )
             .await?;
         match reply {
             Value::Nil => Ok(None),
