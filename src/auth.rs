@@ -282,7 +282,7 @@ impl AuthLayer {
     fn authenticate<B>(
         &self,
         request: &tonic::codegen::http::Request<B>,
-    ) -> Result<Caller, tonic::Status> {
+    ) -> Result<Caller, BrokerError> {
         let Some(principals) = &self.principals else {
             return Ok(Caller::Anyone);
         };
@@ -299,8 +299,8 @@ impl AuthLayer {
                 .and_then(|h| h.strip_prefix("Bearer "))
                 .map(str::trim)
                 .ok_or_else(|| {
-                    tonic::Status::unauthenticated(
-                        "the authorization header must be `Bearer <token>`",
+                    BrokerError::Unauthenticated(
+                        "the authorization header must be `Bearer <token>`".into(),
                     )
                 })?;
             return principals
@@ -308,7 +308,7 @@ impl AuthLayer {
                 .get(&hash_token(token))
                 .cloned()
                 .map(Caller::Principal)
-                .ok_or_else(|| tonic::Status::unauthenticated("unknown token"));
+                .ok_or_else(|| BrokerError::Unauthenticated("unknown token".into()));
         }
         if let Some(cn) = client_cert_cn(request) {
             return principals
@@ -317,13 +317,14 @@ impl AuthLayer {
                 .cloned()
                 .map(Caller::Principal)
                 .ok_or_else(|| {
-                    tonic::Status::unauthenticated(format!(
+                    BrokerError::Unauthenticated(format!(
                         "no principal for client certificate CN `{cn}`"
                     ))
                 });
         }
-        Err(tonic::Status::unauthenticated(
-            "credentials required: `authorization: Bearer <token>` metadata or a client certificate",
+        Err(BrokerError::Unauthenticated(
+            "credentials required: `authorization: Bearer <token>` metadata or a client certificate"
+                .into(),
         ))
     }
 }
@@ -385,8 +386,9 @@ where
                 request.extensions_mut().insert(caller.clone());
                 Box::pin(CALLER.scope(caller, self.inner.call(request)))
             }
-            Err(status) => {
-                tracing::info!(method = %request.uri().path(), reason = %status.message(), "call refused: not authenticated");
+            Err(err) => {
+                tracing::info!(method = %request.uri().path(), reason = %err, "call refused: not authenticated");
+                let status = tonic::Status::from(err);
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }

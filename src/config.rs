@@ -277,7 +277,7 @@ impl ServeConfig {
 
     /// Checks what one flag cannot check alone; the message names the flags.
     pub fn validate(&self) -> Result<(), String> {
-        let horizon = crate::redelivery::MAX_DELAY;
+        let horizon = crate::delivery::MAX_DELAY;
         if self.redelivery_backoff_min > self.redelivery_backoff_max {
             return Err("--redelivery-backoff-min must not exceed --redelivery-backoff-max".into());
         }
@@ -298,10 +298,12 @@ impl ServeConfig {
     }
 
     /// The redelivery settings every group member of this broker shares.
-    pub fn redelivery(&self) -> crate::redelivery::RedeliverySettings {
-        crate::redelivery::RedeliverySettings {
-            backoff_min: self.redelivery_backoff_min,
-            backoff_max: self.redelivery_backoff_max,
+    pub fn redelivery(&self) -> crate::delivery::RedeliverySettings {
+        crate::delivery::RedeliverySettings {
+            backoff: crate::model::Backoff {
+                min: self.redelivery_backoff_min,
+                max: self.redelivery_backoff_max,
+            },
             consumer_idle_timeout: self.consumer_idle_timeout,
             slot_safe_dead_letters: self.redis_cluster_url.is_some(),
         }

@@ -2,7 +2,7 @@
 //!
 //! A dead letter is a plain stream entry (any Redis client can read it): five `dlq.*` header
 //! fields, then the original fields (see [`DeadLetter`]). Redelivery writes them
-//! ([`crate::redelivery`]); this module is what Admin offers on top.
+//! ([`crate::delivery::redelivery`]); this module is what Admin offers on top.
 
 use crate::error::{BrokerError, BrokerResult};
 use crate::model::{DeadLetter, EntryId, IdRange, RangeBound};

@@ -24,7 +24,16 @@ pub enum BrokerError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A stream, group or consumer the request names does not exist.
+    /// The consumer group the request names does not exist on that stream (NOGROUP): what a
+    /// member that may create its group recovers from.
+    #[error("consumer group `{group}` does not exist on stream `{stream}`")]
+    NoSuchGroup {
+        /// Stream named by the request.
+        stream: String,
+        /// Group named by the request.
+        group: String,
+    },
+    /// A stream, topic or consumer the request names does not exist.
     #[error("{0}")]
     NotFound(String),
     /// The request would create something that exists already.
@@ -33,9 +42,16 @@ pub enum BrokerError {
     /// The request is well-formed but the data is not in a state that allows it.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// The caller may not do this (authorization); the message names the permission and stream.
+    /// The caller may not do this (authorization, or Redis's ACL); the message names the
+    /// permission and stream, or the Redis user and command.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The call carries no credentials, or ones no principal has.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The client's deadline (`grpc-timeout`) passed before the call finished.
+    #[error("the call's deadline ({0:?}) passed before it finished")]
+    DeadlineExceeded(std::time::Duration),
     /// A server-side limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -64,9 +80,8 @@ impl From<StoreError> for BrokerError {
     fn from(err: StoreError) -> Self {
         crate::metrics::store_error(err.kind());
         match err {
-            StoreError::NoSuchGroup { .. } | StoreError::NoSuchStream { .. } => {
-                Self::NotFound(err.to_string())
-            }
+            StoreError::NoSuchGroup { stream, group } => Self::NoSuchGroup { stream, group },
+            StoreError::NoSuchStream { .. } => Self::NotFound(err.to_string()),
             StoreError::GroupExists { .. } | StoreError::TopicExists { .. } => {
                 Self::AlreadyExists(err.to_string())
             }
@@ -122,11 +137,13 @@ impl From<BrokerError> for Status {
     fn from(err: BrokerError) -> Self {
         let code = match &err {
             BrokerError::InvalidArgument { .. } => Code::InvalidArgument,
-            BrokerError::NotFound(_) => Code::NotFound,
+            BrokerError::NoSuchGroup { .. } | BrokerError::NotFound(_) => Code::NotFound,
             BrokerError::AlreadyExists(_) => Code::AlreadyExists,
             BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
             BrokerError::ResourceExhausted(_) => Code::ResourceExhausted,
             BrokerError::PermissionDenied(_) => Code::PermissionDenied,
+            BrokerError::Unauthenticated(_) => Code::Unauthenticated,
+            BrokerError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,
             BrokerError::Internal(_) => Code::Internal,
         };

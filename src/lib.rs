@@ -1,43 +1,51 @@
 //! streamgate: a gRPC message broker that puts Redis Streams behind a typed API.
 //!
 //! # Layout
-//! - [`auth`]: principals (tokens, client certificates), permissions on stream patterns.
+//! Layers point one way (checked by `tests/layers.rs`): transport → calls → core → store → base.
+//!
+//! Transport:
+//! - [`grpc`]: one file per service; each handler authorizes, converts the request
+//!   ([`grpc::convert`]), calls the core, and converts the answer.
 //! - [`cli`]: the client commands of the binary (produce, subscribe, ack, nack, admin, health).
-//! - [`config`]: the command line and environment (`streamgate serve --help`).
 //! - [`server`]: binds the services, health and reflection together and drains on shutdown.
-//! - [`grpc`]: one file per service; each handler validates and converts the request
-//!   ([`grpc::convert`]), calls the store or the subscription pump, and converts the answer.
-//! - [`subscription`]: the Subscribe pump, which turns reads into a response stream and stops
-//!   when the client leaves or the server shuts down.
+//! - [`config`]: the command line and environment (`streamgate serve --help`).
+//! - [`auth`]: principals (tokens, client certificates), permissions on stream patterns.
+//! - [`gauges`]: gauges sampled on a timer (pool, group pending and lag).
+//!
+//! Calls, thin loops around the core:
+//! - [`subscription`]: the Subscribe pump, a `select!` over shutdown, the client going away and
+//!   the next batch; heartbeats, lease renewal of buffered messages, hand-back on exit.
 //! - [`fetch`]: Fetch, one batch per call, with an optional wait for new entries.
-//! - [`reading`]: the reads Subscribe and Fetch share (group preparation, XREAD/XREADGROUP into
-//!   deliveries), so both keep the same promises.
-//! - [`redelivery`]: at-least-once delivery for groups: ack deadlines, backoff, nack, dead
-//!   letters, hand-back, consumer clean-up and flow control, all kept in Redis's pending lists.
+//!
+//! Core:
+//! - [`delivery`]: a member's next batch (own pending entries, in-flight limit, redeliveries,
+//!   new entries), Ack/Nack/Extend, flow control, redelivery, topics; knows nothing of tonic.
 //! - [`dead_letters`]: listing and replaying dead-letter streams (Admin).
-//! - [`topics`]: partitioned topics (N streams spread over a cluster's shards).
-//! - [`store`]: the only code that talks to Redis, behind the [`store::Store`] trait.
-//! - [`metrics`]: Prometheus counters, histograms and sampled gauges (`--metrics-addr`).
-//! - [`model`]: domain types (ids, entries, trim policies) shared by all of the above.
 //! - [`error`]: the broker's error type and its single mapping to gRPC status codes.
 //!
-//! A Produce call travels `grpc::broker` → `grpc::convert` (validation) → `Store::append` →
-//! one pipelined round trip to Redis → ids back; a Subscribe call starts a task in
-//! `subscription` that reads through the same `Store` and feeds a bounded channel that tonic
-//! drains into the response stream.
+//! Store and base:
+//! - [`store`]: the only code that talks to Redis, behind the [`store::Store`] trait.
+//! - [`model`]: domain types (ids, entries, delivery policy) shared by all of the above.
+//! - [`metrics`]: Prometheus counters and histograms (`--metrics-addr`).
+//!
+//! A Produce call travels `grpc::broker` → `grpc::convert` (validation) → `DeliveryCore::route`
+//! (topics) → `DeliveryCore::append` → one pipelined round trip to Redis → ids back. A group
+//! Subscribe call resolves its topics through the core and starts a pump in `subscription`,
+//! which joins the group (`DeliveryCore::join`) and sends each `Member::next_batch` down a
+//! bounded channel that tonic drains into the response stream; an Ack goes through
+//! `DeliveryCore::ack`, which frees the holder's room and wakes it.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dead_letters;
+pub mod delivery;
 pub mod error;
 pub mod fetch;
+pub mod gauges;
 pub mod grpc;
 pub mod metrics;
 pub mod model;
-pub mod reading;
-pub mod redelivery;
 pub mod server;
 pub mod store;
 pub mod subscription;
-pub mod topics;

@@ -3,7 +3,7 @@
 //! Counters and histograms go through the `metrics` facade, which costs nothing when no recorder
 //! is installed (`--metrics-addr` unset). With one, `metrics-exporter-prometheus` serves them
 //! at `http://<addr>/metrics`. Gauges of things that live outside this process (group pending and
-//! lag, pool connections) are sampled periodically by [`sample`].
+//! lag, pool connections) are sampled periodically by [`crate::gauges::sample`].
 //!
 //! Labels are the stream (and group) names: keep their number bounded, as with any Prometheus
 //! label.
@@ -12,15 +12,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use tokio_util::sync::CancellationToken;
-
-use crate::redelivery::Redelivery;
-use crate::server::BrokerStore;
-use crate::store::{AnyStore, Store};
 
 /// Starts the exporter on `addr` and makes it the process's recorder.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
@@ -85,40 +80,6 @@ pub fn subscriptions_open(delta: f64) {
 /// stopped acknowledging (or acks that do not arrive).
 pub fn subscriptions_at_limit(delta: f64) {
     gauge!("streamgate_subscriptions_at_limit").increment(delta);
-}
-
-/// Samples what lives outside this process every `interval` until `stop`: the Redis pool, and
-/// the pending count and lag of every group this broker serves.
-pub async fn sample(
-    store: BrokerStore,
-    redelivery: Redelivery<BrokerStore>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    loop {
-        if let AnyStore::Redis(redis) = store.inner() {
-            let (connections, idle) = redis.pool_state();
-            gauge!("streamgate_redis_pool_connections", "state" => "idle").set(f64::from(idle));
-            gauge!("streamgate_redis_pool_connections", "state" => "in_use")
-                .set(f64::from(connections.saturating_sub(idle)));
-        }
-        for (stream, group) in redelivery.served_groups() {
-            let Ok(groups) = store.groups(&stream).await else {
-                continue;
-            };
-            if let Some(info) = groups.into_iter().find(|g| g.name == group) {
-                let labels = [("stream", stream.clone()), ("group", group.clone())];
-                gauge!("streamgate_group_pending", &labels).set(info.pending as f64);
-                if let Some(lag) = info.lag {
-                    gauge!("streamgate_group_lag", &labels).set(lag as f64);
-                }
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
 }
 
 /// A tower layer timing every gRPC call: `streamgate_rpc_duration_seconds{method, code}`,

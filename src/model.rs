@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -393,45 +394,91 @@ pub struct AutoClaimed {
     pub deleted_ids: Vec<EntryId>,
 }
 
-/// The redelivery rules every broker instance applies to a group's pending entries. They live
-/// in the sweeping request, not in Redis: instances serving one group should be run with the same
-/// backoff settings, and subscribers of one group should ask for the same deadline.
+/// Redelivery backoff: the wait before delivery number `n + 1` is `min * 2^(n - 1)`, at most
+/// `max`, so a message that keeps failing is retried less and less often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RedeliveryRules {
-    /// A delivered entry left unacknowledged this long is expired (before backoff).
-    pub ack_deadline_ms: u64,
-    /// Backoff after the first delivery; doubles with each further delivery.
-    pub backoff_min_ms: u64,
+pub struct Backoff {
+    /// Backoff before the second delivery.
+    pub min: Duration,
     /// Backoff never exceeds this.
-    pub backoff_max_ms: u64,
-    /// An entry already delivered this many times goes to the dead-letter stream instead of
-    /// being redelivered; 0 means no limit.
-    pub max_deliveries: u64,
+    pub max: Duration,
 }
 
-impl RedeliveryRules {
+impl Backoff {
     /// The wait after an ack deadline expires or a nack, before delivery number
-    /// `delivery_count + 1`: `min * 2^(delivery_count - 1)`, at most `max`.
-    pub fn backoff_ms(&self, delivery_count: u64) -> u64 {
+    /// `delivery_count + 1`, in milliseconds.
+    pub fn after_ms(&self, delivery_count: u64) -> u64 {
         let doublings = u32::try_from(delivery_count.saturating_sub(1))
             .unwrap_or(u32::MAX)
             .min(63);
-        self.backoff_min_ms
+        self.min_ms()
             .saturating_mul(1u64 << doublings)
-            .min(self.backoff_max_ms)
+            .min(self.max_ms())
     }
+
+    /// `min` in milliseconds.
+    pub fn min_ms(&self) -> u64 {
+        millis(self.min)
+    }
+
+    /// `max` in milliseconds.
+    pub fn max_ms(&self) -> u64 {
+        millis(self.max)
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How a group's messages are delivered again: the one policy type, applied by whichever broker
+/// instance sweeps the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// How long a delivered message may stay unacknowledged before it is redelivered.
+    pub ack_deadline: Duration,
+    /// The wait after an expired deadline or a nack, growing with each delivery.
+    pub backoff: Backoff,
+    /// Deliveries after which a message is dead-lettered instead of redelivered; 0: no limit.
+    pub max_deliveries: u64,
+    /// Where dead letters go; `None` for the stream beside their own (see
+    /// [`dead_letter_stream_for`](Self::dead_letter_stream_for)).
+    pub dead_letter_stream: Option<String>,
+}
+
+impl DeliveryPolicy {
+    /// The dead-letter stream for messages of `stream`: the one asked for, else
+    /// `<stream>:dlq`. On a Redis Cluster (`slot_safe`) the default must share the stream's slot
+    /// (the move is one script over both keys): `{<stream>}:dlq`, or `<stream>:dlq` when the
+    /// stream's name already carries a hash tag.
+    pub fn dead_letter_stream_for(&self, stream: &str, slot_safe: bool) -> String {
+        match &self.dead_letter_stream {
+            Some(name) => name.clone(),
+            None if slot_safe && !has_hash_tag(stream) => format!("{{{stream}}}:dlq"),
+            None => format!("{stream}:dlq"),
+        }
+    }
+}
+
+/// Whether a key has a Redis Cluster hash tag (`{...}` with something inside).
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
 }
 
 /// One step of a group's redelivery sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepRequest {
-    /// Where expired entries go once they reached `rules.max_deliveries`.
+    /// Where expired entries go once they reached the policy's `max_deliveries`: the policy's
+    /// dead-letter stream resolved for the swept stream (the store uses this one).
     pub dead_letter_stream: String,
     /// The swept stream's name as clients know it, recorded in dead letters (the key itself may
     /// carry a namespace prefix).
     pub stream_label: String,
     /// When an entry is due, and when it is dead.
-    pub rules: RedeliveryRules,
+    pub policy: DeliveryPolicy,
     /// Where this page of the pending list starts.
     pub cursor: RangeBound,
     /// Most pending entries looked at.
@@ -461,13 +508,20 @@ pub struct PendingMove {
     pub holder: Option<String>,
     /// The consumer that holds them afterwards.
     pub to: String,
-    /// Their idle time afterwards; `None` for the backoff of each entry's delivery count,
-    /// counted back from `horizon_ms` (see [`PARKED_CONSUMER`]).
-    pub idle_ms: Option<u64>,
-    /// For `idle_ms: None`: idle = `horizon_ms` − backoff(delivery count).
+    /// Their idle time afterwards.
+    pub idle: IdleAfterMove,
+    /// For [`IdleAfterMove::Backoff`]: idle = `horizon_ms` − backoff(delivery count).
     pub horizon_ms: u64,
-    /// For `idle_ms: None`.
-    pub rules: RedeliveryRules,
+}
+
+/// The idle time of entries after a [`PendingMove`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleAfterMove {
+    /// Exactly this many milliseconds (0: a fresh lease).
+    Set(u64),
+    /// Due after the backoff for each entry's delivery count, counted back from the move's
+    /// horizon (see [`PARKED_CONSUMER`]).
+    Backoff(Backoff),
 }
 
 /// The consumer that holds entries given back to the group (nacked, or held by a subscription

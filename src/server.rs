@@ -21,18 +21,16 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{AuthLayer, Principals};
 use crate::config::ServeConfig;
+use crate::delivery::{DeliveryCore, RedeliveryCounters};
 use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
-use crate::redelivery::{Redelivery, RedeliveryCounters};
+pub use crate::store::BrokerStore;
 use crate::store::{
     AnyStore, MemoryStore, Namespaced, RedisStore, RedisStoreConfig, Store, StoreError,
 };
-
-/// The store a broker serves from: Redis or the embedded one, under `--key-prefix`.
-pub type BrokerStore = Namespaced<AnyStore>;
-use crate::auth::{AuthLayer, Principals};
 use crate::subscription::{SubscriptionLimits, Subscriptions};
 
 /// Why the server could not start or stopped abnormally.
@@ -71,7 +69,7 @@ pub struct Broker {
     subscriptions_shutdown: CancellationToken,
     tracker: TaskTracker,
     subscriptions: Subscriptions<BrokerStore>,
-    redelivery: Redelivery<BrokerStore>,
+    core: DeliveryCore<BrokerStore>,
     auth: AuthLayer,
     tls: Option<ServerTlsConfig>,
 }
@@ -130,10 +128,9 @@ impl Broker {
         let store = Namespaced::new(store, config.key_prefix.clone());
         let subscriptions_shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let redelivery = Redelivery::new(store.clone(), config.redelivery());
+        let core = DeliveryCore::new(store.clone(), config.redelivery());
         let subscriptions = Subscriptions::new(
-            store.clone(),
-            redelivery.clone(),
+            core.clone(),
             subscriptions_shutdown.clone(),
             tracker.clone(),
             config.idle_recheck,
@@ -160,7 +157,7 @@ impl Broker {
         Ok(Self {
             config,
             store,
-            redelivery,
+            core,
             auth,
             tls,
             subscriptions_shutdown,
@@ -180,7 +177,7 @@ impl Broker {
         BrokerStats {
             subscriptions: self.subscriptions.clone(),
             store: self.store.clone(),
-            redelivery: self.redelivery.clone(),
+            core: self.core.clone(),
         }
     }
 
@@ -206,29 +203,26 @@ impl Broker {
         ));
         let watcher_task = tokio::spawn(self.store.inner().clone().run_watcher(background.clone()));
         if self.config.metrics_addr.is_some() {
-            tokio::spawn(crate::metrics::sample(
+            tokio::spawn(crate::gauges::sample(
                 self.store.clone(),
-                self.redelivery.clone(),
+                self.core.redelivery().clone(),
                 self.config.metrics_interval,
                 background.clone(),
             ));
         }
 
         let broker = pb::broker_server::BrokerServer::new(BrokerService::new(
-            self.store.clone(),
+            self.core.clone(),
             self.subscriptions.clone(),
-            self.redelivery.clone(),
             limits.clone(),
             self.subscriptions_shutdown.clone(),
         ))
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(limits.max_request_bytes);
-        let admin = pb::admin_server::AdminServer::new(AdminService::new(
-            self.store.clone(),
-            limits.clone(),
-        ))
-        .max_decoding_message_size(limits.max_request_bytes)
-        .max_encoding_message_size(limits.max_request_bytes);
+        let admin =
+            pb::admin_server::AdminServer::new(AdminService::new(&self.core, limits.clone()))
+                .max_decoding_message_size(limits.max_request_bytes)
+                .max_encoding_message_size(limits.max_request_bytes);
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -305,7 +299,7 @@ impl Broker {
 pub struct BrokerStats {
     subscriptions: Subscriptions<BrokerStore>,
     store: BrokerStore,
-    redelivery: Redelivery<BrokerStore>,
+    core: DeliveryCore<BrokerStore>,
 }
 
 impl BrokerStats {
@@ -322,7 +316,7 @@ impl BrokerStats {
     /// What redelivery did since start: redelivered, dead-lettered, lost before ack, consumers
     /// deleted.
     pub fn redelivery(&self) -> &RedeliveryCounters {
-        self.redelivery.counters()
+        self.core.redelivery().counters()
     }
 }
 

@@ -9,15 +9,16 @@ use streamgate::grpc::{convert, pb};
 use streamgate::model::{EntryId, NewEntryId, RangeBound, StartId};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = ServeConfig::in_memory().limits;
+    let config = ServeConfig::in_memory();
+    let (limits, backoff) = (config.limits.clone(), config.redelivery().backoff);
     if let Ok(request) = pb::ProduceRequest::decode(data) {
         let _ = convert::produce(request, &limits);
     }
     if let Ok(request) = pb::SubscribeRequest::decode(data) {
-        let _ = convert::subscription(request, &limits);
+        let _ = convert::subscription(request, &limits, backoff);
     }
     if let Ok(request) = pb::FetchRequest::decode(data) {
-        let _ = convert::fetch(request, None, &limits);
+        let _ = convert::fetch(request, None, &limits, backoff);
     }
     if let Ok(request) = pb::ClaimRequest::decode(data) {
         let _ = convert::claim_options(&request, &limits);

@@ -8,13 +8,13 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Caller, Permission};
 use crate::config::Limits;
 use crate::dead_letters::{self, Selection};
+use crate::delivery::{DeliveryCore, Topics};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert::{self, id_strings};
 use crate::grpc::pb;
 use crate::model::{EntryId, PendingQuery, StartId};
 use crate::store::Store;
 use crate::store::StoreError;
-use crate::topics::Topics;
 
 /// The control-plane service over any [`Store`].
 pub struct AdminService<S> {
@@ -24,11 +24,11 @@ pub struct AdminService<S> {
 }
 
 impl<S: Store> AdminService<S> {
-    /// Serves `store`.
-    pub fn new(store: S, limits: Arc<Limits>) -> Self {
+    /// Serves the core's store, sharing its topic cache (a topic created here is routed at once).
+    pub fn new(core: &DeliveryCore<S>, limits: Arc<Limits>) -> Self {
         Self {
-            topics: Topics::new(store.clone()),
-            store,
+            topics: core.topics().clone(),
+            store: core.store().clone(),
             limits,
         }
     }

@@ -11,41 +11,35 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, Permission};
 use crate::config::Limits;
+use crate::delivery::{DeliveryCore, Reading, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
 use crate::fetch;
 use crate::grpc::convert;
 use crate::grpc::pb;
-use crate::model::{Append, EntryId};
-use crate::redelivery::Redelivery;
+use crate::model::Append;
 use crate::store::Store;
 use crate::subscription::{Event, Subscriptions};
-use crate::topics::Topics;
 
 /// The data-plane service over any [`Store`].
 pub struct BrokerService<S> {
-    store: S,
+    core: DeliveryCore<S>,
     subscriptions: Subscriptions<S>,
-    redelivery: Redelivery<S>,
-    topics: Topics<S>,
     limits: Arc<Limits>,
     stopping: CancellationToken,
 }
 
 impl<S: Store> BrokerService<S> {
-    /// Serves `store`; subscriptions are started through `subscriptions`. When `stopping` is
-    /// cancelled (shutdown), waiting Fetch calls return their empty batch at once.
+    /// Serves through `core`; subscriptions are started through `subscriptions`. When
+    /// `stopping` is cancelled (shutdown), waiting Fetch calls return their empty batch at once.
     pub fn new(
-        store: S,
+        core: DeliveryCore<S>,
         subscriptions: Subscriptions<S>,
-        redelivery: Redelivery<S>,
         limits: Arc<Limits>,
         stopping: CancellationToken,
     ) -> Self {
         Self {
-            topics: Topics::new(store.clone()),
-            store,
+            core,
             subscriptions,
-            redelivery,
             limits,
             stopping,
         }
@@ -55,8 +49,7 @@ impl<S: Store> BrokerService<S> {
 /// What turns one Produce request into an append: validation, permission, topic routing and
 /// the trace context. Shared by Produce and ProduceStream (whose every request goes through it).
 struct Producer<S> {
-    store: S,
-    topics: Topics<S>,
+    core: DeliveryCore<S>,
     limits: Arc<Limits>,
     caller: Caller,
     traceparent: Option<String>,
@@ -68,7 +61,7 @@ impl<S: Store> Producer<S> {
         let mut append = convert::produce(request, &self.limits)?;
         self.caller
             .require(Permission::Produce, [append.stream.as_str()])?;
-        self.topics.route(&mut append, &partition_key).await?;
+        self.core.route(&mut append, &partition_key).await?;
         convert::attach_traceparent(&mut append, self.traceparent.as_deref());
         Ok(append)
     }
@@ -77,30 +70,11 @@ impl<S: Store> Producer<S> {
 impl<S: Store> BrokerService<S> {
     fn producer(&self, metadata: &tonic::metadata::MetadataMap) -> Producer<S> {
         Producer {
-            store: self.store.clone(),
-            topics: self.topics.clone(),
+            core: self.core.clone(),
             limits: self.limits.clone(),
             caller: Caller::current(),
             traceparent: convert::traceparent(metadata),
         }
-    }
-
-    /// Replaces topics among the streams of a read by their partitions (`starts` follow).
-    async fn expand<T: Clone>(
-        &self,
-        streams: &mut Vec<String>,
-        per_stream: &mut Vec<T>,
-    ) -> BrokerResult<()> {
-        let expanded = self.topics.expand(streams).await?;
-        if expanded.len() == streams.len() {
-            return Ok(());
-        }
-        *per_stream = expanded
-            .iter()
-            .map(|(_, i)| per_stream[*i].clone())
-            .collect();
-        *streams = expanded.into_iter().map(|(s, _)| s).collect();
-        Ok(())
     }
 }
 
@@ -110,7 +84,7 @@ const PRODUCE_STREAM_BATCH: usize = 64;
 /// Appends validated requests in one round trip; invalid ones are answered without touching
 /// Redis. Answers come back in request order. Shared by Produce and ProduceStream.
 async fn append_in_order<S: Store>(
-    store: &S,
+    core: &DeliveryCore<S>,
     requests: Vec<Result<Append, Status>>,
 ) -> Vec<Result<pb::ProduceResponse, Status>> {
     // Split without copying: the valid requests go to the store, the rest keep their errors.
@@ -125,16 +99,10 @@ async fn append_in_order<S: Store>(
             Err(status) => Some(status),
         })
         .collect();
-    let stored: Vec<Result<Vec<EntryId>, Status>> = match store.append(&valid).await {
+    let stored: Vec<Result<_, Status>> = match core.append(&valid).await {
         Ok(answers) => answers
             .into_iter()
-            .zip(&valid)
-            .map(|(answer, request)| {
-                if let Ok(ids) = &answer {
-                    crate::metrics::produced(&request.stream, ids.len());
-                }
-                answer.map_err(Status::from)
-            })
+            .map(|answer| answer.map_err(Status::from))
             .collect(),
         // The round trip itself failed: every valid request shares that fate.
         Err(err) => vec![Err(Status::from(err)); valid.len()],
@@ -147,9 +115,10 @@ async fn append_in_order<S: Store>(
                 return Err(status);
             }
             let ids = stored.next().unwrap_or_else(|| {
-                Err(Status::internal(
-                    "the store gave fewer answers than requests",
-                ))
+                Err(
+                    BrokerError::Internal("the store gave fewer answers than requests".into())
+                        .into(),
+                )
             })?;
             Ok(pb::ProduceResponse {
                 ids: convert::id_strings(&ids),
@@ -183,7 +152,7 @@ async fn pump_produce_stream<S: Store>(
     producer: Producer<S>,
     stopping: CancellationToken,
 ) {
-    let store = producer.store.clone();
+    let core = producer.core.clone();
     loop {
         let mut next = tokio::select! {
             biased;
@@ -214,7 +183,7 @@ async fn pump_produce_stream<S: Store>(
         }
         // Appends already started finish even during shutdown, and are answered: no request is
         // left in doubt.
-        for answer in append_in_order(&store, batch).await {
+        for answer in append_in_order(&core, batch).await {
             if tx.send(Ok(stream_answer(answer))).await.is_err() {
                 return;
             }
@@ -233,10 +202,10 @@ async fn pump_produce_stream<S: Store>(
 
 /// Names the streams, group and consumer of a read on the call's `rpc` span (opened by the
 /// server for every call; see `server.rs`), so that its log lines say what it was about.
-fn record_reader(streams: &[String], membership: Option<&crate::reading::GroupMembership>) {
+fn record_reader(spec: &ResolvedSpec) {
     let span = tracing::Span::current();
-    span.record("stream", streams.join(",").as_str());
-    if let Some(membership) = membership {
+    span.record("stream", spec.streams().join(",").as_str());
+    if let Reading::Group { membership, .. } = spec.reading() {
         span.record("group", membership.group.as_str());
         span.record("consumer", membership.consumer.as_str());
     }
@@ -271,10 +240,12 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let producer = self.producer(request.metadata());
         tracing::Span::current().record("stream", request.get_ref().stream.as_str());
         let append = producer.prepare(request.into_inner()).await?;
-        let mut answers = append_in_order(&self.store, vec![Ok(append)]).await;
+        let mut answers = append_in_order(&self.core, vec![Ok(append)]).await;
         answers
             .pop()
-            .unwrap_or_else(|| Err(Status::internal("no answer for the request")))
+            .unwrap_or_else(
+                || Err(BrokerError::Internal("no answer for the request".into()).into()),
+            )
             .map(Response::new)
     }
 
@@ -302,26 +273,17 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let mut spec = convert::subscription(request.into_inner(), &self.limits)?;
+        let spec = convert::subscription(request.into_inner(), &self.limits, self.core.backoff())?;
         let caller = Caller::current();
-        caller.require(Permission::Consume, spec.streams.iter().map(String::as_str))?;
-        match &mut spec.mode {
-            crate::subscription::Mode::Tail(starts) => {
-                self.expand(&mut spec.streams, starts).await?
-            }
-            crate::subscription::Mode::Group(_) => {
-                let mut unused = vec![(); spec.streams.len()];
-                self.expand(&mut spec.streams, &mut unused).await?
-            }
-        }
-        record_reader(
-            &spec.streams,
-            match &spec.mode {
-                crate::subscription::Mode::Group(m) => Some(m),
-                crate::subscription::Mode::Tail(_) => None,
-            },
-        );
-        let events = self.subscriptions.open(spec, caller.name())?;
+        caller.require(
+            Permission::Consume,
+            spec.member.streams.iter().map(String::as_str),
+        )?;
+        let resolved = self.core.resolve(spec.member).await?;
+        record_reader(&resolved);
+        let events = self
+            .subscriptions
+            .open(resolved, spec.batch_size, caller.name())?;
         let to_response: fn(_) -> _ = to_response;
         Ok(Response::new(ReceiverStream::new(events).map(to_response)))
     }
@@ -335,11 +297,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
             convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
         record_target(&stream, &group, "");
         Caller::current().require(Permission::Consume, [stream.as_str()])?;
-        let acknowledged = self.store.ack(&stream, &group, &ids).await?;
-        crate::metrics::acked(&stream, acknowledged);
-        if acknowledged > 0 {
-            self.redelivery.acked(&stream, &group);
-        }
+        let acknowledged = self.core.ack(&stream, &group, &ids).await?;
         Ok(Response::new(pb::AckResponse { acknowledged }))
     }
 
@@ -361,7 +319,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
             .map(|ms| convert::delay("delay_ms", ms))
             .transpose()?;
         let nacked = self
-            .redelivery
+            .core
             .nack(&target.stream, &target.group, holder, &target.ids, delay)
             .await?;
         Ok(Response::new(pb::NackResponse {
@@ -387,7 +345,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         record_target(&target.stream, &target.group, &consumer);
         Caller::current().require(Permission::Consume, [target.stream.as_str()])?;
         let extended = self
-            .redelivery
+            .core
             .extend(&target.stream, &target.group, &consumer, &target.ids)
             .await?;
         Ok(Response::new(pb::ExtendDeadlineResponse {
@@ -400,27 +358,20 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let deadline = convert::grpc_timeout(request.metadata());
-        let mut spec = convert::fetch(request.into_inner(), deadline, &self.limits)?;
-        Caller::current().require(Permission::Consume, spec.streams.iter().map(String::as_str))?;
-        match &mut spec.mode {
-            fetch::FetchMode::Plain(starts) => self.expand(&mut spec.streams, starts).await?,
-            fetch::FetchMode::Group { cursors, .. } => {
-                self.expand(&mut spec.streams, cursors).await?
-            }
-        }
-        let group_mode = matches!(spec.mode, fetch::FetchMode::Group { .. });
-        record_reader(
-            &spec.streams,
-            match &spec.mode {
-                fetch::FetchMode::Group { membership, .. } => Some(membership),
-                fetch::FetchMode::Plain(_) => None,
-            },
-        );
-        let fetched = fetch::fetch(&self.store, &self.redelivery, spec, &self.stopping).await?;
-        let mode = if group_mode { "group" } else { "tail" };
-        for delivery in &fetched.deliveries {
-            crate::metrics::delivered(&delivery.stream, mode, 1);
-        }
+        let spec = convert::fetch(
+            request.into_inner(),
+            deadline,
+            &self.limits,
+            self.core.backoff(),
+        )?;
+        Caller::current().require(
+            Permission::Consume,
+            spec.member.streams.iter().map(String::as_str),
+        )?;
+        let resolved = self.core.resolve(spec.member).await?;
+        record_reader(&resolved);
+        let fetched =
+            fetch::fetch(&self.core, resolved, spec.count, spec.wait, &self.stopping).await?;
         Ok(Response::new(fetched.into()))
     }
 }

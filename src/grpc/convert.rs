@@ -9,18 +9,20 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::Limits;
+use crate::delivery::{
+    GroupMembership, MAX_DELAY, MemberSpec, Reading, Replay, Resume, generate_consumer_name,
+    replay_everything,
+};
 use crate::error::{BrokerError, BrokerResult};
-use crate::fetch::{FetchMode, FetchSpec, Fetched, Resume};
+use crate::fetch::{FetchSpec, Fetched};
 use crate::grpc::pb;
 use crate::model::{
-    Append, AutoClaimed, ClaimOptions, ConsumerInfo, DeadLetter, Delivery, Entry, EntryId, Field,
-    GroupInfo, IdRange, NewMessage, ParseIdError, PendingEntry, PendingSummary, RangeBound,
-    StartId, StreamInfo, TrimPolicy, TrimThreshold,
+    Append, AutoClaimed, Backoff, ClaimOptions, ConsumerInfo, DeadLetter, Delivery, DeliveryPolicy,
+    Entry, EntryId, Field, GroupInfo, IdRange, NewMessage, ParseIdError, PendingEntry,
+    PendingSummary, RangeBound, StartId, StreamInfo, TrimPolicy, TrimThreshold,
 };
-use crate::reading::{GroupMembership, generate_consumer_name};
-use crate::redelivery::{DeliveryPolicy, MAX_DELAY};
 use crate::store::GroupCursor;
-use crate::subscription::{Event, Mode, SubscriptionSpec};
+use crate::subscription::{Event, SubscriptionSpec};
 
 /// A stream, group or consumer name: not empty, not over the length limit, no control or
 /// whitespace characters, and none of the glob characters `* ? [ ] \` (names are matched by
@@ -313,12 +315,13 @@ impl ReadOptions<'_> {
 
     /// Group mode: who reads, whether to create the group, and how redelivery works for it.
     /// `consumer` is the name to use (already generated or checked by the caller, whose rules
-    /// differ); `max_in_flight` is Subscribe's alone.
+    /// differ); `max_in_flight` is Subscribe's alone; `backoff` is the server's.
     fn membership(
         &self,
         consumer: String,
         generated_name: bool,
         max_in_flight: u64,
+        backoff: Backoff,
         limits: &Limits,
     ) -> BrokerResult<GroupMembership> {
         let group = name("group", self.group, limits)?;
@@ -348,12 +351,13 @@ impl ReadOptions<'_> {
             generated_name,
             delivery: DeliveryPolicy {
                 ack_deadline,
+                backoff,
                 max_deliveries: u64::from(
                     self.max_deliveries.unwrap_or(limits.default_max_deliveries),
                 ),
                 dead_letter_stream,
-                max_in_flight,
             },
+            max_in_flight,
         })
     }
 }
@@ -395,9 +399,11 @@ pub fn delay(field: &str, ms: u32) -> BrokerResult<Duration> {
 }
 
 /// A Subscribe request, with the consumer name generated when left empty.
+/// A Subscribe request; group members redeliver with `backoff` (the server's).
 pub fn subscription(
     request: pb::SubscribeRequest,
     limits: &Limits,
+    backoff: Backoff,
 ) -> BrokerResult<SubscriptionSpec> {
     let options = read_options!(request);
     let streams = options.stream_names(limits)?;
@@ -407,8 +413,8 @@ pub fn subscription(
         limits.default_batch_size,
         limits,
     )?;
-    let mode = if !options.is_group_mode() {
-        Mode::Tail(options.tail_starts()?)
+    let reading = if !options.is_group_mode() {
+        Reading::Tail(options.tail_starts()?)
     } else {
         if let Some(i) = request.streams.iter().position(|s| !s.after_id.is_empty()) {
             return Err(BrokerError::invalid(
@@ -423,7 +429,18 @@ pub fn subscription(
         let max_in_flight = request
             .max_in_flight
             .unwrap_or(limits.default_max_in_flight);
-        Mode::Group(options.membership(consumer, generated, u64::from(max_in_flight), limits)?)
+        let membership = options.membership(
+            consumer,
+            generated,
+            u64::from(max_in_flight),
+            backoff,
+            limits,
+        )?;
+        Reading::Group {
+            membership,
+            // A subscription starts by replaying what this consumer holds.
+            cursors: replay_everything(streams.len()),
+        }
     };
     if request.group.is_empty() && request.max_in_flight.is_some() {
         return Err(BrokerError::invalid(
@@ -432,8 +449,11 @@ pub fn subscription(
         ));
     }
     Ok(SubscriptionSpec {
-        streams,
-        mode,
+        member: MemberSpec {
+            streams,
+            reading,
+            replay: Replay::Continuous,
+        },
         batch_size,
     })
 }
@@ -444,12 +464,13 @@ pub fn fetch(
     request: pb::FetchRequest,
     deadline: Option<Duration>,
     limits: &Limits,
+    backoff: Backoff,
 ) -> BrokerResult<FetchSpec> {
     let options = read_options!(request);
     let streams = options.stream_names(limits)?;
     let count = count("count", request.count, limits.default_batch_size, limits)?;
-    let mode = if !options.is_group_mode() {
-        FetchMode::Plain(options.tail_starts()?)
+    let reading = if !options.is_group_mode() {
+        Reading::Tail(options.tail_starts()?)
     } else {
         if request.consumer.is_empty() {
             return Err(BrokerError::invalid(
@@ -457,8 +478,13 @@ pub fn fetch(
                 "is required in group mode: fetched messages stay pending for that consumer until acknowledged",
             ));
         }
-        let membership =
-            options.membership(member_name(&request.consumer, limits)?, false, 0, limits)?;
+        let membership = options.membership(
+            member_name(&request.consumer, limits)?,
+            false,
+            0,
+            backoff,
+            limits,
+        )?;
         let cursors = request
             .streams
             .iter()
@@ -468,14 +494,17 @@ pub fn fetch(
                 id => parse(&format!("streams[{i}].after_id"), id).map(GroupCursor::PendingAfter),
             })
             .collect::<BrokerResult<_>>()?;
-        FetchMode::Group {
+        Reading::Group {
             membership,
             cursors,
         }
     };
     Ok(FetchSpec {
-        streams,
-        mode,
+        member: MemberSpec {
+            streams,
+            reading,
+            replay: Replay::OnePage,
+        },
         count,
         wait: fetch_wait(request.wait_ms, limits.max_fetch_wait, deadline),
     })
@@ -744,6 +773,10 @@ mod tests {
         ServeConfig::parse_from(["serve"]).limits
     }
 
+    fn backoff() -> Backoff {
+        ServeConfig::parse_from(["serve"]).redelivery().backoff
+    }
+
     fn status_of<T: std::fmt::Debug>(result: BrokerResult<T>) -> tonic::Status {
         tonic::Status::from(result.unwrap_err())
     }
@@ -861,10 +894,10 @@ mod tests {
             streams: vec![start("a", "0"), start("b", "")],
             ..Default::default()
         };
-        let spec = subscription(tail, &limits()).unwrap();
+        let spec = subscription(tail, &limits(), backoff()).unwrap();
         assert_eq!(
-            spec.mode,
-            Mode::Tail(vec![StartId::After(EntryId::ZERO), StartId::Latest])
+            spec.member.reading,
+            Reading::Tail(vec![StartId::After(EntryId::ZERO), StartId::Latest])
         );
 
         let group = pb::SubscribeRequest {
@@ -872,15 +905,20 @@ mod tests {
             group: "g".into(),
             ..Default::default()
         };
-        match subscription(group, &limits()).unwrap().mode {
-            Mode::Group(m) => {
+        match subscription(group, &limits(), backoff())
+            .unwrap()
+            .member
+            .reading
+        {
+            Reading::Group {
+                membership: m,
+                cursors,
+            } => {
+                assert_eq!(cursors, [GroupCursor::PendingAfter(EntryId::ZERO)]);
                 assert!(m.consumer.starts_with("sg-") && m.generated_name);
                 // Server defaults: 30 s deadline, 1000 in flight, no delivery limit, `<s>:dlq`.
                 assert_eq!(m.delivery.ack_deadline, Duration::from_secs(30));
-                assert_eq!(
-                    (m.delivery.max_in_flight, m.delivery.max_deliveries),
-                    (1000, 0)
-                );
+                assert_eq!((m.max_in_flight, m.delivery.max_deliveries), (1000, 0));
                 assert_eq!(m.delivery.dead_letter_stream_for("a", false), "a:dlq");
             }
             other => panic!("{other:?}"),
@@ -962,7 +1000,7 @@ mod tests {
             ),
         ];
         for (req, expected) in bad {
-            let status = status_of(subscription(req, &limits()));
+            let status = status_of(subscription(req, &limits(), backoff()));
             assert!(
                 status.message().starts_with(expected),
                 "{} !~ {expected}",
@@ -1014,8 +1052,12 @@ mod tests {
             consumer: "c".into(),
             ..Default::default()
         };
-        match fetch(group, None, &limits()).unwrap().mode {
-            FetchMode::Group { cursors, .. } => assert_eq!(
+        match fetch(group, None, &limits(), backoff())
+            .unwrap()
+            .member
+            .reading
+        {
+            Reading::Group { cursors, .. } => assert_eq!(
                 cursors,
                 [
                     GroupCursor::New,
@@ -1061,7 +1103,7 @@ mod tests {
             ),
         ];
         for (req, expected) in bad {
-            let status = status_of(fetch(req, None, &limits()));
+            let status = status_of(fetch(req, None, &limits(), backoff()));
             assert!(
                 status.message().starts_with(expected),
                 "{} !~ {expected}",

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::error::BrokerError;
 use crate::grpc::convert::parse_grpc_timeout;
 
 /// How much earlier than tonic's own timer this layer answers.
@@ -63,10 +64,9 @@ where
         Box::pin(async move {
             match tokio::time::timeout(timeout.saturating_sub(AHEAD_OF_TONIC), response).await {
                 Ok(response) => response,
-                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
-                    "the call's deadline ({timeout:?}) passed before it finished"
-                ))
-                .into_http()),
+                Err(_) => {
+                    Ok(tonic::Status::from(BrokerError::DeadlineExceeded(timeout)).into_http())
+                }
             }
         })
     }

@@ -22,9 +22,9 @@ use super::{
 };
 use crate::model::{
     Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo,
-    IdRange, NewEntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry, PendingMove,
-    PendingQuery, PendingSummary, RangeBound, RedeliveryRules, StartId, StreamInfo, SweepRequest,
-    Swept, TrimPolicy, TrimThreshold,
+    IdRange, IdleAfterMove, NewEntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry,
+    PendingMove, PendingQuery, PendingSummary, RangeBound, StartId, StreamInfo, SweepRequest,
+    Swept, TrimPolicy, TrimThreshold, millis,
 };
 
 /// The embedded store; cheap to clone (all clones share the data).
@@ -34,6 +34,7 @@ pub struct MemoryStore {
     /// (registry, topic) → partition count.
     topics: Arc<Mutex<HashMap<(String, String), u32>>>,
     wakeups: Wakeups,
+    clock: Clock,
 }
 
 #[derive(Default)]
@@ -61,10 +62,31 @@ struct Lease {
     count: u64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// The store's clock: the wall clock when the store was made, advanced by tokio's clock since.
+/// Entry ids stay close to real time, and every idle time, lease and deadline follows tokio's
+/// time, so tests with a paused clock control them.
+#[derive(Clone, Copy)]
+struct Clock {
+    wall_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            wall_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, millis),
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock {
+    /// Milliseconds since the Unix epoch, as this store counts them.
+    fn now_ms(&self) -> u64 {
+        self.wall_ms.saturating_add(millis(self.start.elapsed()))
+    }
 }
 
 fn no_group(stream: &str, group: &str) -> StoreError {
@@ -140,14 +162,14 @@ impl Stream {
         None
     }
 
-    fn next_id(&self, requested: NewEntryId, stream: &str) -> StoreResult<EntryId> {
+    fn next_id(&self, requested: NewEntryId, stream: &str, now: u64) -> StoreResult<EntryId> {
         let last = self.last_id;
         let too_small = || StoreError::IdNotIncreasing {
             stream: stream.to_owned(),
         };
         match requested {
             NewEntryId::Auto => {
-                let ms = now_ms().max(last.ms);
+                let ms = now.max(last.ms);
                 Ok(if ms == last.ms {
                     EntryId::new(ms, last.seq.checked_add(1).ok_or_else(too_small)?)
                 } else {
@@ -322,16 +344,6 @@ fn redis_glob(pattern: &str) -> String {
     out
 }
 
-fn backoff(rules_min: u64, rules_max: u64, count: u64) -> u64 {
-    RedeliveryRules {
-        ack_deadline_ms: 0,
-        backoff_min_ms: rules_min,
-        backoff_max_ms: rules_max,
-        max_deliveries: 0,
-    }
-    .backoff_ms(count)
-}
-
 impl Store for MemoryStore {
     async fn create_topic(
         &self,
@@ -364,6 +376,7 @@ impl Store for MemoryStore {
     }
 
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
+        let now = self.clock.now_ms();
         let mut answers = Vec::with_capacity(requests.len());
         {
             let mut streams = self.streams();
@@ -375,7 +388,7 @@ impl Store for MemoryStore {
                     let stream = streams.entry(request.stream.clone()).or_default();
                     let mut ids = Vec::with_capacity(request.messages.len());
                     for message in &request.messages {
-                        let id = stream.next_id(message.id, &request.stream)?;
+                        let id = stream.next_id(message.id, &request.stream, now)?;
                         stream.entries.insert(id, message.fields.clone());
                         stream.last_id = id;
                         stream.entries_added += 1;
@@ -439,7 +452,7 @@ impl Store for MemoryStore {
                 return Err(no_group(name, group));
             }
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut replies = Vec::new();
         for (name, cursor) in cursors {
             let Some(stream) = streams.get_mut(name) else {
@@ -752,7 +765,7 @@ impl Store for MemoryStore {
         if g.consumers.contains_key(consumer) {
             return Ok(false);
         }
-        g.touch(consumer, now_ms());
+        g.touch(consumer, self.clock.now_ms());
         Ok(true)
     }
 
@@ -772,7 +785,7 @@ impl Store for MemoryStore {
         let mut streams = self.streams();
         let s = streams.get_mut(stream).ok_or_else(|| no_stream(stream))?;
         let g = s.group(stream, group)?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         Ok(g.consumers
             .iter()
             .map(|(name, seen)| ConsumerInfo {
@@ -818,7 +831,7 @@ impl Store for MemoryStore {
             if is_empty_range(&range) {
                 return Ok(Vec::new());
             }
-            let now = now_ms();
+            let now = self.clock.now_ms();
             Ok(g.pending
                 .range(range)
                 .filter(|(_, l)| query.consumer.as_ref().is_none_or(|c| *c == l.consumer))
@@ -842,7 +855,7 @@ impl Store for MemoryStore {
         options: &ClaimOptions,
     ) -> StoreResult<Claimed> {
         self.with_group(stream, group, |s, group| {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let mut delivered_at = match (options.idle_ms, options.time_ms) {
                 (Some(idle), _) => now.saturating_sub(idle),
                 (None, Some(time)) => time,
@@ -894,7 +907,7 @@ impl Store for MemoryStore {
         just_id: bool,
     ) -> StoreResult<AutoClaimed> {
         self.with_group(stream, group, |s, group| {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             s.group(stream, group)?.touch(consumer, now);
             let candidates: Vec<EntryId> = s.groups[group]
                 .pending
@@ -946,7 +959,8 @@ impl Store for MemoryStore {
         consumer: &str,
         request: &SweepRequest,
     ) -> StoreResult<Swept> {
-        let rules = &request.rules;
+        let policy = &request.policy;
+        let deadline_ms = millis(policy.ack_deadline);
         let mut streams = self.streams();
         if !streams
             .get(stream)
@@ -954,8 +968,8 @@ impl Store for MemoryStore {
         {
             return Err(no_group(stream, group));
         }
-        let now = now_ms();
-        let min_idle = rules.ack_deadline_ms.min(PARKED_HORIZON_MS);
+        let now = self.clock.now_ms();
+        let min_idle = deadline_ms.min(PARKED_HORIZON_MS);
         // The rows XPENDING IDLE would return: (id, owner, idle, count).
         let rows: Vec<(EntryId, String, u64, u64)> = {
             let g = &streams[stream].groups[group];
@@ -996,7 +1010,7 @@ impl Store for MemoryStore {
                 let due = if parked {
                     *idle >= PARKED_HORIZON_MS
                 } else {
-                    *idle >= rules.ack_deadline_ms + rules.backoff_ms(*count)
+                    *idle >= deadline_ms + policy.backoff.after_ms(*count)
                 };
                 if !due {
                     continue;
@@ -1006,7 +1020,7 @@ impl Store for MemoryStore {
                     swept.lost.push(*id);
                     continue;
                 };
-                if rules.max_deliveries > 0 && *count >= rules.max_deliveries {
+                if policy.max_deliveries > 0 && *count >= policy.max_deliveries {
                     let why = if parked {
                         "nacked or given back"
                     } else {
@@ -1014,7 +1028,7 @@ impl Store for MemoryStore {
                     };
                     let reason = format!(
                         "delivered {count} times (max_deliveries {}); last delivery {why}",
-                        rules.max_deliveries
+                        policy.max_deliveries
                     );
                     let mut letter: Vec<Field> = [
                         ("dlq.stream", request.stream_label.clone()),
@@ -1060,7 +1074,7 @@ impl Store for MemoryStore {
                 .entry(request.dead_letter_stream.clone())
                 .or_default();
             for letter in dead_letters {
-                let id = dlq.next_id(NewEntryId::Auto, &request.dead_letter_stream)?;
+                let id = dlq.next_id(NewEntryId::Auto, &request.dead_letter_stream, now)?;
                 dlq.entries.insert(id, letter);
                 dlq.last_id = id;
                 dlq.entries_added += 1;
@@ -1077,7 +1091,7 @@ impl Store for MemoryStore {
         movement: &PendingMove,
     ) -> StoreResult<Vec<EntryId>> {
         self.with_group(stream, group, |s, group| {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let mut moved = Vec::new();
             for id in ids {
                 let exists = s.entries.contains_key(id);
@@ -1096,13 +1110,12 @@ impl Store for MemoryStore {
                     g.pending.remove(id);
                     continue;
                 }
-                let idle = movement.idle_ms.unwrap_or_else(|| {
-                    movement.horizon_ms.saturating_sub(backoff(
-                        movement.rules.backoff_min_ms,
-                        movement.rules.backoff_max_ms,
-                        lease.count,
-                    ))
-                });
+                let idle = match movement.idle {
+                    IdleAfterMove::Set(ms) => ms,
+                    IdleAfterMove::Backoff(backoff) => movement
+                        .horizon_ms
+                        .saturating_sub(backoff.after_ms(lease.count)),
+                };
                 lease.consumer = movement.to.clone();
                 lease.delivered_at = now.saturating_sub(idle);
                 g.touch(&movement.to, now);
@@ -1121,7 +1134,7 @@ impl Store for MemoryStore {
         delete: bool,
     ) -> StoreResult<Released> {
         self.with_group(stream, group, |s, group| {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             if let Some(min_idle) = only_if_idle_ms {
                 let seen = s.group(stream, group)?.consumers.get(consumer).copied();
                 match seen {
@@ -1170,7 +1183,7 @@ impl Store for MemoryStore {
         lease_ms: u64,
         limit: u64,
     ) -> StoreResult<Vec<(EntryId, u64)>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.with_group(stream, group, |s, group| {
             let mut held = s
                 .group(stream, group)?
@@ -1205,7 +1218,7 @@ impl Store for MemoryStore {
                 )));
             }
             let target = streams.entry(origin.to_owned()).or_default();
-            let new_id = target.next_id(NewEntryId::Auto, origin)?;
+            let new_id = target.next_id(NewEntryId::Auto, origin, self.clock.now_ms())?;
             target.entries.insert(new_id, fields[5..].to_vec());
             target.last_id = new_id;
             target.entries_added += 1;

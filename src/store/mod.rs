@@ -412,6 +412,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<EntryId>>> + Send;
 }
 
+/// The store a broker serves from: Redis or the embedded one, under `--key-prefix`.
+pub type BrokerStore = Namespaced<AnyStore>;
+
 /// The store a broker runs on, chosen at start-up: Redis when a URL is configured, else the
 /// embedded one. Everything above the store layer sees only this, through [`Store`].
 // A handful of these exist (one per subscription pump at most); their size does not matter,

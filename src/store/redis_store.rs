@@ -38,7 +38,7 @@ use crate::model::{
     IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, RangeBound, StartId,
     StreamInfo, SweepRequest, Swept, TrimPolicy, TrimThreshold,
 };
-use crate::model::{NewEntryId, PARKED_CONSUMER, PARKED_HORIZON_MS};
+use crate::model::{IdleAfterMove, NewEntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, millis};
 
 /// How to reach Redis and how patient to be with it.
 #[derive(Debug, Clone)]
@@ -1678,18 +1678,18 @@ impl Store for RedisStore {
         consumer: &str,
         request: &SweepRequest,
     ) -> StoreResult<Swept> {
-        let rules = &request.rules;
+        let policy = &request.policy;
         let mut invocation = SCRIPTS.sweep.key(stream);
         invocation
             .key(&request.dead_letter_stream)
             .arg(group)
             .arg(consumer)
             .arg(PARKED_CONSUMER)
-            .arg(rules.ack_deadline_ms)
-            .arg(rules.backoff_min_ms)
-            .arg(rules.backoff_max_ms)
+            .arg(millis(policy.ack_deadline))
+            .arg(policy.backoff.min_ms())
+            .arg(policy.backoff.max_ms())
             .arg(PARKED_HORIZON_MS)
-            .arg(rules.max_deliveries)
+            .arg(policy.max_deliveries)
             .arg(request.cursor.to_arg("-"))
             .arg(request.scan.max(1))
             .arg(request.claim.max(1))
@@ -1707,9 +1707,11 @@ impl Store for RedisStore {
         ids: &[EntryId],
         movement: &PendingMove,
     ) -> StoreResult<Vec<EntryId>> {
-        let idle = movement
-            .idle_ms
-            .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        // -1 tells the script to count back from the horizon by each entry's backoff.
+        let (idle, backoff) = match movement.idle {
+            IdleAfterMove::Set(ms) => (i64::try_from(ms).unwrap_or(i64::MAX), None),
+            IdleAfterMove::Backoff(backoff) => (-1, Some(backoff)),
+        };
         let mut invocation = SCRIPTS.move_pending.key(stream);
         invocation
             .arg(group)
@@ -1717,8 +1719,8 @@ impl Store for RedisStore {
             .arg(&movement.to)
             .arg(idle)
             .arg(movement.horizon_ms)
-            .arg(movement.rules.backoff_min_ms)
-            .arg(movement.rules.backoff_max_ms)
+            .arg(backoff.map_or(0, |b| b.min_ms()))
+            .arg(backoff.map_or(0, |b| b.max_ms()))
             .arg(id_args(ids));
         let reply: Value = self
             .run_script(

@@ -1,38 +1,13 @@
-//! Reads shared by Subscribe (a stream of batches) and Fetch (one batch): one code path for
-//! preparing a group, resolving start positions, and turning XREAD / XREADGROUP replies into
-//! deliveries, so the two RPCs cannot drift apart in what they promise.
+//! The reads under every member's batches: preparing a group, resolving start positions, and
+//! turning XREAD / XREADGROUP replies into deliveries (real delivery counts, deleted entries
+//! skipped and logged).
 
 use std::collections::HashMap;
 
-use rand::Rng;
-
+use super::membership::GroupMembership;
 use crate::error::BrokerResult;
 use crate::model::{Delivery, Entry, EntryId, IdRange, PendingQuery, RangeBound, StartId};
-use crate::redelivery::DeliveryPolicy;
 use crate::store::{GroupCursor, Store, StoreError};
-
-/// A reader's place in a consumer group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupMembership {
-    /// Group name.
-    pub group: String,
-    /// Consumer name; never empty (see [`generate_consumer_name`]).
-    pub consumer: String,
-    /// Create the group where missing, starting here.
-    pub create_from: Option<StartId>,
-    /// XREADGROUP NOACK.
-    pub no_ack: bool,
-    /// The broker made the consumer name up: nobody can come back under it, so the consumer is
-    /// deleted when the subscription ends.
-    pub generated_name: bool,
-    /// Deadlines, delivery limit, dead letters, flow control.
-    pub delivery: DeliveryPolicy,
-}
-
-/// A consumer name unlikely to collide: `sg-` and 16 hex digits.
-pub fn generate_consumer_name() -> String {
-    format!("sg-{:016x}", rand::rng().random::<u64>())
-}
 
 /// Creates the group on each stream where asked (an existing group is fine), or checks that it
 /// exists, so that a missing group fails a call before anything is delivered.

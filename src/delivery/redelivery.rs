@@ -25,56 +25,20 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::membership::GroupMembership;
 use crate::error::BrokerResult;
 use crate::model::{
-    Delivery, EntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove, RangeBound,
-    RedeliveryRules, SweepRequest,
+    Backoff, Delivery, EntryId, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove,
+    RangeBound, SweepRequest, millis,
 };
-use crate::reading::GroupMembership;
 use crate::store::Store;
-
-/// How a group member wants its messages redelivered; set per subscription or fetch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryPolicy {
-    /// How long a delivered message may stay unacknowledged before it is redelivered.
-    pub ack_deadline: Duration,
-    /// Deliveries after which a message is dead-lettered instead of redelivered; 0: no limit.
-    pub max_deliveries: u64,
-    /// Where dead letters go; `None` for `<stream>:dlq`.
-    pub dead_letter_stream: Option<String>,
-    /// Most messages this member may hold unacknowledged (Subscribe only); 0: no limit.
-    pub max_in_flight: u64,
-}
-
-impl DeliveryPolicy {
-    /// The dead-letter stream for messages of `stream`: the one asked for, else
-    /// `<stream>:dlq`. On a Redis Cluster (`slot_safe`) the default must share the stream's slot
-    /// (the move is one script over both keys): `{<stream>}:dlq`, or `<stream>:dlq` when the
-    /// stream's name already carries a hash tag.
-    pub fn dead_letter_stream_for(&self, stream: &str, slot_safe: bool) -> String {
-        match &self.dead_letter_stream {
-            Some(name) => name.clone(),
-            None if slot_safe && !has_hash_tag(stream) => format!("{{{stream}}}:dlq"),
-            None => format!("{stream}:dlq"),
-        }
-    }
-}
-
-/// Whether a key has a Redis Cluster hash tag (`{...}` with something inside).
-fn has_hash_tag(key: &str) -> bool {
-    key.find('{')
-        .and_then(|open| key[open + 1..].find('}'))
-        .is_some_and(|len| len > 0)
-}
 
 /// Server-wide redelivery settings (`streamgate serve --help`). Every broker instance serving a
 /// group should use the same values: the backoff is applied by whichever instance sweeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedeliverySettings {
-    /// Backoff before the second delivery; doubles with each delivery after that.
-    pub backoff_min: Duration,
-    /// Backoff never exceeds this.
-    pub backoff_max: Duration,
+    /// The backoff of every delivery policy this broker builds, and of a nack without a delay.
+    pub backoff: Backoff,
     /// Consumers idle for longer than this are deleted (their messages handed back first);
     /// zero turns the clean-up off.
     pub consumer_idle_timeout: Duration,
@@ -138,10 +102,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl<S: Store> Redelivery<S> {
     /// Redelivery over `store` with the server's `settings`.
     pub fn new(store: S, settings: RedeliverySettings) -> Self {
@@ -159,13 +119,9 @@ impl<S: Store> Redelivery<S> {
         &self.counters
     }
 
-    fn rules(&self, policy: &DeliveryPolicy) -> RedeliveryRules {
-        RedeliveryRules {
-            ack_deadline_ms: millis(policy.ack_deadline),
-            backoff_min_ms: millis(self.settings.backoff_min),
-            backoff_max_ms: millis(self.settings.backoff_max),
-            max_deliveries: policy.max_deliveries,
-        }
+    /// The backoff every delivery policy of this broker uses.
+    pub fn backoff(&self) -> Backoff {
+        self.settings.backoff
     }
 
     /// The streams whose sweep for `group` is due now, each booked for its next turn (±10%, so
@@ -248,7 +204,7 @@ impl<S: Store> Redelivery<S> {
         room: usize,
     ) -> BrokerResult<Vec<Delivery>> {
         let policy = &membership.delivery;
-        let interval = sweep_interval(policy.ack_deadline, self.settings.backoff_min);
+        let interval = sweep_interval(policy.ack_deadline, policy.backoff.min);
         let mut deliveries = Vec::new();
         for stream in self.take_due(streams, &membership.group, interval) {
             if deliveries.len() >= room {
@@ -264,7 +220,7 @@ impl<S: Store> Redelivery<S> {
                 dead_letter_stream: policy
                     .dead_letter_stream_for(&stream, self.settings.slot_safe_dead_letters),
                 stream_label: stream.clone(),
-                rules: self.rules(policy),
+                policy: policy.clone(),
                 cursor,
                 scan: SWEEP_SCAN,
                 claim: room - deliveries.len(),
@@ -331,7 +287,7 @@ impl<S: Store> Redelivery<S> {
                 dead_letter_stream = %request.dead_letter_stream,
                 count = dead_lettered.len(),
                 first_id = %dead_lettered[0],
-                max_deliveries = request.rules.max_deliveries,
+                max_deliveries = request.policy.max_deliveries,
                 "messages reached their delivery limit and were moved to the dead-letter stream"
             );
         }
@@ -459,18 +415,14 @@ impl<S: Store> Redelivery<S> {
         ids: &[EntryId],
         delay: Option<Duration>,
     ) -> BrokerResult<Vec<EntryId>> {
-        let rules = RedeliveryRules {
-            ack_deadline_ms: 0,
-            backoff_min_ms: millis(self.settings.backoff_min),
-            backoff_max_ms: millis(self.settings.backoff_max),
-            max_deliveries: 0,
-        };
         let movement = PendingMove {
             holder,
             to: PARKED_CONSUMER.to_owned(),
-            idle_ms: delay.map(|d| PARKED_HORIZON_MS.saturating_sub(millis(d))),
+            idle: match delay {
+                Some(delay) => IdleAfterMove::Set(PARKED_HORIZON_MS.saturating_sub(millis(delay))),
+                None => IdleAfterMove::Backoff(self.settings.backoff),
+            },
             horizon_ms: PARKED_HORIZON_MS,
-            rules,
         };
         let nacked = self
             .store
@@ -479,7 +431,7 @@ impl<S: Store> Redelivery<S> {
         crate::metrics::nacked(stream, nacked.len());
         if !nacked.is_empty() {
             // Look again when the earliest of them is due.
-            let wait = delay.unwrap_or(self.settings.backoff_min);
+            let wait = delay.unwrap_or(self.settings.backoff.min);
             let streams = [stream.to_owned()];
             self.due_by(&streams, group, Instant::now() + wait);
             self.wake_group(&streams, group);
@@ -499,14 +451,8 @@ impl<S: Store> Redelivery<S> {
         let movement = PendingMove {
             holder: Some(consumer.to_owned()),
             to: consumer.to_owned(),
-            idle_ms: Some(0),
+            idle: IdleAfterMove::Set(0),
             horizon_ms: PARKED_HORIZON_MS,
-            rules: RedeliveryRules {
-                ack_deadline_ms: 0,
-                backoff_min_ms: 0,
-                backoff_max_ms: 0,
-                max_deliveries: 0,
-            },
         };
         Ok(self
             .store
@@ -534,36 +480,6 @@ impl<S: Store> Redelivery<S> {
             })
             .collect()
     }
-
-    /// How many messages `membership` holds unacknowledged over `streams` whose ack deadline has
-    /// not passed, counted by Redis (acks may arrive through another broker instance), up to
-    /// `limit`. Expired ones are due for redelivery and free their holder's room, so a member
-    /// holding messages it never received (a reply lost in a crash) cannot stall at its limit.
-    pub async fn in_flight(
-        &self,
-        membership: &GroupMembership,
-        streams: &[String],
-        limit: u64,
-    ) -> BrokerResult<u64> {
-        let mut held = 0;
-        for stream in streams {
-            held += self
-                .store
-                .leases(
-                    stream,
-                    &membership.group,
-                    &membership.consumer,
-                    millis(membership.delivery.ack_deadline),
-                    limit,
-                )
-                .await?
-                .len() as u64;
-            if held >= limit {
-                break;
-            }
-        }
-        Ok(held)
-    }
 }
 
 #[cfg(test)]
@@ -572,15 +488,13 @@ mod tests {
 
     #[test]
     fn backoff_doubles_per_delivery_up_to_the_maximum() {
-        let rules = RedeliveryRules {
-            ack_deadline_ms: 1000,
-            backoff_min_ms: 100,
-            backoff_max_ms: 1000,
-            max_deliveries: 0,
+        let backoff = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
         };
-        let waits: Vec<u64> = (1..=6).map(|n| rules.backoff_ms(n)).collect();
+        let waits: Vec<u64> = (1..=6).map(|n| backoff.after_ms(n)).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(rules.backoff_ms(u64::MAX), 1000);
+        assert_eq!(backoff.after_ms(u64::MAX), 1000);
     }
 
     fn redelivery() -> Redelivery<crate::store::RedisStore> {
@@ -598,8 +512,10 @@ mod tests {
         Redelivery::new(
             store,
             RedeliverySettings {
-                backoff_min: Duration::from_secs(1),
-                backoff_max: Duration::from_secs(60),
+                backoff: Backoff {
+                    min: Duration::from_secs(1),
+                    max: Duration::from_secs(60),
+                },
                 consumer_idle_timeout: Duration::ZERO,
                 slot_safe_dead_letters: false,
             },
@@ -637,11 +553,14 @@ mod tests {
 
     #[test]
     fn dead_letters_default_to_a_stream_beside_their_own() {
-        let mut policy = DeliveryPolicy {
+        let mut policy = crate::model::DeliveryPolicy {
             ack_deadline: Duration::from_secs(30),
+            backoff: Backoff {
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            },
             max_deliveries: 5,
             dead_letter_stream: None,
-            max_in_flight: 0,
         };
         assert_eq!(policy.dead_letter_stream_for("orders", false), "orders:dlq");
         assert_eq!(

@@ -1,0 +1,188 @@
+//! The delivery core: everything a consuming or producing call needs beyond its transport, in
+//! one place that knows nothing of tonic. Subscribe, Fetch (and any later consuming call) are
+//! thin loops around [`Member::next_batch`]; Ack, Nack and ExtendDeadline are calls of
+//! [`DeliveryCore`] with their metrics, wake-ups and flow-control bookkeeping; topics are
+//! expanded and routed here, so every transport gets the same behaviour.
+//!
+//! - [`member`]: a member and its one batch order (own pending, in-flight limit, redeliveries,
+//!   new entries);
+//! - [`leases`]: flow control from a book of what each member holds, not a Redis walk per read;
+//! - [`redelivery`]: ack deadlines, backoff, nack, dead letters, hand-back, consumer clean-up;
+//! - [`reading`]: the XREAD / XREADGROUP reads under every batch;
+//! - [`membership`]: who reads a group, under which policy;
+//! - [`topics`]: partitioned topics.
+
+pub mod leases;
+pub mod member;
+pub mod membership;
+pub mod reading;
+pub mod redelivery;
+pub mod topics;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+pub use member::{Batch, Member, MemberSpec, Reading, Replay, Resume};
+pub use membership::{GroupMembership, generate_consumer_name};
+pub use redelivery::{MAX_DELAY, Redelivery, RedeliveryCounters, RedeliverySettings};
+pub use topics::Topics;
+
+use crate::error::BrokerResult;
+use crate::model::{Append, Backoff, EntryId};
+use crate::store::{GroupCursor, Store, StoreResult};
+use leases::LeaseBooks;
+
+/// A [`MemberSpec`] whose topics were replaced by their partitions: what
+/// [`DeliveryCore::join`] takes, so that no transport can forget the expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedSpec(MemberSpec);
+
+impl ResolvedSpec {
+    /// The streams to read (partitions in place of topics).
+    pub fn streams(&self) -> &[String] {
+        &self.0.streams
+    }
+
+    /// Tail or group.
+    pub fn reading(&self) -> &Reading {
+        &self.0.reading
+    }
+}
+
+/// The core over one store; cheap to clone (every part is shared).
+#[derive(Clone)]
+pub struct DeliveryCore<S> {
+    store: S,
+    redelivery: Redelivery<S>,
+    topics: Topics<S>,
+    books: LeaseBooks,
+}
+
+impl<S: Store> DeliveryCore<S> {
+    /// The core over `store`, with the server's redelivery `settings`.
+    pub fn new(store: S, settings: RedeliverySettings) -> Self {
+        Self {
+            redelivery: Redelivery::new(store.clone(), settings),
+            topics: Topics::new(store.clone()),
+            store,
+            books: LeaseBooks::default(),
+        }
+    }
+
+    /// The store underneath (Admin calls that are one store command each use it directly).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Redelivery state: sweeps, counters, served groups.
+    pub fn redelivery(&self) -> &Redelivery<S> {
+        &self.redelivery
+    }
+
+    /// Topic routing and partition counts.
+    pub fn topics(&self) -> &Topics<S> {
+        &self.topics
+    }
+
+    /// The backoff of every delivery policy this broker builds.
+    pub fn backoff(&self) -> Backoff {
+        self.redelivery.backoff()
+    }
+
+    pub(crate) fn books(&self) -> &LeaseBooks {
+        &self.books
+    }
+
+    /// Replaces topics among the streams of `spec` by their partitions (per-stream positions
+    /// follow their topic).
+    pub async fn resolve(&self, mut spec: MemberSpec) -> BrokerResult<ResolvedSpec> {
+        let expanded = self.topics.expand(&spec.streams).await?;
+        if expanded.len() != spec.streams.len() {
+            match &mut spec.reading {
+                Reading::Tail(starts) => *starts = follow(&expanded, starts),
+                Reading::Group { cursors, .. } => *cursors = follow(&expanded, cursors),
+            }
+            spec.streams = expanded.into_iter().map(|(s, _)| s).collect();
+        }
+        Ok(ResolvedSpec(spec))
+    }
+
+    /// A member reading `spec`: its group prepared (created where asked, or checked), or its
+    /// tail positions resolved.
+    pub async fn join(&self, spec: ResolvedSpec) -> BrokerResult<Member<S>> {
+        Member::start(self.clone(), spec.0).await
+    }
+
+    /// Points a Produce at its partition when its stream is a topic.
+    pub async fn route(&self, append: &mut Append, partition_key: &str) -> BrokerResult<()> {
+        self.topics.route(append, partition_key).await
+    }
+
+    /// Appends `requests` in one pipelined round trip (see [`Store::append`]), counting what was
+    /// produced.
+    pub async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
+        let answers = self.store.append(requests).await?;
+        for (answer, request) in answers.iter().zip(requests) {
+            if let Ok(ids) = answer {
+                crate::metrics::produced(&request.stream, ids.len());
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Ack: the messages leave the group's pending list; their holders get room again.
+    pub async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<u64> {
+        let acknowledged = self.store.ack(stream, group, ids).await?;
+        crate::metrics::acked(stream, acknowledged);
+        if acknowledged > 0 {
+            self.books.released(stream, group, ids);
+            self.redelivery.acked(stream, group);
+        }
+        Ok(acknowledged)
+    }
+
+    /// Nack: the messages go back to the group, due after `delay` (or their backoff); with
+    /// `holder`, only those that consumer holds. Returns the ids nacked.
+    pub async fn nack(
+        &self,
+        stream: &str,
+        group: &str,
+        holder: Option<String>,
+        ids: &[EntryId],
+        delay: Option<Duration>,
+    ) -> BrokerResult<Vec<EntryId>> {
+        let nacked = self
+            .redelivery
+            .nack(stream, group, holder, ids, delay)
+            .await?;
+        self.books.released(stream, group, &nacked);
+        Ok(nacked)
+    }
+
+    /// ExtendDeadline: the messages `consumer` holds get a fresh ack deadline. Returns the ids
+    /// extended.
+    pub async fn extend(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> BrokerResult<Vec<EntryId>> {
+        let extended = self.redelivery.extend(stream, group, consumer, ids).await?;
+        self.books.renewed(stream, group, &extended);
+        Ok(extended)
+    }
+}
+
+/// Per-stream values for the expanded streams: each takes the value of the name it came from.
+fn follow<T: Clone>(expanded: &[(String, usize)], values: &[T]) -> Vec<T> {
+    expanded.iter().map(|(_, i)| values[*i].clone()).collect()
+}
+
+/// Cursors for a group read that starts with the consumer's own pending entries on every
+/// stream: what a subscription replays when it (re)joins.
+pub fn replay_everything(streams: usize) -> Vec<GroupCursor> {
+    vec![GroupCursor::PendingAfter(EntryId::ZERO); streams]
+}

@@ -1,0 +1,46 @@
+//! Gauges of what lives outside this process, sampled on a timer: the Redis pool, and the
+//! pending count and lag of every group this broker serves. Apart from [`crate::metrics`]
+//! because it reads the broker's store and redelivery state, which the recording functions
+//! there must not depend on (everything records metrics).
+
+use std::time::Duration;
+
+use metrics::gauge;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::Redelivery;
+use crate::store::{AnyStore, BrokerStore, Store};
+
+/// Samples what lives outside this process every `interval` until `stop`: the Redis pool, and
+/// the pending count and lag of every group this broker serves.
+pub async fn sample(
+    store: BrokerStore,
+    redelivery: Redelivery<BrokerStore>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        if let AnyStore::Redis(redis) = store.inner() {
+            let (connections, idle) = redis.pool_state();
+            gauge!("streamgate_redis_pool_connections", "state" => "idle").set(f64::from(idle));
+            gauge!("streamgate_redis_pool_connections", "state" => "in_use")
+                .set(f64::from(connections.saturating_sub(idle)));
+        }
+        for (stream, group) in redelivery.served_groups() {
+            let Ok(groups) = store.groups(&stream).await else {
+                continue;
+            };
+            if let Some(info) = groups.into_iter().find(|g| g.name == group) {
+                let labels = [("stream", stream.clone()), ("group", group.clone())];
+                gauge!("streamgate_group_pending", &labels).set(info.pending as f64);
+                if let Some(lag) = info.lag {
+                    gauge!("streamgate_group_lag", &labels).set(lag as f64);
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
