@@ -9,19 +9,18 @@ use metrics::gauge;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Redelivery;
-use crate::store::{AnyStore, BrokerStore, Store};
+use crate::store::Store;
 
 /// Samples what lives outside this process every `interval` until `stop`: the Redis pool, and
 /// the pending count and lag of every group this broker serves.
-pub async fn sample(
-    store: BrokerStore,
-    redelivery: Redelivery<BrokerStore>,
+pub async fn sample<S: Store>(
+    store: S,
+    redelivery: Redelivery<S>,
     interval: Duration,
     stop: CancellationToken,
 ) {
     loop {
-        if let AnyStore::Redis(redis) = store.inner() {
-            let (connections, idle) = redis.pool_state();
+        if let Some((connections, idle)) = store.pool_state() {
             gauge!("streamgate_redis_pool_connections", "state" => "idle").set(f64::from(idle));
             gauge!("streamgate_redis_pool_connections", "state" => "in_use")
                 .set(f64::from(connections.saturating_sub(idle)));

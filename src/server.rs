@@ -27,9 +27,8 @@ use crate::delivery::{DeliveryCore, RedeliveryCounters};
 use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
-pub use crate::store::BrokerStore;
 use crate::store::{
-    AnyStore, MemoryStore, Namespaced, RedisStore, RedisStoreConfig, Store, StoreError,
+    MemoryStore, Namespaced, RedisStore, RedisStoreConfig, Store, StoreError, Wakeups,
 };
 use crate::subscription::{SubscriptionLimits, Subscriptions};
 
@@ -62,14 +61,24 @@ pub const HEALTH_SERVICE_NAMES: [&str; 3] = [
     pb::admin_server::SERVICE_NAME,
 ];
 
-/// A broker ready to serve: its store and the counters tests and operators look at.
-pub struct Broker {
+/// A broker ready to serve on the store chosen at start-up: the one place the server names the
+/// concrete stores; everything it runs is generic over [`Store`].
+pub enum Broker {
+    /// On Redis (`--redis-url` or `--redis-cluster-url`).
+    Redis(Box<BrokerOn<Namespaced<RedisStore>>>),
+    /// On the embedded store.
+    Memory(Box<BrokerOn<Namespaced<MemoryStore>>>),
+}
+
+/// A broker over one store (under `--key-prefix`): the core, the subscriptions, and what the
+/// server needs to serve them.
+pub struct BrokerOn<S> {
     config: ServeConfig,
-    store: BrokerStore,
+    store: S,
     subscriptions_shutdown: CancellationToken,
     tracker: TaskTracker,
-    subscriptions: Subscriptions<BrokerStore>,
-    core: DeliveryCore<BrokerStore>,
+    subscriptions: Subscriptions<S>,
+    core: DeliveryCore<S>,
     auth: AuthLayer,
     tls: Option<ServerTlsConfig>,
 }
@@ -105,27 +114,90 @@ impl Broker {
             .redis_url
             .clone()
             .or_else(|| cluster_seeds.first().cloned());
-        let store = match &url {
-            Some(url) => AnyStore::Redis(RedisStore::new(RedisStoreConfig {
-                url: url.clone(),
-                cluster_seeds,
-                pool_size: config.redis_pool_size,
-                response_timeout: config.redis_timeout,
-                connect_timeout: config.redis_connect_timeout,
-                watch_block: config.watch_block,
-                ca_pem: config
-                    .redis_ca_file
-                    .as_deref()
-                    .map(|path| {
-                        std::fs::read(path).map_err(|err| {
-                            ServeError::Config(format!("cannot read {}: {err}", path.display()))
+        let auth = auth_layer(&config)?;
+        let tls = tls_config(&config)?;
+        let prefix = config.key_prefix.clone();
+        Ok(match &url {
+            Some(url) => {
+                let store = RedisStore::new(RedisStoreConfig {
+                    url: url.clone(),
+                    cluster_seeds,
+                    pool_size: config.redis_pool_size,
+                    response_timeout: config.redis_timeout,
+                    connect_timeout: config.redis_connect_timeout,
+                    watch_block: config.watch_block,
+                    ca_pem: config
+                        .redis_ca_file
+                        .as_deref()
+                        .map(|path| {
+                            std::fs::read(path).map_err(|err| {
+                                ServeError::Config(format!("cannot read {}: {err}", path.display()))
+                            })
                         })
-                    })
-                    .transpose()?,
-            })?),
-            None => AnyStore::Memory(MemoryStore::new()),
-        };
-        let store = Namespaced::new(store, config.key_prefix.clone());
+                        .transpose()?,
+                })?;
+                Self::Redis(Box::new(BrokerOn::new(
+                    config,
+                    Namespaced::new(store, prefix),
+                    auth,
+                    tls,
+                )))
+            }
+            None => Self::Memory(Box::new(BrokerOn::new(
+                config,
+                Namespaced::new(MemoryStore::new(), prefix),
+                auth,
+                tls,
+            ))),
+        })
+    }
+
+    /// Subscriptions whose pump is running.
+    pub fn open_subscriptions(&self) -> usize {
+        self.stats().open_subscriptions()
+    }
+
+    /// A cheap handle for reading [`open_subscriptions`](Self::open_subscriptions) and the
+    /// wake-up registry from outside while the broker serves.
+    pub fn stats(&self) -> BrokerStats {
+        match self {
+            Self::Redis(broker) => broker.stats(),
+            Self::Memory(broker) => broker.stats(),
+        }
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then drains (see the module docs).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
+        match self {
+            Self::Redis(broker) => (*broker).serve(listener, shutdown).await,
+            Self::Memory(broker) => (*broker).serve(listener, shutdown).await,
+        }
+    }
+}
+
+/// Authentication from `--principals-file` (off without one, and said so).
+fn auth_layer(config: &ServeConfig) -> Result<AuthLayer, ServeError> {
+    let principals = config
+        .principals_file
+        .as_deref()
+        .map(Principals::load)
+        .transpose()
+        .map_err(ServeError::Config)?;
+    match &principals {
+        Some(p) => tracing::info!(principals = p.count(), "authentication on"),
+        None => tracing::warn!(
+            "no --principals-file: authentication is OFF, every caller may do everything"
+        ),
+    }
+    Ok(AuthLayer::new(principals, config.auth_probes))
+}
+
+impl<S: Store> BrokerOn<S> {
+    fn new(config: ServeConfig, store: S, auth: AuthLayer, tls: Option<ServerTlsConfig>) -> Self {
         let subscriptions_shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let core = DeliveryCore::new(store.clone(), config.redelivery());
@@ -140,21 +212,7 @@ impl Broker {
                 heartbeat: config.heartbeat_interval,
             },
         );
-        let principals = config
-            .principals_file
-            .as_deref()
-            .map(Principals::load)
-            .transpose()
-            .map_err(ServeError::Config)?;
-        match &principals {
-            Some(p) => tracing::info!(principals = p.count(), "authentication on"),
-            None => tracing::warn!(
-                "no --principals-file: authentication is OFF, every caller may do everything"
-            ),
-        }
-        let auth = AuthLayer::new(principals, config.auth_probes);
-        let tls = tls_config(&config)?;
-        Ok(Self {
+        Self {
             config,
             store,
             core,
@@ -163,26 +221,20 @@ impl Broker {
             subscriptions_shutdown,
             tracker,
             subscriptions,
-        })
+        }
     }
 
-    /// Subscriptions whose pump is running.
-    pub fn open_subscriptions(&self) -> usize {
-        self.subscriptions.open_count()
-    }
-
-    /// A cheap handle for reading [`open_subscriptions`](Self::open_subscriptions) and the
-    /// wake-up registry from outside while the broker serves.
-    pub fn stats(&self) -> BrokerStats {
+    fn stats(&self) -> BrokerStats {
+        let subscriptions = self.subscriptions.clone();
         BrokerStats {
-            subscriptions: self.subscriptions.clone(),
-            store: self.store.clone(),
-            core: self.core.clone(),
+            open: Arc::new(move || subscriptions.open_count()),
+            wakeups: self.store.wakeups().clone(),
+            counters: self.core.redelivery().shared_counters(),
         }
     }
 
     /// Serves on `listener` until `shutdown` is cancelled, then drains (see the module docs).
-    pub async fn serve(
+    async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
@@ -201,7 +253,7 @@ impl Broker {
             self.config.health_interval,
             background.clone(),
         ));
-        let watcher_task = tokio::spawn(self.store.inner().clone().run_watcher(background.clone()));
+        let watcher_task = tokio::spawn(self.store.clone().run_watcher(background.clone()));
         if self.config.metrics_addr.is_some() {
             tokio::spawn(crate::gauges::sample(
                 self.store.clone(),
@@ -294,29 +346,29 @@ impl Broker {
     }
 }
 
-/// Read-only view of a serving broker.
+/// Read-only view of a serving broker, whatever its store.
 #[derive(Clone)]
 pub struct BrokerStats {
-    subscriptions: Subscriptions<BrokerStore>,
-    store: BrokerStore,
-    core: DeliveryCore<BrokerStore>,
+    open: Arc<dyn Fn() -> usize + Send + Sync>,
+    wakeups: Wakeups,
+    counters: Arc<RedeliveryCounters>,
 }
 
 impl BrokerStats {
     /// Subscriptions whose pump is running.
     pub fn open_subscriptions(&self) -> usize {
-        self.subscriptions.open_count()
+        (self.open)()
     }
 
     /// Subscriptions registered for wake-ups (each one counted once per stream it reads).
     pub fn waiting_registrations(&self) -> usize {
-        self.store.inner().wakeups().watcher_count()
+        self.wakeups.watcher_count()
     }
 
     /// What redelivery did since start: redelivered, dead-lettered, lost before ack, consumers
     /// deleted.
     pub fn redelivery(&self) -> &RedeliveryCounters {
-        self.core.redelivery().counters()
+        &self.counters
     }
 }
 

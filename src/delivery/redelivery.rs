@@ -119,6 +119,11 @@ impl<S: Store> Redelivery<S> {
         &self.counters
     }
 
+    /// The counters, shared: for a view that outlives this handle.
+    pub fn shared_counters(&self) -> Arc<RedeliveryCounters> {
+        self.counters.clone()
+    }
+
     /// The backoff every delivery policy of this broker uses.
     pub fn backoff(&self) -> Backoff {
         self.settings.backoff

@@ -16,6 +16,8 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tokio_util::sync::CancellationToken;
+
 use super::{
     GroupCursor, GroupEntry, Released, Store, StoreError, StoreResult, StreamPage, StreamWatch,
     Wakeups,
@@ -262,11 +264,6 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The wake-up registry (exposed for introspection: how many subscriptions wait).
-    pub fn wakeups(&self) -> &Wakeups {
-        &self.wakeups
     }
 
     fn streams(&self) -> MutexGuard<'_, HashMap<String, Stream>> {
@@ -554,6 +551,19 @@ impl Store for MemoryStore {
 
     fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch {
         self.wakeups.watch(streams, group)
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+
+    async fn run_watcher(self, shutdown: CancellationToken) {
+        // Nobody else can write to the embedded store.
+        shutdown.cancelled().await;
+    }
+
+    fn pool_state(&self) -> Option<(u32, u32)> {
+        None
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -1,8 +1,9 @@
 //! The only layer that holds stream data: a narrow [`Store`] interface over Redis Streams.
 //!
-//! The gRPC layer and the subscription pump speak domain types ([`crate::model`]) to a `Store`
-//! and never see a Redis reply or connection. [`RedisStore`] implements it today; an embedded
-//! in-memory store can implement the same trait without the layers above changing.
+//! The layers above speak domain types ([`crate::model`]) to a `Store` and never see a Redis
+//! reply or connection. [`RedisStore`] and the embedded [`MemoryStore`] implement it, and
+//! [`Namespaced`] wraps either under `--key-prefix`; the server is generic over the store, so
+//! each implementation writes each method once.
 //!
 //! Subscriptions never block on Redis: they read without `BLOCK` and, when a read comes back
 //! empty, wait on a [`StreamWatch`] from the shared [`Wakeups`] registry. Appends through this
@@ -15,6 +16,8 @@ mod redis_store;
 mod wakeups;
 
 use std::future::Future;
+
+use tokio_util::sync::CancellationToken;
 
 pub use memory_store::MemoryStore;
 pub use namespaced::Namespaced;
@@ -203,6 +206,17 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// A handle that resolves when any of `streams` may have new entries: for every tail
     /// reader (`group` `None`), or for one member of `group` at a time.
     fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch;
+
+    /// The wake-up registry behind [`watch`](Self::watch), for introspection (how many
+    /// subscriptions wait).
+    fn wakeups(&self) -> &Wakeups;
+
+    /// Watches for writes made outside this broker, waking their watchers, until `shutdown`.
+    /// A store nobody else can write to just waits for `shutdown`.
+    fn run_watcher(self, shutdown: CancellationToken) -> impl Future<Output = ()> + Send;
+
+    /// Connections to the store and how many of them are idle, for a store with a pool.
+    fn pool_state(&self) -> Option<(u32, u32)>;
 
     /// A cheap round trip, for health checks.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
@@ -410,277 +424,4 @@ pub trait Store: Clone + Send + Sync + 'static {
         origin: &str,
         origin_label: &str,
     ) -> impl Future<Output = StoreResult<Option<EntryId>>> + Send;
-}
-
-/// The store a broker serves from: Redis or the embedded one, under `--key-prefix`.
-pub type BrokerStore = Namespaced<AnyStore>;
-
-/// The store a broker runs on, chosen at start-up: Redis when a URL is configured, else the
-/// embedded one. Everything above the store layer sees only this, through [`Store`].
-// A handful of these exist (one per subscription pump at most); their size does not matter,
-// and boxing would cost an allocation per clone.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone)]
-pub enum AnyStore {
-    /// Redis Streams.
-    Redis(RedisStore),
-    /// The embedded in-memory store.
-    Memory(MemoryStore),
-}
-
-/// Forwards a call to whichever store is inside.
-macro_rules! delegate {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            AnyStore::Redis($store) => $call,
-            AnyStore::Memory($store) => $call,
-        }
-    };
-}
-
-impl AnyStore {
-    /// The wake-up registry (for introspection).
-    pub fn wakeups(&self) -> &Wakeups {
-        delegate!(self, s => s.wakeups())
-    }
-
-    /// Short name for logs and metrics: `redis` or `memory`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Redis(_) => "redis",
-            Self::Memory(_) => "memory",
-        }
-    }
-
-    /// Watches for writes made outside this broker until `shutdown` (Redis only: nobody else
-    /// can write to the embedded store).
-    pub async fn run_watcher(self, shutdown: tokio_util::sync::CancellationToken) {
-        match self {
-            Self::Redis(store) => store.run_watcher(shutdown).await,
-            Self::Memory(_) => shutdown.cancelled().await,
-        }
-    }
-}
-
-impl Store for AnyStore {
-    async fn create_topic(
-        &self,
-        registry: &str,
-        topic: &str,
-        partitions: u32,
-    ) -> StoreResult<bool> {
-        delegate!(self, s => s.create_topic(registry, topic, partitions).await)
-    }
-
-    async fn topic_partitions(&self, registry: &str, topic: &str) -> StoreResult<Option<u32>> {
-        delegate!(self, s => s.topic_partitions(registry, topic).await)
-    }
-
-    async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
-        delegate!(self, s => s.append(requests).await)
-    }
-
-    async fn read(
-        &self,
-        streams: &[(String, EntryId)],
-        count: usize,
-    ) -> StoreResult<Vec<(String, Vec<Entry>)>> {
-        delegate!(self, s => s.read(streams, count).await)
-    }
-
-    async fn read_group(
-        &self,
-        group: &str,
-        consumer: &str,
-        streams: &[(String, GroupCursor)],
-        count: usize,
-        no_ack: bool,
-    ) -> StoreResult<Vec<(String, Vec<GroupEntry>)>> {
-        delegate!(self, s => s.read_group(group, consumer, streams, count, no_ack).await)
-    }
-
-    async fn last_entry_id(&self, stream: &str) -> StoreResult<Option<EntryId>> {
-        delegate!(self, s => s.last_entry_id(stream).await)
-    }
-
-    async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> StoreResult<u64> {
-        delegate!(self, s => s.ack(stream, group, ids).await)
-    }
-
-    fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch {
-        delegate!(self, s => s.watch(streams, group))
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        delegate!(self, s => s.ping().await)
-    }
-
-    async fn list_streams(
-        &self,
-        pattern: &str,
-        cursor: u64,
-        page_size: u32,
-    ) -> StoreResult<StreamPage> {
-        delegate!(self, s => s.list_streams(pattern, cursor, page_size).await)
-    }
-
-    async fn stream_info(&self, stream: &str) -> StoreResult<StreamInfo> {
-        delegate!(self, s => s.stream_info(stream).await)
-    }
-
-    async fn range(
-        &self,
-        stream: &str,
-        range: IdRange,
-        count: usize,
-        reverse: bool,
-    ) -> StoreResult<Vec<Entry>> {
-        delegate!(self, s => s.range(stream, range, count, reverse).await)
-    }
-
-    async fn delete_entries(&self, stream: &str, ids: &[EntryId]) -> StoreResult<u64> {
-        delegate!(self, s => s.delete_entries(stream, ids).await)
-    }
-
-    async fn trim(&self, stream: &str, policy: TrimPolicy) -> StoreResult<u64> {
-        delegate!(self, s => s.trim(stream, policy).await)
-    }
-
-    async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
-        delegate!(self, s => s.delete_stream(stream).await)
-    }
-
-    async fn create_group(
-        &self,
-        stream: &str,
-        group: &str,
-        start: StartId,
-        create_stream: bool,
-        entries_read: Option<i64>,
-    ) -> StoreResult<()> {
-        delegate!(self, s => s.create_group(stream, group, start, create_stream, entries_read).await)
-    }
-
-    async fn destroy_group(&self, stream: &str, group: &str) -> StoreResult<()> {
-        delegate!(self, s => s.destroy_group(stream, group).await)
-    }
-
-    async fn set_group_id(
-        &self,
-        stream: &str,
-        group: &str,
-        id: StartId,
-        entries_read: Option<i64>,
-    ) -> StoreResult<()> {
-        delegate!(self, s => s.set_group_id(stream, group, id, entries_read).await)
-    }
-
-    async fn groups(&self, stream: &str) -> StoreResult<Vec<GroupInfo>> {
-        delegate!(self, s => s.groups(stream).await)
-    }
-
-    async fn create_consumer(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-    ) -> StoreResult<bool> {
-        delegate!(self, s => s.create_consumer(stream, group, consumer).await)
-    }
-
-    async fn delete_consumer(&self, stream: &str, group: &str, consumer: &str) -> StoreResult<u64> {
-        delegate!(self, s => s.delete_consumer(stream, group, consumer).await)
-    }
-
-    async fn consumers(&self, stream: &str, group: &str) -> StoreResult<Vec<ConsumerInfo>> {
-        delegate!(self, s => s.consumers(stream, group).await)
-    }
-
-    async fn pending_summary(&self, stream: &str, group: &str) -> StoreResult<PendingSummary> {
-        delegate!(self, s => s.pending_summary(stream, group).await)
-    }
-
-    async fn pending(
-        &self,
-        stream: &str,
-        group: &str,
-        query: &PendingQuery,
-    ) -> StoreResult<Vec<PendingEntry>> {
-        delegate!(self, s => s.pending(stream, group, query).await)
-    }
-
-    async fn claim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        options: &ClaimOptions,
-    ) -> StoreResult<Claimed> {
-        delegate!(self, s => s.claim(stream, group, consumer, options).await)
-    }
-
-    async fn auto_claim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle_ms: u64,
-        start: EntryId,
-        count: usize,
-        just_id: bool,
-    ) -> StoreResult<AutoClaimed> {
-        delegate!(self, s => s.auto_claim(stream, group, consumer, min_idle_ms, start, count, just_id).await)
-    }
-
-    async fn sweep(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        request: &SweepRequest,
-    ) -> StoreResult<Swept> {
-        delegate!(self, s => s.sweep(stream, group, consumer, request).await)
-    }
-
-    async fn move_pending(
-        &self,
-        stream: &str,
-        group: &str,
-        ids: &[EntryId],
-        movement: &PendingMove,
-    ) -> StoreResult<Vec<EntryId>> {
-        delegate!(self, s => s.move_pending(stream, group, ids, movement).await)
-    }
-
-    async fn release_consumer(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        only_if_idle_ms: Option<u64>,
-        delete: bool,
-    ) -> StoreResult<Released> {
-        delegate!(self, s => s.release_consumer(stream, group, consumer, only_if_idle_ms, delete).await)
-    }
-
-    async fn leases(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        lease_ms: u64,
-        limit: u64,
-    ) -> StoreResult<Vec<(EntryId, u64)>> {
-        delegate!(self, s => s.leases(stream, group, consumer, lease_ms, limit).await)
-    }
-
-    async fn replay_dead_letter(
-        &self,
-        dead_letter_stream: &str,
-        id: EntryId,
-        origin: &str,
-        origin_label: &str,
-    ) -> StoreResult<Option<EntryId>> {
-        delegate!(self, s => s.replay_dead_letter(dead_letter_stream, id, origin, origin_label).await)
-    }
 }

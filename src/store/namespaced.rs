@@ -6,8 +6,11 @@
 //! matches `<escaped prefix><pattern>` and drops anything else. Names themselves are validated in
 //! the gRPC layer (no glob characters, no control characters; see `grpc::convert::name`).
 
+use tokio_util::sync::CancellationToken;
+
 use super::{
     GroupCursor, GroupEntry, Released, Store, StoreError, StoreResult, StreamPage, StreamWatch,
+    Wakeups,
 };
 use crate::model::{
     Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, GroupInfo, IdRange,
@@ -214,6 +217,18 @@ impl<S: Store> Store for Namespaced<S> {
 
     fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch {
         self.inner.watch(&self.keys(streams), group)
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        self.inner.wakeups()
+    }
+
+    async fn run_watcher(self, shutdown: CancellationToken) {
+        self.inner.run_watcher(shutdown).await;
+    }
+
+    fn pool_state(&self) -> Option<(u32, u32)> {
+        self.inner.pool_state()
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -1,0 +1,223 @@
+//! The watcher of writes made outside this broker: one `XREAD BLOCK` over every stream an idle
+//! subscription waits on, on one dedicated connection (or, on a cluster, a poll per slot); what
+//! it sees wakes those subscriptions through [`Wakeups`](crate::store::Wakeups).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use redis::{AsyncConnectionConfig, RedisError, Value, cmd};
+use tokio_util::sync::CancellationToken;
+
+use super::RedisStore;
+use super::cluster::{CLUSTER_WATCH_INTERVAL, by_slot};
+use super::errors::{Ctx, classify, is_connection_failure};
+use super::replies::{parse_entries, parse_stream_batches};
+use crate::model::EntryId;
+use crate::store::{Store, StoreError, StoreResult};
+
+impl RedisStore {
+    /// Ends the watcher's blocked read early (CLIENT UNBLOCK). Returns `false` when the Redis
+    /// user may not run it (it is in `@dangerous`, which a confined user rarely has): the read
+    /// then ends at its BLOCK timeout, so a stream newly watched sees writes made outside this
+    /// broker up to `--watch-block` late, and it is not asked again.
+    async fn unblock(&self, client_id: i64) -> bool {
+        let unblock = cmd("CLIENT").arg("UNBLOCK").arg(client_id).clone();
+        let mut conn = match self.connection().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::debug!(error = %err, "no connection for CLIENT UNBLOCK; waiting for the BLOCK timeout");
+                return true;
+            }
+        };
+        match unblock.query_async::<i64>(&mut conn).await {
+            Ok(_) => true,
+            Err(err) if err.code() == Some("NOPERM") => {
+                tracing::info!(
+                    redis_user = %self.user,
+                    watch_block = ?self.config.watch_block,
+                    "the redis user may not run CLIENT UNBLOCK (@dangerous); a newly watched stream sees writes made outside this broker after at most --watch-block"
+                );
+                false
+            }
+            Err(err) => {
+                if is_connection_failure(&err) {
+                    conn.mark_broken();
+                }
+                tracing::debug!(error = %err, "CLIENT UNBLOCK failed; waiting for the BLOCK timeout");
+                true
+            }
+        }
+    }
+
+    /// Runs the watcher of outside writes until `shutdown`; see the module docs.
+    pub(super) async fn watch_outside_writes(self, shutdown: CancellationToken) {
+        let mut failing = false;
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let watched = if self.is_cluster() {
+                self.poll_cluster(&shutdown).await
+            } else {
+                self.watch_on_one_connection(&shutdown).await
+            };
+            match watched {
+                Ok(()) => return,
+                Err(err) => {
+                    // Logged once per outage, not once per retry.
+                    if !failing {
+                        tracing::warn!(error = %err, "stream watcher lost redis; retrying");
+                        failing = true;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            // Whatever was written while we were away: everybody re-reads.
+            for stream in self.wakeups.watched() {
+                self.wakeups.notify(&stream);
+            }
+            if failing && self.ping().await.is_ok() {
+                tracing::info!("stream watcher reconnected");
+                failing = false;
+                backoff = Duration::from_millis(100);
+            }
+        }
+    }
+
+    /// The watcher on a cluster: a blocking read cannot span slots, and one blocked connection
+    /// per slot would not scale, so it polls instead, every [`CLUSTER_WATCH_INTERVAL`], one
+    /// non-blocking XREAD per slot over the streams somebody waits on. The cost grows with the
+    /// number of watched streams, not of subscriptions; appends through the broker still wake
+    /// subscribers at once.
+    async fn poll_cluster(&self, shutdown: &CancellationToken) -> StoreResult<()> {
+        let mut positions: HashMap<String, EntryId> = HashMap::new();
+        loop {
+            let watched: HashSet<String> = self.wakeups.watched().into_iter().collect();
+            positions.retain(|stream, _| watched.contains(stream));
+            let fresh: Vec<String> = watched
+                .iter()
+                .filter(|s| !positions.contains_key(*s))
+                .cloned()
+                .collect();
+            for stream in &fresh {
+                let top = self.last_entry_id(stream).await.unwrap_or_default();
+                positions.insert(stream.clone(), top.unwrap_or(EntryId::ZERO));
+                self.wakeups.notify(stream);
+            }
+            let cursors: Vec<(String, EntryId)> =
+                positions.iter().map(|(s, id)| (s.clone(), *id)).collect();
+            for group in by_slot(cursors, |(s, _)| s.as_str()) {
+                for (stream, _) in self.read_one_slot(&group, 1).await? {
+                    // Re-read the stream's top next turn; that also wakes its subscribers.
+                    positions.remove(&stream);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(CLUSTER_WATCH_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// One watcher connection's life: returns `Ok` on shutdown, `Err` when the connection fails.
+    async fn watch_on_one_connection(&self, shutdown: &CancellationToken) -> StoreResult<()> {
+        let watcher_failed = |err: RedisError| classify(&err, Ctx::stream(""));
+        let connection_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(None);
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&connection_config)
+            .await
+            .map_err(watcher_failed)?;
+        let client_id: i64 = cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await
+            .map_err(watcher_failed)?;
+        // Where each watched stream was when we last looked; entries after it wake the stream.
+        let mut positions: HashMap<String, EntryId> = HashMap::new();
+        let mut additions = self.wakeups.additions();
+        let mut may_unblock = true;
+        // A silent network would leave XREAD waiting forever; this bounds it.
+        let deadline =
+            self.config.watch_block + self.config.response_timeout + Duration::from_secs(1);
+        loop {
+            additions.borrow_and_update();
+            let watched: HashSet<String> = self.wakeups.watched().into_iter().collect();
+            positions.retain(|stream, _| watched.contains(stream));
+            let fresh: Vec<String> = watched
+                .iter()
+                .filter(|s| !positions.contains_key(*s))
+                .cloned()
+                .collect();
+            if !fresh.is_empty() {
+                let mut pipe = redis::pipe();
+                for stream in &fresh {
+                    pipe.cmd("XREVRANGE")
+                        .arg(stream)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1);
+                }
+                let replies: Vec<Value> = pipe
+                    .ignore_errors()
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(watcher_failed)?;
+                for (stream, reply) in fresh.iter().zip(replies) {
+                    // A key of another type cannot be watched (its subscribers fail on read).
+                    if let Ok(entries) = parse_entries(reply) {
+                        let top = entries.last().map(|e| e.id).unwrap_or(EntryId::ZERO);
+                        positions.insert(stream.clone(), top);
+                    }
+                    // Whatever arrived before we started watching is found by this re-read.
+                    self.wakeups.notify(stream);
+                }
+            }
+            if positions.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = additions.changed() => continue,
+                }
+            }
+            let (streams, ids): (Vec<&String>, Vec<String>) =
+                positions.iter().map(|(s, id)| (s, id.to_string())).unzip();
+            let mut xread = cmd("XREAD");
+            xread
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(self.config.watch_block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&streams)
+                .arg(&ids);
+            let mut blocked_conn = conn.clone();
+            let read =
+                tokio::time::timeout(deadline, xread.query_async::<Value>(&mut blocked_conn));
+            tokio::pin!(read);
+            let reply = tokio::select! {
+                // On shutdown the connection is dropped with the read: nothing else uses it.
+                _ = shutdown.cancelled() => return Ok(()),
+                reply = &mut read => reply,
+                _ = additions.changed() => {
+                    // A new stream to watch: cut the wait short so the next XREAD includes it.
+                    if may_unblock {
+                        may_unblock = self.unblock(client_id).await;
+                    }
+                    read.await
+                }
+            };
+            let reply = reply
+                .map_err(|_| StoreError::Unavailable("stream watcher read timed out".into()))?
+                .map_err(watcher_failed)?;
+            for (stream, _) in parse_stream_batches(reply)? {
+                // Re-read the stream's top on the next turn; that also wakes its subscribers.
+                positions.remove(&stream);
+            }
+        }
+    }
+}
