@@ -439,7 +439,11 @@ impl<S: Store> GroupRead<'_, S> {
                     leases.room().unwrap_or(0)
                 }
             };
-            if free == 0 {
+            // A member that reached its limit reads again once a quarter of its window (or a
+            // whole batch, if smaller) is free, not at every single ack: a client acking one
+            // message at a time would otherwise get one message per read.
+            let resume_at = (leases.limit() / 4).clamp(1, (room as u64).max(1));
+            if free < resume_at {
                 return Ok(None);
             }
             room = room.min(usize::try_from(free).unwrap_or(usize::MAX));

@@ -141,6 +141,27 @@ async fn the_in_flight_limit_holds_until_an_ack_frees_room() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_member_at_its_limit_reads_again_once_a_quarter_of_its_window_is_free() {
+    let store = MemoryStore::new();
+    let core = core(&store);
+    produce(&core, 0..20).await;
+    let mut m = member(&core, "m", 8).await;
+    let first = match m.next_batch(10, false).await.unwrap() {
+        Batch::Messages(batch) => batch,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.len(), 8);
+    core.ack("s", "g", &[first[0].entry.id]).await.unwrap();
+    assert_eq!(
+        m.next_batch(10, false).await.unwrap(),
+        Batch::AtLimit,
+        "one free slot of eight: not yet"
+    );
+    core.ack("s", "g", &[first[1].entry.id]).await.unwrap();
+    assert_eq!(next(&mut m, 10).await, [(8, 1), (9, 1)], "two free: one read of two");
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_expired_lease_frees_room_and_comes_back_after_its_deadline_and_backoff() {
     let store = MemoryStore::new();
     let core = core(&store);
