@@ -5,11 +5,16 @@
 //! for redelivery to anyone. The book is rebuilt from Redis only when it cannot be trusted — at
 //! the start, after the member's own pending entries were replayed, and when the member has
 //! waited at its limit without an ack through this broker (acks through another instance).
+//!
+//! A member at its limit is woken by its own book, once a quarter of its window is free: not by
+//! every ack of its group, which for a client acking one message at a time would mean one wake-up
+//! and one tiny read per message.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::model::EntryId;
@@ -22,15 +27,28 @@ type GroupKey = (String, String);
 #[derive(Debug, Default)]
 struct Book {
     held: Option<HashMap<(String, EntryId), Instant>>,
+    /// No lease in `held` started before this: expiry needs no walk until a deadline after it.
+    oldest: Option<Instant>,
+    /// The member filled its window and waits for [`Shared::resume_at`] of room.
+    paused: bool,
 }
 
-/// A member's book of leases, shared with the [`LeaseBooks`] registry so that acks through any
-/// call of this broker reach it.
+/// A member's book and its limits, shared with the [`LeaseBooks`] registry.
+#[derive(Debug)]
+struct Shared {
+    book: Mutex<Book>,
+    limit: u64,
+    deadline: Duration,
+    /// Free room at which a member waiting at its limit reads again.
+    resume_at: u64,
+    /// Signalled when releases bring the free room to `resume_at`.
+    freed: Notify,
+}
+
+/// A member's book of leases.
 #[derive(Debug, Clone)]
 pub struct Leases {
-    book: Arc<Mutex<Book>>,
-    deadline: Duration,
-    limit: u64,
+    shared: Arc<Shared>,
 }
 
 fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
@@ -38,60 +56,118 @@ fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
     book.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Book {
+    /// Drops the leases past `deadline`; walks the book only when one may have expired.
+    fn expire(&mut self, now: Instant, deadline: Duration) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        if self
+            .oldest
+            .is_some_and(|oldest| now.duration_since(oldest) < deadline)
+        {
+            return;
+        }
+        held.retain(|_, started| now.duration_since(*started) < deadline);
+        self.oldest = held.values().min().copied();
+    }
+}
+
 impl Leases {
     /// The most messages the member may hold unacknowledged.
     pub fn limit(&self) -> u64 {
-        self.limit
+        self.shared.limit
+    }
+
+    /// The free room at which a member at its limit reads again: a quarter of its window.
+    pub fn resume_at(&self) -> u64 {
+        self.shared.resume_at
     }
 
     /// How many more messages the member may take now, or `None` when the book must first be
-    /// rebuilt from Redis ([`Leases::replace`]). Expired leases are dropped on the way.
+    /// rebuilt from Redis ([`Leases::replace`]). Expired leases are dropped on the way. Once the
+    /// window is full, the answer stays 0 until [`resume_at`](Self::resume_at) is free.
     pub fn room(&self) -> Option<u64> {
-        let now = Instant::now();
-        let mut book = lock(&self.book);
-        let held = book.held.as_mut()?;
-        held.retain(|_, started| now.duration_since(*started) < self.deadline);
-        Some(self.limit.saturating_sub(held.len() as u64))
+        let mut book = lock(&self.shared.book);
+        book.expire(Instant::now(), self.shared.deadline);
+        let held = book.held.as_ref()?.len() as u64;
+        let free = self.shared.limit.saturating_sub(held);
+        if free == 0 {
+            book.paused = true;
+        } else if free >= self.shared.resume_at {
+            book.paused = false;
+        }
+        Some(if book.paused { 0 } else { free })
     }
 
     /// The member was handed these messages: their leases start now.
     pub fn add<'a>(&self, delivered: impl IntoIterator<Item = (&'a str, EntryId)>) {
         let now = Instant::now();
-        if let Some(held) = lock(&self.book).held.as_mut() {
-            held.extend(
-                delivered
-                    .into_iter()
-                    .map(|(s, id)| ((s.to_owned(), id), now)),
-            );
+        let mut book = lock(&self.shared.book);
+        let Some(held) = book.held.as_mut() else {
+            return;
+        };
+        let before = held.len();
+        held.extend(
+            delivered
+                .into_iter()
+                .map(|(s, id)| ((s.to_owned(), id), now)),
+        );
+        if held.len() > before {
+            book.oldest.get_or_insert(now);
         }
     }
 
     /// Forget what the book says: the next [`room`](Self::room) asks for a rebuild.
     pub fn invalidate(&self) {
-        lock(&self.book).held = None;
+        *lock(&self.shared.book) = Book::default();
     }
 
     /// The book as Redis has it: each held message with how long ago its lease started.
     pub fn replace(&self, held: impl IntoIterator<Item = (String, EntryId, Duration)>) {
         let now = Instant::now();
-        let held = held
+        let held: HashMap<_, _> = held
             .into_iter()
             .map(|(stream, id, age)| ((stream, id), now.checked_sub(age).unwrap_or(now)))
             .collect();
-        lock(&self.book).held = Some(held);
+        let oldest = held.values().min().copied();
+        *lock(&self.shared.book) = Book {
+            held: Some(held),
+            oldest,
+            paused: false,
+        };
+    }
+
+    /// Waits until releases through this broker freed [`resume_at`](Self::resume_at) of room,
+    /// or `patience` passed (then `false`). A release that came before the wait still counts.
+    pub async fn freed(&self, patience: Duration) -> bool {
+        tokio::time::timeout(patience, self.shared.freed.notified())
+            .await
+            .is_ok()
     }
 
     fn forget(&self, stream: &str, ids: &[EntryId]) {
-        if let Some(held) = lock(&self.book).held.as_mut() {
-            for id in ids {
-                held.remove(&(stream.to_owned(), *id));
-            }
+        let mut book = lock(&self.shared.book);
+        let Some(held) = book.held.as_mut() else {
+            return;
+        };
+        let before = held.len() as u64;
+        for id in ids {
+            held.remove(&(stream.to_owned(), *id));
+        }
+        let after = held.len() as u64;
+        let threshold = self.shared.limit.saturating_sub(self.shared.resume_at);
+        // A paused member whose window this release opened far enough is woken (one stored
+        // permit if it is not waiting yet, so the wake-up is not lost).
+        if book.paused && after <= threshold && before > threshold {
+            self.shared.freed.notify_one();
         }
     }
 
     fn renew(&self, stream: &str, ids: &[EntryId]) {
         let now = Instant::now();
-        if let Some(held) = lock(&self.book).held.as_mut() {
+        let mut book = lock(&self.shared.book);
+        if let Some(held) = book.held.as_mut() {
             for id in ids {
                 if let Some(started) = held.get_mut(&(stream.to_owned(), *id)) {
                     *started = now;
@@ -103,7 +179,7 @@ impl Leases {
 
 /// The books of the members reading one (stream, group), held weakly: a book leaves with its
 /// member.
-type Readers = Vec<Weak<Mutex<Book>>>;
+type Readers = Vec<Weak<Shared>>;
 
 /// Every live book of this broker, by the (stream, group) pairs its member reads.
 #[derive(Clone, Default)]
@@ -112,21 +188,23 @@ pub struct LeaseBooks {
 }
 
 impl LeaseBooks {
-    /// A new, not yet counted book for a member of `group` on `streams`; it leaves the registry
-    /// when the last clone of it is dropped.
+    /// A new, not yet counted book for a member of `group` on `streams` that may hold `limit`
+    /// messages for `deadline` each; it leaves the registry when the last clone of it is dropped.
     pub fn open(&self, streams: &[String], group: &str, limit: u64, deadline: Duration) -> Leases {
-        let book = Arc::new(Mutex::new(Book::default()));
+        let shared = Arc::new(Shared {
+            book: Mutex::default(),
+            limit,
+            deadline,
+            resume_at: (limit / 4).max(1),
+            freed: Notify::new(),
+        });
         let mut books = self.books.lock().unwrap_or_else(PoisonError::into_inner);
         for stream in streams {
             let members = books.entry((stream.clone(), group.to_owned())).or_default();
             members.retain(|b| b.strong_count() > 0);
-            members.push(Arc::downgrade(&book));
+            members.push(Arc::downgrade(&shared));
         }
-        Leases {
-            book,
-            deadline,
-            limit,
-        }
+        Leases { shared }
     }
 
     /// Applies `change` to every live book of `group` on `stream`.
@@ -144,13 +222,8 @@ impl LeaseBooks {
             }
             members.iter().filter_map(Weak::upgrade).collect()
         };
-        for book in live {
-            // The deadline and limit do not matter for these updates.
-            change(&Leases {
-                book,
-                deadline: Duration::ZERO,
-                limit: 0,
-            });
+        for shared in live {
+            change(&Leases { shared });
         }
     }
 
@@ -188,6 +261,10 @@ mod tests {
         books.released("t", "g", &[id(2)]);
         assert_eq!(leases.room(), Some(0));
         books.released("s", "g", &[id(2)]);
+        assert!(
+            leases.freed(Duration::from_millis(1)).await,
+            "the release that freed room woke the member, though it was not waiting yet"
+        );
         assert_eq!(leases.room(), Some(1));
         // The oldest lease runs out after one more second; a renewed one does not.
         books.renewed("s", "g", &[id(1)]);
@@ -200,5 +277,25 @@ mod tests {
         drop(leases);
         books.released("s", "g", &[id(1)]);
         assert!(books.books.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_is_woken_once_a_quarter_of_its_window_is_free_not_at_every_ack() {
+        let books = LeaseBooks::default();
+        let leases = books.open(&["s".to_owned()], "g", 8, Duration::from_secs(10));
+        leases.replace((0..8).map(|n| ("s".to_owned(), id(n), Duration::ZERO)));
+        assert_eq!(leases.room(), Some(0), "full: the member pauses");
+        books.released("s", "g", &[id(0)]);
+        assert_eq!(leases.room(), Some(0), "one free of eight: still paused");
+        assert!(
+            !leases.freed(Duration::from_millis(10)).await,
+            "one of eight"
+        );
+        books.released("s", "g", &[id(1)]);
+        assert!(
+            leases.freed(Duration::from_millis(10)).await,
+            "two of eight"
+        );
+        assert_eq!(leases.room(), Some(2));
     }
 }

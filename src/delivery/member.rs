@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use futures_util::future::select_all;
 use tokio::time::Instant;
 
 use super::DeliveryCore;
@@ -224,26 +223,19 @@ impl<S: Store> Member<S> {
         Ok(Batch::Messages(deliveries))
     }
 
-    /// Waits, after [`Batch::AtLimit`], until an ack or nack through this broker may have freed
-    /// room, or [`AT_LIMIT_RECHECK`] passed; in the latter case the book of leases is rebuilt
-    /// from Redis at the next batch (acks through other instances).
+    /// Waits, after [`Batch::AtLimit`], until acks or nacks through this broker freed a quarter
+    /// of the member's window, or [`AT_LIMIT_RECHECK`] passed; in the latter case the book of
+    /// leases is rebuilt from Redis at the next batch (acks through other instances, expiries).
     pub async fn wait_for_room(&self) {
         let Position::Group {
-            membership,
             leases: Some(leases),
             ..
         } = &self.position
         else {
             return;
         };
-        let signals = self
-            .core
-            .redelivery()
-            .ack_signals(&self.streams, &membership.group);
-        let acked = select_all(signals.iter().map(|n| Box::pin(n.notified())));
-        tokio::select! {
-            _ = acked => {}
-            _ = tokio::time::sleep(AT_LIMIT_RECHECK) => leases.invalidate(),
+        if !leases.freed(AT_LIMIT_RECHECK).await {
+            leases.invalidate();
         }
     }
 
@@ -439,11 +431,8 @@ impl<S: Store> GroupRead<'_, S> {
                     leases.room().unwrap_or(0)
                 }
             };
-            // A member that reached its limit reads again once a quarter of its window (or a
-            // whole batch, if smaller) is free, not at every single ack: a client acking one
-            // message at a time would otherwise get one message per read.
-            let resume_at = (leases.limit() / 4).clamp(1, (room as u64).max(1));
-            if free < resume_at {
+            // Zero also while a member that filled its window waits for a quarter of it.
+            if free == 0 {
                 return Ok(None);
             }
             room = room.min(usize::try_from(free).unwrap_or(usize::MAX));

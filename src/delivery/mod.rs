@@ -138,7 +138,6 @@ impl<S: Store> DeliveryCore<S> {
         crate::metrics::acked(stream, acknowledged);
         if acknowledged > 0 {
             self.books.released(stream, group, ids);
-            self.redelivery.acked(stream, group);
         }
         Ok(acknowledged)
     }

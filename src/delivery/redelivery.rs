@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::membership::GroupMembership;
@@ -83,7 +82,6 @@ pub struct Redelivery<S> {
     store: S,
     settings: RedeliverySettings,
     sweeps: Arc<Mutex<HashMap<GroupKey, GroupSweep>>>,
-    acks: Arc<Mutex<HashMap<GroupKey, Arc<Notify>>>>,
     counters: Arc<RedeliveryCounters>,
 }
 
@@ -109,7 +107,6 @@ impl<S: Store> Redelivery<S> {
             store,
             settings,
             sweeps: Arc::default(),
-            acks: Arc::default(),
             counters: Arc::default(),
         }
     }
@@ -440,7 +437,6 @@ impl<S: Store> Redelivery<S> {
             let streams = [stream.to_owned()];
             self.due_by(&streams, group, Instant::now() + wait);
             self.wake_group(&streams, group);
-            self.acked(stream, group);
         }
         Ok(nacked)
     }
@@ -463,27 +459,6 @@ impl<S: Store> Redelivery<S> {
             .store
             .move_pending(stream, group, ids, &movement)
             .await?)
-    }
-
-    /// Tells flow-controlled members of `group` reading `stream` that they may hold more.
-    pub fn acked(&self, stream: &str, group: &str) {
-        if let Some(notify) = lock(&self.acks).get(&(stream.to_owned(), group.to_owned())) {
-            notify.notify_waiters();
-        }
-    }
-
-    /// What a flow-controlled member waits on: acks (and nacks) of `group` on any of `streams`
-    /// through this broker. Acks through other instances are seen by re-counting.
-    pub fn ack_signals(&self, streams: &[String], group: &str) -> Vec<Arc<Notify>> {
-        let mut acks = lock(&self.acks);
-        streams
-            .iter()
-            .map(|s| {
-                acks.entry((s.clone(), group.to_owned()))
-                    .or_default()
-                    .clone()
-            })
-            .collect()
     }
 }
 

@@ -151,6 +151,11 @@ async fn a_member_at_its_limit_reads_again_once_a_quarter_of_its_window_is_free(
         other => panic!("{other:?}"),
     };
     assert_eq!(first.len(), 8);
+    assert_eq!(
+        m.next_batch(10, false).await.unwrap(),
+        Batch::AtLimit,
+        "full"
+    );
     core.ack("s", "g", &[first[0].entry.id]).await.unwrap();
     assert_eq!(
         m.next_batch(10, false).await.unwrap(),
@@ -158,7 +163,12 @@ async fn a_member_at_its_limit_reads_again_once_a_quarter_of_its_window_is_free(
         "one free slot of eight: not yet"
     );
     core.ack("s", "g", &[first[1].entry.id]).await.unwrap();
-    assert_eq!(next(&mut m, 10).await, [(8, 1), (9, 1)], "two free: one read of two");
+    m.wait_for_room().await;
+    assert_eq!(
+        next(&mut m, 10).await,
+        [(8, 1), (9, 1)],
+        "two free: one read of two"
+    );
 }
 
 #[tokio::test(start_paused = true)]
