@@ -56,7 +56,7 @@ async fn list_streams_pages_through_streams_only() {
 }
 
 #[tokio::test]
-async fn stream_info_query_delete_trim() {
+async fn stream_info_and_queries_show_what_was_produced_and_delete_and_trim_remove_it() {
     let redis = RedisServer::start();
     let mut broker = TestBroker::start(&redis).await;
     let ids = produce_numbered(&mut broker.broker, "s", 0..10).await;
@@ -183,7 +183,7 @@ async fn delete_stream_only_deletes_streams() {
 }
 
 #[tokio::test]
-async fn groups_create_list_setid_destroy() {
+async fn a_group_is_created_listed_repositioned_and_destroyed_as_asked() {
     let redis = RedisServer::start();
     let mut broker = TestBroker::start(&redis).await;
     let create = |stream: &str, group: &str, start: &str, mkstream: bool| pb::CreateGroupRequest {
@@ -281,7 +281,7 @@ async fn groups_create_list_setid_destroy() {
 }
 
 #[tokio::test]
-async fn consumers_and_pending_entries() {
+async fn admin_sees_each_consumer_and_the_entries_it_holds() {
     let redis = RedisServer::start();
     let mut broker = TestBroker::start(&redis).await;
     let ids = produce_numbered(&mut broker.broker, "s", 0..6).await;

@@ -261,7 +261,7 @@ async fn delete_trim_and_stream_info(backend: Backend) {
     assert_eq!(code(again), Code::NotFound);
 }
 
-async fn listing_streams_by_pattern(backend: Backend) {
+async fn listing_by_pattern_returns_only_the_matching_streams(backend: Backend) {
     let mut env = start(backend).await;
     for stream in ["orders.eu", "orders.us", "users"] {
         env.broker
@@ -591,7 +591,7 @@ async fn consumers_and_pending_views(backend: Backend) {
     assert_eq!(summary.count, 1);
 }
 
-async fn claim_and_autoclaim_rules(backend: Backend) {
+async fn claim_and_autoclaim_take_only_entries_idle_long_enough(backend: Backend) {
     let mut env = start(backend).await;
     env.broker
         .broker
@@ -1020,11 +1020,11 @@ conformance!(
     ids_must_increase_and_explicit_forms_work,
     ranges_counts_and_reverse,
     delete_trim_and_stream_info,
-    listing_streams_by_pattern,
+    listing_by_pattern_returns_only_the_matching_streams,
     groups_lifecycle_lag_and_errors,
     group_reads_replays_acks_and_deleted_entries,
     consumers_and_pending_views,
-    claim_and_autoclaim_rules,
+    claim_and_autoclaim_take_only_entries_idle_long_enough,
     subscribe_tail_and_group_deliver_in_order,
     nack_dead_letters_and_replay,
     extend_keeps_and_flow_control_limits,

@@ -116,7 +116,7 @@ async fn explicit_and_partial_ids() {
 }
 
 #[tokio::test]
-async fn trimming_while_producing() {
+async fn a_produce_with_a_trim_policy_keeps_the_stream_at_its_cap() {
     let redis = RedisServer::start();
     let mut broker = TestBroker::start(&redis).await;
     let mut req = numbered("capped", 0..20);
