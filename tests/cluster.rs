@@ -182,26 +182,37 @@ async fn two_brokers_share_one_cluster_without_double_delivery() {
     for (i, stream) in names.iter().enumerate() {
         produce_numbered(&mut first.broker, stream, i * 100..i * 100 + 50).await;
     }
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    let deadline = Instant::now() + WAIT;
-    while seen.len() < 150 && Instant::now() < deadline {
-        for member in &mut members {
-            if let Ok(Ok(Some(item))) =
-                tokio::time::timeout(Duration::from_millis(20), member.stream.message()).await
-                && let Some(pb::subscribe_response::Event::Message(m)) = item.event
-            {
-                *seen.entry((m.stream.clone(), m.id.clone())).or_default() += 1;
-                let mut client = BrokerClient::new(first.channel.clone());
-                client
-                    .ack(pb::AckRequest {
-                        stream: m.stream,
-                        group: "g".into(),
-                        ids: vec![m.id],
-                    })
-                    .await
-                    .unwrap();
+    // Every member read at once (polling them in turn with a timeout each cost 60 ms per
+    // message when one member held the batch, and ran past the deadline on a loaded machine).
+    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel();
+    for mut member in members {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(item)) = member.stream.message().await {
+                if let Some(pb::subscribe_response::Event::Message(m)) = item.event
+                    && tx.send(m).is_err()
+                {
+                    return;
+                }
             }
-        }
+        });
+    }
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut client = BrokerClient::new(first.channel.clone());
+    while seen.len() < 150 {
+        let Ok(Some(m)) = tokio::time::timeout_at(deadline, received.recv()).await else {
+            break;
+        };
+        *seen.entry((m.stream.clone(), m.id.clone())).or_default() += 1;
+        client
+            .ack(pb::AckRequest {
+                stream: m.stream,
+                group: "g".into(),
+                ids: vec![m.id],
+            })
+            .await
+            .unwrap();
     }
     let duplicates = seen.values().filter(|c| **c > 1).count();
     println!(
