@@ -55,9 +55,10 @@ pub enum BrokerError {
     /// A server-side limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
-    /// Redis could not be reached or is not ready; the call may be retried.
-    #[error("{0}")]
-    Unavailable(String),
+    /// Redis could not be reached or is not ready; the call may be retried. Keeps the store's
+    /// error and its source chain for the logs.
+    #[error(transparent)]
+    Unavailable(StoreError),
     /// The server is shutting down; reconnect (to another instance).
     #[error("the broker is shutting down")]
     ShuttingDown,
@@ -100,12 +101,12 @@ impl From<StoreError> for BrokerError {
                 log_acl_refusal_once(user, command, detail);
                 Self::PermissionDenied(err.to_string())
             }
-            StoreError::Unavailable(_) => {
+            StoreError::Unavailable { .. } => {
                 // Not a warning per failed call: during an outage that would be one line per
                 // request. Operators learn of the outage from the health check's log line (once
                 // per change) and from each waiting subscription (at most once a second).
-                tracing::debug!(error = %err, "redis unavailable");
-                Self::Unavailable(err.to_string())
+                tracing::debug!(error = %chain(&err), "redis unavailable");
+                Self::Unavailable(err)
             }
             StoreError::Unexpected(_) => {
                 tracing::error!(error = %err, "unexpected redis reply");
@@ -113,6 +114,22 @@ impl From<StoreError> for BrokerError {
             }
         }
     }
+}
+
+/// An error and its sources, `: `-separated, for a log line that says everything.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // redis-rs repeats a cause's text in its own; say it once.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Logs an ACL refusal the first time each (user, command) pair is refused: an operator needs to

@@ -251,7 +251,7 @@ impl Outage {
             .last_log
             .is_none_or(|last| now.duration_since(last) >= REPEAT_LOG_INTERVAL)
         {
-            tracing::warn!(error = %err, failures = self.failures, "redis unavailable; the subscription waits and retries");
+            tracing::warn!(error = %crate::error::chain(err), failures = self.failures, "redis unavailable; the subscription waits and retries");
             self.last_log = Some(now);
         }
         self.waits

@@ -16,6 +16,7 @@ mod redis_store;
 mod wakeups;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +32,7 @@ use crate::model::{
 };
 
 /// A store failure, classified by what the caller can do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// NOGROUP: the group (or the stream holding it) does not exist.
     #[error("consumer group `{group}` does not exist on stream `{stream}`")]
@@ -83,8 +84,14 @@ pub enum StoreError {
         detail: String,
     },
     /// Redis is unreachable, not ready, or too slow; retrying may succeed.
-    #[error("redis is unavailable: {0}")]
-    Unavailable(String),
+    #[error("redis is unavailable: {reason}")]
+    Unavailable {
+        /// What failed, for the client and the logs.
+        reason: String,
+        /// The error it came from, when there is one (an I/O error, a timeout, LOADING...).
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// A topic of that name exists with another partition count.
     #[error("topic `{topic}` exists with {partitions} partitions")]
     TopicExists {
@@ -99,6 +106,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// UNAVAILABLE for `reason`, with no underlying error.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// UNAVAILABLE because of `source`, which it keeps (its text is the reason).
+    pub fn unavailable_from(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable {
+            reason: source.to_string(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
     /// The class of the error, for metrics: `no_such_group`, `unavailable`...
     pub fn kind(&self) -> &'static str {
         match self {
@@ -109,7 +132,7 @@ impl StoreError {
             Self::IdNotIncreasing { .. } => "id_not_increasing",
             Self::Rejected(_) => "rejected",
             Self::PermissionDenied { .. } => "permission_denied",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable { .. } => "unavailable",
             Self::TopicExists { .. } => "topic_exists",
             Self::Unexpected(_) => "unexpected",
         }

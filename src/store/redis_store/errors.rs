@@ -40,7 +40,7 @@ pub(super) fn is_connection_failure(err: &RedisError) -> bool {
 /// The one place where a Redis error becomes a [`StoreError`], by what the caller can do next.
 pub(super) fn classify(err: &RedisError, ctx: Ctx<'_>) -> StoreError {
     if is_connection_failure(err) {
-        return StoreError::Unavailable(err.to_string());
+        return StoreError::unavailable_from(err.clone());
     }
     let detail = err.detail().unwrap_or_default();
     match err.code() {
@@ -63,7 +63,7 @@ pub(super) fn classify(err: &RedisError, ctx: Ctx<'_>) -> StoreError {
         },
         // The deployment, not the request: retrying (later, or after failover) can succeed.
         Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "BUSY") => {
-            StoreError::Unavailable(err.to_string())
+            StoreError::unavailable_from(err.clone())
         }
         Some("ERR") if detail.contains("equal or smaller than the target stream top item") => {
             StoreError::IdNotIncreasing {
@@ -115,7 +115,7 @@ mod tests {
         ));
         assert!(matches!(
             classify(&err("LOADING Redis is loading the dataset in memory"), ctx),
-            StoreError::Unavailable(_)
+            StoreError::Unavailable { .. }
         ));
         assert!(matches!(
             classify(

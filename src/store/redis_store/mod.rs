@@ -276,7 +276,7 @@ impl RedisStore {
                 .conn
                 .get_or_try_init(|| cluster.client.get_async_connection())
                 .await
-                .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+                .map_err(StoreError::unavailable_from)?;
             return Ok(Conn::Cluster(conn.clone()));
         }
         // Each broken connection we meet is dropped, which makes bb8 discard it; after at most
@@ -287,15 +287,13 @@ impl RedisStore {
                 return Ok(Conn::Single(pooled.clone()));
             }
         }
-        Err(StoreError::Unavailable(
-            "no healthy redis connection".into(),
-        ))
+        Err(StoreError::unavailable("no healthy redis connection"))
     }
 
     fn pool_error(&self, err: RunError<RedisError>) -> StoreError {
         match err {
-            RunError::User(err) => StoreError::Unavailable(err.to_string()),
-            RunError::TimedOut => StoreError::Unavailable(match self.connect_errors.last() {
+            RunError::User(err) => StoreError::unavailable_from(err),
+            RunError::TimedOut => StoreError::unavailable(match self.connect_errors.last() {
                 Some(cause) => format!("no redis connection could be made ({cause})"),
                 None => "timed out waiting for a redis connection".into(),
             }),

@@ -16,6 +16,17 @@ use crate::model::EntryId;
 use crate::store::{Store, StoreError, StoreResult};
 
 impl RedisStore {
+    /// Forgets the positions of streams nobody waits on any more, and returns the streams
+    /// waited on that have no position yet.
+    fn newly_watched(&self, positions: &mut HashMap<String, EntryId>) -> Vec<String> {
+        let watched: HashSet<String> = self.wakeups.watched().into_iter().collect();
+        positions.retain(|stream, _| watched.contains(stream));
+        watched
+            .into_iter()
+            .filter(|s| !positions.contains_key(s))
+            .collect()
+    }
+
     /// Ends the watcher's blocked read early (CLIENT UNBLOCK). Returns `false` when the Redis
     /// user may not run it (it is in `@dangerous`, which a confined user rarely has): the read
     /// then ends at its BLOCK timeout, so a stream newly watched sees writes made outside this
@@ -94,13 +105,7 @@ impl RedisStore {
     async fn poll_cluster(&self, shutdown: &CancellationToken) -> StoreResult<()> {
         let mut positions: HashMap<String, EntryId> = HashMap::new();
         loop {
-            let watched: HashSet<String> = self.wakeups.watched().into_iter().collect();
-            positions.retain(|stream, _| watched.contains(stream));
-            let fresh: Vec<String> = watched
-                .iter()
-                .filter(|s| !positions.contains_key(*s))
-                .cloned()
-                .collect();
+            let fresh = self.newly_watched(&mut positions);
             for stream in &fresh {
                 let top = self.last_entry_id(stream).await.unwrap_or_default();
                 positions.insert(stream.clone(), top.unwrap_or(EntryId::ZERO));
@@ -146,13 +151,7 @@ impl RedisStore {
             self.config.watch_block + self.config.response_timeout + Duration::from_secs(1);
         loop {
             additions.borrow_and_update();
-            let watched: HashSet<String> = self.wakeups.watched().into_iter().collect();
-            positions.retain(|stream, _| watched.contains(stream));
-            let fresh: Vec<String> = watched
-                .iter()
-                .filter(|s| !positions.contains_key(*s))
-                .cloned()
-                .collect();
+            let fresh = self.newly_watched(&mut positions);
             if !fresh.is_empty() {
                 let mut pipe = redis::pipe();
                 for stream in &fresh {
@@ -212,7 +211,7 @@ impl RedisStore {
                 }
             };
             let reply = reply
-                .map_err(|_| StoreError::Unavailable("stream watcher read timed out".into()))?
+                .map_err(|_| StoreError::unavailable("stream watcher read timed out"))?
                 .map_err(watcher_failed)?;
             for (stream, _) in parse_stream_batches(reply)? {
                 // Re-read the stream's top on the next turn; that also wakes its subscribers.
