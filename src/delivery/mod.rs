@@ -30,7 +30,10 @@ pub use redelivery::{MAX_DELAY, Redelivery, RedeliveryCounters, RedeliverySettin
 pub use topics::Topics;
 
 use crate::error::BrokerResult;
-use crate::model::{Append, Backoff, EntryId};
+use crate::model::{
+    Append, Backoff, EntryId, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove,
+    millis,
+};
 use crate::store::{GroupCursor, Store, StoreResult};
 use leases::LeaseBooks;
 
@@ -142,7 +145,8 @@ impl<S: Store> DeliveryCore<S> {
         Ok(acknowledged)
     }
 
-    /// Nack: the messages go back to the group, due after `delay` (or their backoff); with
+    /// Nack: the messages go back to the group (to the parked consumer, see
+    /// [`PARKED_CONSUMER`]), due after `delay` or the backoff for their delivery count; with
     /// `holder`, only those that consumer holds. Returns the ids nacked.
     pub async fn nack(
         &self,
@@ -152,11 +156,24 @@ impl<S: Store> DeliveryCore<S> {
         ids: &[EntryId],
         delay: Option<Duration>,
     ) -> BrokerResult<Vec<EntryId>> {
+        let movement = PendingMove {
+            holder,
+            to: PARKED_CONSUMER.to_owned(),
+            idle: match delay {
+                Some(delay) => IdleAfterMove::Set(PARKED_HORIZON_MS.saturating_sub(millis(delay))),
+                None => IdleAfterMove::Backoff(self.backoff()),
+            },
+            horizon_ms: PARKED_HORIZON_MS,
+        };
         let nacked = self
-            .redelivery
-            .nack(stream, group, holder, ids, delay)
+            .store
+            .move_pending(stream, group, ids, &movement)
             .await?;
-        self.books.released(stream, group, &nacked);
+        crate::metrics::nacked(stream, nacked.len());
+        if !nacked.is_empty() {
+            self.redelivery.nacked(stream, group, delay);
+            self.books.released(stream, group, &nacked);
+        }
         Ok(nacked)
     }
 
@@ -169,7 +186,16 @@ impl<S: Store> DeliveryCore<S> {
         consumer: &str,
         ids: &[EntryId],
     ) -> BrokerResult<Vec<EntryId>> {
-        let extended = self.redelivery.extend(stream, group, consumer, ids).await?;
+        let movement = PendingMove {
+            holder: Some(consumer.to_owned()),
+            to: consumer.to_owned(),
+            idle: IdleAfterMove::Set(0),
+            horizon_ms: PARKED_HORIZON_MS,
+        };
+        let extended = self
+            .store
+            .move_pending(stream, group, ids, &movement)
+            .await?;
         self.books.renewed(stream, group, &extended);
         Ok(extended)
     }

@@ -27,8 +27,8 @@ use tokio::time::Instant;
 use super::membership::GroupMembership;
 use crate::error::BrokerResult;
 use crate::model::{
-    Backoff, Delivery, EntryId, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove,
-    RangeBound, SweepRequest, millis,
+    Backoff, Delivery, EntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, RangeBound, SweepRequest,
+    millis,
 };
 use crate::store::Store;
 
@@ -407,58 +407,13 @@ impl<S: Store> Redelivery<S> {
         Ok(handed_back)
     }
 
-    /// Nack: the messages go back to the group, due after `delay`, or after the backoff for
-    /// their delivery count when `None`. With `holder`, only messages that consumer holds.
-    pub async fn nack(
-        &self,
-        stream: &str,
-        group: &str,
-        holder: Option<String>,
-        ids: &[EntryId],
-        delay: Option<Duration>,
-    ) -> BrokerResult<Vec<EntryId>> {
-        let movement = PendingMove {
-            holder,
-            to: PARKED_CONSUMER.to_owned(),
-            idle: match delay {
-                Some(delay) => IdleAfterMove::Set(PARKED_HORIZON_MS.saturating_sub(millis(delay))),
-                None => IdleAfterMove::Backoff(self.settings.backoff),
-            },
-            horizon_ms: PARKED_HORIZON_MS,
-        };
-        let nacked = self
-            .store
-            .move_pending(stream, group, ids, &movement)
-            .await?;
-        crate::metrics::nacked(stream, nacked.len());
-        if !nacked.is_empty() {
-            // Look again when the earliest of them is due.
-            let wait = delay.unwrap_or(self.settings.backoff.min);
-            let streams = [stream.to_owned()];
-            self.due_by(&streams, group, Instant::now() + wait);
-            self.wake_group(&streams, group);
-        }
-        Ok(nacked)
-    }
-
-    /// ExtendDeadline: the messages `consumer` holds get a fresh ack deadline from now.
-    pub async fn extend(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        ids: &[EntryId],
-    ) -> BrokerResult<Vec<EntryId>> {
-        let movement = PendingMove {
-            holder: Some(consumer.to_owned()),
-            to: consumer.to_owned(),
-            idle: IdleAfterMove::Set(0),
-            horizon_ms: PARKED_HORIZON_MS,
-        };
-        Ok(self
-            .store
-            .move_pending(stream, group, ids, &movement)
-            .await?)
+    /// After a nack: the group's sweep looks again when the earliest nacked message is due
+    /// (after `delay`, or the shortest backoff), and an idle member is woken for it.
+    pub fn nacked(&self, stream: &str, group: &str, delay: Option<Duration>) {
+        let wait = delay.unwrap_or(self.settings.backoff.min);
+        let streams = [stream.to_owned()];
+        self.due_by(&streams, group, Instant::now() + wait);
+        self.wake_group(&streams, group);
     }
 }
 
