@@ -374,6 +374,19 @@ pub struct ClaimOptions {
     pub just_id: bool,
 }
 
+/// XAUTOCLAIM arguments beyond stream, group and consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoClaimOptions {
+    /// Only entries idle at least this long.
+    pub min_idle_ms: u64,
+    /// Where the scan of the pending list starts.
+    pub start: EntryId,
+    /// Most entries claimed.
+    pub count: usize,
+    /// JUSTID.
+    pub just_id: bool,
+}
+
 /// What a claim returns: full entries, or ids only with JUSTID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claimed {

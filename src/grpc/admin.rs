@@ -12,7 +12,7 @@ use crate::delivery::{DeliveryCore, Topics};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert::{self, id_strings};
 use crate::grpc::pb;
-use crate::model::{EntryId, PendingQuery, StartId};
+use crate::model::{AutoClaimOptions, EntryId, PendingQuery, StartId};
 use crate::store::Store;
 use crate::store::StoreError;
 
@@ -363,17 +363,15 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
             text => convert::parse("start_id", text)?,
         };
         let count = self.listing_count(r.count)?;
+        let options = AutoClaimOptions {
+            min_idle_ms: r.min_idle_ms,
+            start,
+            count,
+            just_id: r.just_id,
+        };
         let result = self
             .store
-            .auto_claim(
-                &stream,
-                &group,
-                &consumer,
-                r.min_idle_ms,
-                start,
-                count,
-                r.just_id,
-            )
+            .auto_claim(&stream, &group, &consumer, &options)
             .await?;
         Ok(Response::new(result.into()))
     }

@@ -26,9 +26,9 @@ pub use redis_store::{RedisStore, RedisStoreConfig, key_slot};
 pub use wakeups::{StreamWatch, Wakeups};
 
 use crate::model::{
-    Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, Field, GroupInfo,
-    IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo,
-    SweepRequest, Swept, TrimPolicy,
+    Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId,
+    Field, GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId,
+    StreamInfo, SweepRequest, Swept, TrimPolicy,
 };
 
 /// A store failure, classified by what the caller can do about it.
@@ -358,16 +358,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Claimed>> + Send;
 
     /// XAUTOCLAIM.
-    #[allow(clippy::too_many_arguments)]
     fn auto_claim(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
-        min_idle_ms: u64,
-        start: EntryId,
-        count: usize,
-        just_id: bool,
+        options: &AutoClaimOptions,
     ) -> impl Future<Output = StoreResult<AutoClaimed>> + Send;
 
     /// One atomic step of a group's redelivery sweep: looks at up to `request.scan` pending

@@ -13,9 +13,9 @@ use super::{
     Wakeups,
 };
 use crate::model::{
-    Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, GroupInfo, IdRange,
-    PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest,
-    Swept, TrimPolicy,
+    Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId,
+    GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId,
+    StreamInfo, SweepRequest, Swept, TrimPolicy,
 };
 
 /// A store whose keys all start with `prefix` (empty: no change at all).
@@ -406,21 +406,10 @@ impl<S: Store> Store for Namespaced<S> {
         stream: &str,
         group: &str,
         consumer: &str,
-        min_idle_ms: u64,
-        start: EntryId,
-        count: usize,
-        just_id: bool,
+        options: &AutoClaimOptions,
     ) -> StoreResult<AutoClaimed> {
         self.inner
-            .auto_claim(
-                &self.key(stream),
-                group,
-                consumer,
-                min_idle_ms,
-                start,
-                count,
-                just_id,
-            )
+            .auto_claim(&self.key(stream), group, consumer, options)
             .await
             .map_err(|e| self.unkey(e))
     }

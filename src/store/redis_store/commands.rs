@@ -12,9 +12,10 @@ use super::cluster::{by_slot, one_slot};
 use super::errors::Ctx;
 use super::replies::*;
 use crate::model::{
-    Append, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId, GroupInfo, IdRange,
-    IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry, PendingMove, PendingQuery,
-    PendingSummary, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, millis,
+    Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId,
+    GroupInfo, IdRange, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry,
+    PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest, Swept,
+    TrimPolicy, millis,
 };
 use crate::store::{
     GroupCursor, GroupEntry, Released, Store, StoreError, StoreResult, StreamPage, StreamWatch,
@@ -571,21 +572,18 @@ impl Store for RedisStore {
         stream: &str,
         group: &str,
         consumer: &str,
-        min_idle_ms: u64,
-        start: EntryId,
-        count: usize,
-        just_id: bool,
+        options: &AutoClaimOptions,
     ) -> StoreResult<AutoClaimed> {
         let mut xautoclaim = cmd("XAUTOCLAIM");
         xautoclaim
             .arg(stream)
             .arg(group)
             .arg(consumer)
-            .arg(min_idle_ms)
-            .arg(start.to_string())
+            .arg(options.min_idle_ms)
+            .arg(options.start.to_string())
             .arg("COUNT")
-            .arg(count);
-        if just_id {
+            .arg(options.count);
+        if options.just_id {
             xautoclaim.arg("JUSTID");
         }
         let reply: Value = self.query(&xautoclaim, Ctx::group(stream, group)).await?;
@@ -593,7 +591,7 @@ impl Store for RedisStore {
         let next = parts.next().unwrap_or(Value::Nil);
         Ok(AutoClaimed {
             next_start: to_id(&next)?,
-            claimed: parse_claimed(parts.next().unwrap_or(Value::Nil), just_id)?,
+            claimed: parse_claimed(parts.next().unwrap_or(Value::Nil), options.just_id)?,
             // Redis 7+ only; absent before.
             deleted_ids: parse_ids(parts.next().unwrap_or(Value::Nil))?,
         })
