@@ -296,10 +296,13 @@ struct Pump<S> {
 impl<S: Store> Pump<S> {
     async fn run(self) {
         tracing::debug!("subscription started");
-        let outcome = match self.core.join(self.spec.clone()).await {
+        // Boxed: a task's future is as large as its largest state, and ten thousand idle
+        // subscriptions each hold one; the reads and hand-back live on the heap only while
+        // they run.
+        let outcome = match Box::pin(self.core.join(self.spec.clone())).await {
             Ok(mut member) => {
-                let outcome = self.pump(&mut member).await;
-                self.hand_back(&member).await;
+                let outcome = Box::pin(self.pump(&mut member)).await;
+                Box::pin(self.hand_back(&member)).await;
                 outcome
             }
             Err(err) => Err(err),
@@ -345,7 +348,7 @@ impl<S: Store> Pump<S> {
                 // Dropped mid-flight (the two arms above), the read's reply is discarded by the
                 // multiplexed connection, which stays usable. In group mode the entries it took
                 // stay pending for this consumer and are handed back when the pump ends.
-                batch = member.next_batch(self.batch_size, sweep_only) => batch,
+                batch = Box::pin(member.next_batch(self.batch_size, sweep_only)) => batch,
             };
             if !sweep_only {
                 last_read = Instant::now();

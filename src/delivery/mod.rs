@@ -22,6 +22,7 @@ pub mod topics;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use member::{Batch, Member, MemberSpec, Reading, Replay, Resume};
@@ -54,9 +55,22 @@ impl ResolvedSpec {
     }
 }
 
-/// The core over one store; cheap to clone (every part is shared).
-#[derive(Clone)]
+/// The core over one store; a clone is one pointer (every subscription task holds one, so its
+/// size is what ten thousand idle subscriptions pay for it).
 pub struct DeliveryCore<S> {
+    parts: Arc<Parts<S>>,
+}
+
+impl<S> Clone for DeliveryCore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            parts: self.parts.clone(),
+        }
+    }
+}
+
+/// What a [`DeliveryCore`] shares between its clones.
+struct Parts<S> {
     store: S,
     redelivery: Redelivery<S>,
     topics: Topics<S>,
@@ -67,41 +81,43 @@ impl<S: Store> DeliveryCore<S> {
     /// The core over `store`, with the server's redelivery `settings`.
     pub fn new(store: S, settings: RedeliverySettings) -> Self {
         Self {
-            redelivery: Redelivery::new(store.clone(), settings),
-            topics: Topics::new(store.clone()),
-            store,
-            books: LeaseBooks::default(),
+            parts: Arc::new(Parts {
+                redelivery: Redelivery::new(store.clone(), settings),
+                topics: Topics::new(store.clone()),
+                store,
+                books: LeaseBooks::default(),
+            }),
         }
     }
 
     /// The store underneath (Admin calls that are one store command each use it directly).
     pub fn store(&self) -> &S {
-        &self.store
+        &self.parts.store
     }
 
     /// Redelivery state: sweeps, counters, served groups.
     pub fn redelivery(&self) -> &Redelivery<S> {
-        &self.redelivery
+        &self.parts.redelivery
     }
 
     /// Topic routing and partition counts.
     pub fn topics(&self) -> &Topics<S> {
-        &self.topics
+        &self.parts.topics
     }
 
     /// The backoff of every delivery policy this broker builds.
     pub fn backoff(&self) -> Backoff {
-        self.redelivery.backoff()
+        self.parts.redelivery.backoff()
     }
 
     pub(crate) fn books(&self) -> &LeaseBooks {
-        &self.books
+        &self.parts.books
     }
 
     /// Replaces topics among the streams of `spec` by their partitions (per-stream positions
     /// follow their topic).
     pub async fn resolve(&self, mut spec: MemberSpec) -> BrokerResult<ResolvedSpec> {
-        let expanded = self.topics.expand(&spec.streams).await?;
+        let expanded = self.parts.topics.expand(&spec.streams).await?;
         if expanded.len() != spec.streams.len() {
             match &mut spec.reading {
                 Reading::Tail(starts) => *starts = follow(&expanded, starts),
@@ -120,13 +136,13 @@ impl<S: Store> DeliveryCore<S> {
 
     /// Points a Produce at its partition when its stream is a topic.
     pub async fn route(&self, append: &mut Append, partition_key: &str) -> BrokerResult<()> {
-        self.topics.route(append, partition_key).await
+        self.parts.topics.route(append, partition_key).await
     }
 
     /// Appends `requests` in one pipelined round trip (see [`Store::append`]), counting what was
     /// produced.
     pub async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
-        let answers = self.store.append(requests).await?;
+        let answers = self.parts.store.append(requests).await?;
         for (answer, request) in answers.iter().zip(requests) {
             if let Ok(ids) = answer {
                 crate::metrics::produced(&request.stream, ids.len());
@@ -137,10 +153,10 @@ impl<S: Store> DeliveryCore<S> {
 
     /// Ack: the messages leave the group's pending list; their holders get room again.
     pub async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<u64> {
-        let acknowledged = self.store.ack(stream, group, ids).await?;
+        let acknowledged = self.parts.store.ack(stream, group, ids).await?;
         crate::metrics::acked(stream, acknowledged);
         if acknowledged > 0 {
-            self.books.released(stream, group, ids);
+            self.parts.books.released(stream, group, ids);
         }
         Ok(acknowledged)
     }
@@ -166,13 +182,14 @@ impl<S: Store> DeliveryCore<S> {
             horizon_ms: PARKED_HORIZON_MS,
         };
         let nacked = self
+            .parts
             .store
             .move_pending(stream, group, ids, &movement)
             .await?;
         crate::metrics::nacked(stream, nacked.len());
         if !nacked.is_empty() {
-            self.redelivery.nacked(stream, group, delay);
-            self.books.released(stream, group, &nacked);
+            self.parts.redelivery.nacked(stream, group, delay);
+            self.parts.books.released(stream, group, &nacked);
         }
         Ok(nacked)
     }
@@ -193,10 +210,11 @@ impl<S: Store> DeliveryCore<S> {
             horizon_ms: PARKED_HORIZON_MS,
         };
         let extended = self
+            .parts
             .store
             .move_pending(stream, group, ids, &movement)
             .await?;
-        self.books.renewed(stream, group, &extended);
+        self.parts.books.renewed(stream, group, &extended);
         Ok(extended)
     }
 }
