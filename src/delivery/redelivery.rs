@@ -293,18 +293,30 @@ impl<S: Store> Redelivery<S> {
                 "messages reached their delivery limit and were moved to the dead-letter stream"
             );
         }
-        if !lost.is_empty() {
-            self.counters
-                .lost_before_ack
-                .fetch_add(lost.len() as u64, Ordering::Relaxed);
-            tracing::warn!(
-                stream = %stream,
-                group = %membership.group,
-                count = lost.len(),
-                first_id = %lost[0],
-                "pending messages were deleted or trimmed before being acknowledged; they cannot be redelivered"
-            );
+        self.count_lost(
+            stream,
+            &membership.group,
+            lost.len() as u64,
+            lost.first().copied(),
+        );
+    }
+
+    /// Pending messages whose entry was deleted or trimmed before anyone acknowledged them:
+    /// counted and logged (the first id, when known), since nobody can ever receive them.
+    fn count_lost(&self, stream: &str, group: &str, count: u64, first_id: Option<EntryId>) {
+        if count == 0 {
+            return;
         }
+        self.counters
+            .lost_before_ack
+            .fetch_add(count, Ordering::Relaxed);
+        tracing::warn!(
+            stream,
+            group,
+            count,
+            first_id = first_id.map(|id| id.to_string()),
+            "pending messages were deleted or trimmed before being acknowledged; they cannot be redelivered"
+        );
     }
 
     /// Deletes the group's consumers that have been idle past the timeout, their messages handed
@@ -388,17 +400,7 @@ impl<S: Store> Redelivery<S> {
                 )
                 .await?;
             handed_back += released.handed_back;
-            if released.lost > 0 {
-                self.counters
-                    .lost_before_ack
-                    .fetch_add(released.lost, Ordering::Relaxed);
-                tracing::warn!(
-                    stream = %stream,
-                    group = %membership.group,
-                    count = released.lost,
-                    "pending messages were deleted or trimmed before being acknowledged; they cannot be redelivered"
-                );
-            }
+            self.count_lost(stream, &membership.group, released.lost, None);
         }
         if handed_back > 0 {
             self.due_by(streams, &membership.group, Instant::now());
