@@ -496,14 +496,29 @@ impl<S: Store> Pump<S> {
         &self,
         member: &Member<S>,
         delivery: Delivery,
-        sent: &mut VecDeque<(String, EntryId)>,
+        sent: &mut VecDeque<(usize, EntryId)>,
     ) -> BrokerResult<bool> {
         let Some(membership) = member.membership() else {
             return self.send(Event::Message(delivery)).await;
         };
-        let key = (delivery.stream.clone(), delivery.entry.id);
+        // Which stream, as an index: no string copied per message.
+        let stream = member
+            .streams()
+            .iter()
+            .position(|s| *s == delivery.stream)
+            .unwrap_or(usize::MAX);
+        let key = (stream, delivery.entry.id);
+        // The common case, room in the buffer: no timer armed for it.
+        let item = match self.tx.try_send(Ok(Event::Message(delivery))) {
+            Ok(()) => {
+                self.sent_one(sent, key);
+                return Ok(true);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(false),
+            Err(mpsc::error::TrySendError::Full(item)) => item,
+        };
         let renew_every = (membership.delivery.ack_deadline / 3).max(Duration::from_millis(20));
-        let send = self.tx.send(Ok(Event::Message(delivery)));
+        let send = self.tx.send(item);
         tokio::pin!(send);
         loop {
             tokio::select! {
@@ -513,20 +528,26 @@ impl<S: Store> Pump<S> {
                     if result.is_err() {
                         return Ok(false);
                     }
-                    self.mark_sent();
-                    if sent.len() == self.tx.max_capacity() {
-                        sent.pop_front();
-                    }
-                    sent.push_back(key);
+                    self.sent_one(sent, key);
                     return Ok(true);
                 }
                 _ = tokio::time::sleep(renew_every) => {
                     let buffered = self.tx.max_capacity() - self.tx.capacity();
                     let waiting = sent.iter().skip(sent.len().saturating_sub(buffered));
-                    member.renew(waiting.chain(std::iter::once(&key))).await;
+                    member.renew(waiting.copied().chain(std::iter::once(key))).await;
                 }
             }
         }
+    }
+
+    /// Remembers the message just put into the send buffer (the last buffer-full of them), and
+    /// restarts the heartbeat clock.
+    fn sent_one(&self, sent: &mut VecDeque<(usize, EntryId)>, key: (usize, EntryId)) {
+        self.mark_sent();
+        if sent.len() == self.tx.max_capacity() {
+            sent.pop_front();
+        }
+        sent.push_back(key);
     }
 
     /// `Ok(false)` when the client is gone.

@@ -217,8 +217,9 @@ impl<S: Store> Member<S> {
         } else {
             "tail"
         };
-        for delivery in &deliveries {
-            crate::metrics::delivered(&delivery.stream, mode, 1);
+        // One count per run of one stream's messages, not one per message.
+        for run in deliveries.chunk_by(|a, b| a.stream == b.stream) {
+            crate::metrics::delivered(&run[0].stream, mode, run.len());
         }
         Ok(Batch::Messages(deliveries))
     }
@@ -301,16 +302,20 @@ impl<S: Store> Member<S> {
     }
 
     /// Resets the ack deadline of messages this member holds but the client has not taken yet
-    /// (a send buffer waiting on a slow client), so that they do not come back as duplicates.
-    pub async fn renew<'a>(&self, held: impl Iterator<Item = &'a (String, EntryId)>) {
+    /// (a send buffer waiting on a slow client), so that they do not come back as duplicates;
+    /// `held` names each message by the index of its stream in [`streams`](Self::streams).
+    pub async fn renew(&self, held: impl Iterator<Item = (usize, EntryId)>) {
         let Some(membership) = self.membership() else {
             return;
         };
         let mut by_stream: Vec<(&str, Vec<EntryId>)> = Vec::new();
-        for (stream, id) in held {
+        for (index, id) in held {
+            let Some(stream) = self.streams.get(index) else {
+                continue;
+            };
             match by_stream.iter_mut().find(|(s, _)| s == stream) {
-                Some((_, ids)) => ids.push(*id),
-                None => by_stream.push((stream, vec![*id])),
+                Some((_, ids)) => ids.push(id),
+                None => by_stream.push((stream, vec![id])),
             }
         }
         for (stream, ids) in by_stream {

@@ -1,0 +1,131 @@
+//! End-to-end latency at fixed rates: Produce call to group delivery.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use streamgate::grpc::pb;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Latency {
+    /// Rate asked for.
+    pub(crate) target_rate: u64,
+    /// Rate achieved by the producer.
+    pub(crate) achieved_rate: f64,
+    /// Median.
+    pub(crate) p50_ms: f64,
+    /// 99th percentile.
+    pub(crate) p99_ms: f64,
+    /// 99.9th percentile.
+    pub(crate) p999_ms: f64,
+}
+
+/// Produce at a fixed rate (one unary call per message), consume through a group Subscribe with
+/// batched acks; time from the Produce call to delivery.
+pub(crate) async fn latency(bench: &Bench, rate: u64, epoch: Instant) -> anyhow::Result<Latency> {
+    let stream = format!("bench-latency-{rate}");
+    create_group(bench, &stream, "g", "$").await?;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let histogram = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let consumer = {
+        let histogram = histogram.clone();
+        let request = pb::SubscribeRequest {
+            streams: vec![pb::StreamStart {
+                stream: stream.clone(),
+                after_id: String::new(),
+            }],
+            group: "g".into(),
+            consumer: "latency".into(),
+            batch_size: 100,
+            ..Default::default()
+        };
+        tokio::spawn(consume_group(
+            bench.broker(0),
+            request,
+            delivered.clone(),
+            stop.clone(),
+            move |m| {
+                let sent = m
+                    .fields
+                    .iter()
+                    .find(|f| f.name == "t")
+                    .and_then(|f| std::str::from_utf8(&f.value).ok()?.parse::<u64>().ok());
+                if let Some(sent) = sent {
+                    let micros = (epoch.elapsed().as_nanos() as u64).saturating_sub(sent) / 1000;
+                    let _ = histogram.lock().map(|mut h| h.record(micros.max(1)));
+                }
+            },
+        ))
+    };
+    // Every millisecond, send what the rate allows by now; at most 1,000 calls outstanding.
+    let in_flight = Arc::new(Semaphore::new(1000));
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut calls = Vec::new();
+    while started.elapsed() < bench.duration {
+        ticker.tick().await;
+        let due = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
+        while sent < due {
+            let permit = in_flight.clone().acquire_owned().await?;
+            let mut client = bench.broker(sent as usize);
+            let stamp = (epoch.elapsed().as_nanos() as u64).to_string();
+            let request = pb::ProduceRequest {
+                stream: stream.clone(),
+                messages: vec![pb::OutgoingMessage {
+                    id: String::new(),
+                    fields: vec![
+                        pb::Field {
+                            name: "t".into(),
+                            value: Bytes::from(stamp),
+                        },
+                        pb::Field {
+                            name: "v".into(),
+                            value: payload(100),
+                        },
+                    ],
+                }],
+                trim: None,
+                require_existing_stream: false,
+                partition_key: String::new(),
+            };
+            calls.push(tokio::spawn(async move {
+                let result = client.produce(request).await;
+                drop(permit);
+                result
+            }));
+            sent += 1;
+        }
+    }
+    let achieved_rate = sent as f64 / started.elapsed().as_secs_f64();
+    for call in calls {
+        call.await?.context("produce")?;
+    }
+    wait_for(&delivered, sent, Duration::from_secs(60)).await?;
+    stop.cancel();
+    consumer.await??;
+    bench.del(&stream).await?;
+    let histogram = histogram
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    Ok(Latency {
+        target_rate: rate,
+        achieved_rate,
+        p50_ms: ms(&histogram, 0.5),
+        p99_ms: ms(&histogram, 0.99),
+        p999_ms: ms(&histogram, 0.999),
+    })
+}
