@@ -49,11 +49,14 @@ fn clients(broker: &BrokerProcess) -> (BrokerClient<Channel>, AdminClient<Channe
     )
 }
 
-fn ok<T>(what: &str, result: Result<tonic::Response<T>, tonic::Status>) -> T {
-    match result {
-        Ok(response) => response.into_inner(),
-        Err(status) => panic!("{what} failed for the tenant: {status:?}"),
-    }
+/// Calls `client.rpc(request)` and returns the response, or fails naming the RPC and status.
+macro_rules! ok {
+    ($client:ident . $rpc:ident ( $request:expr )) => {
+        match $client.$rpc($request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => panic!("{} failed for the tenant: {status:?}", stringify!($rpc)),
+        }
+    };
 }
 
 fn fetch_request(stream: &str, group: &str, consumer: &str) -> pb::FetchRequest {
@@ -80,12 +83,7 @@ async fn a_tenant_confined_to_its_prefix_by_a_redis_acl_can_use_every_rpc() {
 
     // Broker: Produce, ProduceStream, Subscribe (tail and group), Fetch, Ack, Nack, Extend.
     let ids = produce_numbered(&mut client, "orders", 0..4).await;
-    let answers = ok(
-        "ProduceStream",
-        client
-            .produce_stream(tokio_stream::iter(vec![numbered("orders", 4..6)]))
-            .await,
-    );
+    let answers = ok!(client.produce_stream(tokio_stream::iter(vec![numbered("orders", 4..6)])));
     let mut answers = answers;
     let answer = answers.message().await.unwrap().unwrap();
     assert!(
@@ -99,60 +97,37 @@ async fn a_tenant_confined_to_its_prefix_by_a_redis_acl_can_use_every_rpc() {
     assert_eq!(tail.take(6).await.len(), 6);
     let mut member = Subscription::open(&mut client, group_request(&["orders"], "g", "c1")).await;
     let got = member.take(6).await;
-    let acked = ok(
-        "Ack",
-        client
-            .ack(pb::AckRequest {
-                stream: "orders".into(),
-                group: "g".into(),
-                ids: vec![got[0].id.clone()],
-            })
-            .await,
-    );
+    let acked = ok!(client.ack(pb::AckRequest {
+        stream: "orders".into(),
+        group: "g".into(),
+        ids: vec![got[0].id.clone()],
+    }));
     assert_eq!(acked.acknowledged, 1);
-    let extended = ok(
-        "ExtendDeadline",
-        client
-            .extend_deadline(pb::ExtendDeadlineRequest {
-                stream: "orders".into(),
-                group: "g".into(),
-                consumer: "c1".into(),
-                ids: vec![got[1].id.clone()],
-            })
-            .await,
-    );
+    let extended = ok!(client.extend_deadline(pb::ExtendDeadlineRequest {
+        stream: "orders".into(),
+        group: "g".into(),
+        consumer: "c1".into(),
+        ids: vec![got[1].id.clone()],
+    }));
     assert_eq!(extended.ids, [got[1].id.clone()]);
-    let nacked = ok(
-        "Nack",
-        client
-            .nack(pb::NackRequest {
-                stream: "orders".into(),
-                group: "g".into(),
-                ids: vec![got[2].id.clone()],
-                consumer: "c1".into(),
-                delay_ms: Some(0),
-            })
-            .await,
-    );
+    let nacked = ok!(client.nack(pb::NackRequest {
+        stream: "orders".into(),
+        group: "g".into(),
+        ids: vec![got[2].id.clone()],
+        consumer: "c1".into(),
+        delay_ms: Some(0),
+    }));
     assert_eq!(nacked.ids, [got[2].id.clone()]);
     drop(member);
-    let fetched = ok(
-        "Fetch",
-        client.fetch(fetch_request("orders", "g2", "f")).await,
-    );
+    let fetched = ok!(client.fetch(fetch_request("orders", "g2", "f")));
     assert_eq!(fetched.messages.len(), 6);
 
     // Dead letters: one delivery allowed, never acked.
-    let dead = ok(
-        "Fetch with a delivery limit",
-        client
-            .fetch(pb::FetchRequest {
-                max_deliveries: Some(1),
-                ack_deadline_ms: 100,
-                ..fetch_request("orders", "dl", "x")
-            })
-            .await,
-    );
+    let dead = ok!(client.fetch(pb::FetchRequest {
+        max_deliveries: Some(1),
+        ack_deadline_ms: 100,
+        ..fetch_request("orders", "dl", "x")
+    }));
     assert_eq!(dead.messages.len(), 6);
     let redis_ref = &redis;
     eventually("the messages are dead-lettered", || {
@@ -173,243 +148,133 @@ async fn a_tenant_confined_to_its_prefix_by_a_redis_acl_can_use_every_rpc() {
     .await;
 
     // Admin, every RPC.
-    let listed = ok(
-        "ListStreams",
-        admin
-            .list_streams(pb::ListStreamsRequest {
-                pattern: "*".into(),
-                ..Default::default()
-            })
-            .await,
-    );
+    let listed = ok!(admin.list_streams(pb::ListStreamsRequest {
+        pattern: "*".into(),
+        ..Default::default()
+    }));
     assert!(listed.streams.contains(&"orders".to_owned()), "{listed:?}");
-    let info = ok(
-        "GetStreamInfo",
-        admin
-            .get_stream_info(pb::GetStreamInfoRequest {
-                stream: "orders".into(),
-            })
-            .await,
-    );
+    let info = ok!(admin.get_stream_info(pb::GetStreamInfoRequest {
+        stream: "orders".into(),
+    }));
     assert_eq!(info.length, 6);
-    let queried = ok(
-        "QueryMessages",
-        admin
-            .query_messages(pb::QueryMessagesRequest {
-                stream: "orders".into(),
-                count: 2,
-                ..Default::default()
-            })
-            .await,
-    );
+    let queried = ok!(admin.query_messages(pb::QueryMessagesRequest {
+        stream: "orders".into(),
+        count: 2,
+        ..Default::default()
+    }));
     assert_eq!(queried.entries.len(), 2);
-    let dead_letters = ok(
-        "ListDeadLetters",
-        admin
-            .list_dead_letters(pb::ListDeadLettersRequest {
-                dead_letter_stream: "orders:dlq".into(),
-                ..Default::default()
-            })
-            .await,
-    );
+    let dead_letters = ok!(admin.list_dead_letters(pb::ListDeadLettersRequest {
+        dead_letter_stream: "orders:dlq".into(),
+        ..Default::default()
+    }));
     assert_eq!(dead_letters.dead_letters.len(), 6);
-    let replayed = ok(
-        "ReplayDeadLetters",
-        admin
-            .replay_dead_letters(pb::ReplayDeadLettersRequest {
-                dead_letter_stream: "orders:dlq".into(),
-                count: 2,
-                ..Default::default()
-            })
-            .await,
-    );
+    let replayed = ok!(admin.replay_dead_letters(pb::ReplayDeadLettersRequest {
+        dead_letter_stream: "orders:dlq".into(),
+        count: 2,
+        ..Default::default()
+    }));
     assert_eq!(replayed.replayed.len(), 2);
-    ok(
-        "CreateGroup",
-        admin
-            .create_group(pb::CreateGroupRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-                start_id: "0".into(),
-                ..Default::default()
-            })
-            .await,
-    );
-    ok(
-        "SetGroupId",
-        admin
-            .set_group_id(pb::SetGroupIdRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-                id: "0".into(),
-                ..Default::default()
-            })
-            .await,
-    );
-    let groups = ok(
-        "ListGroups",
-        admin
-            .list_groups(pb::ListGroupsRequest {
-                stream: "orders".into(),
-            })
-            .await,
-    );
+    ok!(admin.create_group(pb::CreateGroupRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+        start_id: "0".into(),
+        ..Default::default()
+    }));
+    ok!(admin.set_group_id(pb::SetGroupIdRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+        id: "0".into(),
+        ..Default::default()
+    }));
+    let groups = ok!(admin.list_groups(pb::ListGroupsRequest {
+        stream: "orders".into(),
+    }));
     assert!(groups.groups.iter().any(|g| g.name == "admin-g"));
-    let created = ok(
-        "CreateConsumer",
-        admin
-            .create_consumer(pb::CreateConsumerRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-                consumer: "worker".into(),
-            })
-            .await,
-    );
+    let created = ok!(admin.create_consumer(pb::CreateConsumerRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+        consumer: "worker".into(),
+    }));
     assert!(created.created);
-    let consumers = ok(
-        "ListConsumers",
-        admin
-            .list_consumers(pb::ListConsumersRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-            })
-            .await,
-    );
+    let consumers = ok!(admin.list_consumers(pb::ListConsumersRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+    }));
     assert_eq!(consumers.consumers.len(), 1);
-    ok("Fetch as worker", {
-        let mut request = fetch_request("orders", "admin-g", "worker");
-        request.create_group = false;
-        request.group_start_id.clear();
-        client.fetch(request).await
-    });
-    let summary = ok(
-        "GetPendingSummary",
-        admin
-            .get_pending_summary(pb::GetPendingSummaryRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-            })
-            .await,
-    );
+    let mut as_worker = fetch_request("orders", "admin-g", "worker");
+    as_worker.create_group = false;
+    as_worker.group_start_id.clear();
+    ok!(client.fetch(as_worker));
+    let summary = ok!(admin.get_pending_summary(pb::GetPendingSummaryRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+    }));
     assert!(summary.count > 0);
-    let pending = ok(
-        "ListPending",
-        admin
-            .list_pending(pb::ListPendingRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-                count: 10,
-                ..Default::default()
-            })
-            .await,
-    );
-    let claimed = ok(
-        "Claim",
-        admin
-            .claim(pb::ClaimRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-                consumer: "other".into(),
-                ids: vec![pending.entries[0].id.clone()],
-                just_id: true,
-                ..Default::default()
-            })
-            .await,
-    );
+    let pending = ok!(admin.list_pending(pb::ListPendingRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+        count: 10,
+        ..Default::default()
+    }));
+    let claimed = ok!(admin.claim(pb::ClaimRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+        consumer: "other".into(),
+        ids: vec![pending.entries[0].id.clone()],
+        just_id: true,
+        ..Default::default()
+    }));
     assert_eq!(claimed.claimed_ids.len(), 1);
-    ok(
-        "AutoClaim",
-        admin
-            .auto_claim(pb::AutoClaimRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-                consumer: "other".into(),
-                start_id: "0".into(),
-                count: 10,
-                ..Default::default()
-            })
-            .await,
-    );
-    ok(
-        "DeleteConsumer",
-        admin
-            .delete_consumer(pb::DeleteConsumerRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-                consumer: "other".into(),
-            })
-            .await,
-    );
-    ok(
-        "DestroyGroup",
-        admin
-            .destroy_group(pb::DestroyGroupRequest {
-                stream: "orders".into(),
-                group: "admin-g".into(),
-            })
-            .await,
-    );
-    let deleted = ok(
-        "DeleteMessages",
-        admin
-            .delete_messages(pb::DeleteMessagesRequest {
-                stream: "orders".into(),
-                ids: vec![ids[0].clone()],
-            })
-            .await,
-    );
+    ok!(admin.auto_claim(pb::AutoClaimRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+        consumer: "other".into(),
+        start_id: "0".into(),
+        count: 10,
+        ..Default::default()
+    }));
+    ok!(admin.delete_consumer(pb::DeleteConsumerRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+        consumer: "other".into(),
+    }));
+    ok!(admin.destroy_group(pb::DestroyGroupRequest {
+        stream: "orders".into(),
+        group: "admin-g".into(),
+    }));
+    let deleted = ok!(admin.delete_messages(pb::DeleteMessagesRequest {
+        stream: "orders".into(),
+        ids: vec![ids[0].clone()],
+    }));
     assert_eq!(deleted.deleted, 1);
-    ok(
-        "TrimStream",
-        admin
-            .trim_stream(pb::TrimStreamRequest {
-                stream: "orders".into(),
-                trim: Some(pb::TrimPolicy {
-                    threshold: Some(pb::trim_policy::Threshold::MaxLen(3)),
-                    approximate: false,
-                    limit: 0,
-                }),
-            })
-            .await,
-    );
+    ok!(admin.trim_stream(pb::TrimStreamRequest {
+        stream: "orders".into(),
+        trim: Some(pb::TrimPolicy {
+            threshold: Some(pb::trim_policy::Threshold::MaxLen(3)),
+            approximate: false,
+            limit: 0,
+        }),
+    }));
 
     // Topics: the registry lives under the prefix too.
-    let topic = ok(
-        "CreateTopic",
-        admin
-            .create_topic(pb::CreateTopicRequest {
-                topic: "events".into(),
-                partitions: 3,
-            })
-            .await,
-    );
+    let topic = ok!(admin.create_topic(pb::CreateTopicRequest {
+        topic: "events".into(),
+        partitions: 3,
+    }));
     assert!(topic.created);
-    let described = ok(
-        "DescribeTopic",
-        admin
-            .describe_topic(pb::DescribeTopicRequest {
-                topic: "events".into(),
-            })
-            .await,
-    );
+    let described = ok!(admin.describe_topic(pb::DescribeTopicRequest {
+        topic: "events".into(),
+    }));
     assert_eq!(described.partitions.len(), 3);
     produce_numbered(&mut client, "events", 0..9).await;
-    let from_topic = ok(
-        "Fetch on a topic",
-        client.fetch(fetch_request("events", "tg", "t")).await,
-    );
+    let from_topic = ok!(client.fetch(fetch_request("events", "tg", "t")));
     assert_eq!(from_topic.messages.len(), 9);
     let registry: u64 = redis.cmd(&["HLEN", "team-a:streamgate:topics"]).await;
     assert_eq!(registry, 1);
 
-    ok(
-        "DeleteStream",
-        admin
-            .delete_stream(pb::DeleteStreamRequest {
-                stream: "orders".into(),
-            })
-            .await,
-    );
+    ok!(admin.delete_stream(pb::DeleteStreamRequest {
+        stream: "orders".into(),
+    }));
 
     // Nothing outside the prefix was touched, and Redis refused nothing.
     let keys: Vec<String> = redis.cmd(&["KEYS", "*"]).await;
@@ -470,14 +335,9 @@ async fn topics_an_earlier_version_recorded_outside_the_prefix_are_moved_into_it
         .await;
     let broker = tenant_broker(&redis.url(), &[]);
     let (_, mut admin) = clients(&broker);
-    let described = ok(
-        "DescribeTopic",
-        admin
-            .describe_topic(pb::DescribeTopicRequest {
-                topic: "events".into(),
-            })
-            .await,
-    );
+    let described = ok!(admin.describe_topic(pb::DescribeTopicRequest {
+        topic: "events".into(),
+    }));
     assert_eq!(described.partitions.len(), 3);
     let moved: Option<String> = redis
         .cmd(&["HGET", "team-a:streamgate:topics", "events"])
