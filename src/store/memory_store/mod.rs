@@ -1,6 +1,9 @@
 //! [`Store`] in this process's memory: the zero-setup default, for trying streamgate and for
 //! development. Nothing survives a restart.
 //!
+//! Just over 600 lines because it is one `impl Store` block (a trait impl cannot be split across
+//! files); the state and the twins of the Lua scripts live in `state.rs` and `pending.rs`.
+//!
 //! It follows Redis 7.0's stream semantics wherever a client can observe them (ids and their
 //! ordering, consumer groups and their pending entries lists, delivery counts and idle times,
 //! XCLAIM/XAUTOCLAIM rules, deleted entries dropped from pending lists, lag and entries-read
