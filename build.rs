@@ -8,6 +8,7 @@ use prost::Message;
 const PROTOS: &[&str] = &[
     "proto/streamgate/v1/broker.proto",
     "proto/streamgate/v1/admin.proto",
+    "proto/streamgate/v1/subscription.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

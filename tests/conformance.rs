@@ -3,58 +3,16 @@
 //! observe must come out the same; this is how we know the embedded store tells the truth.
 //!
 //! Each test is written once as `async fn name(store: Backend)` and listed in `conformance!` at
-//! the end, which makes `on_redis::name` and `on_memory::name` of it.
+//! the end (see `support::backends`), which makes `on_redis::name`, `on_memory::name` and
+//! `on_cluster::name` of it.
 
 mod support;
 
 use std::time::Duration;
 
-use clap::Parser;
-use streamgate::config::ServeConfig;
 use streamgate::grpc::pb;
 use support::*;
 use tonic::Code;
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Redis,
-    Memory,
-    Cluster,
-}
-
-/// A broker on the chosen store; keeps the Redis (if any) alive as long as itself.
-struct Env {
-    broker: TestBroker,
-    _redis: Option<RedisServer>,
-    _cluster: Option<RedisCluster>,
-}
-
-async fn start(backend: Backend) -> Env {
-    let mut cluster = None;
-    let (config, redis) = match backend {
-        Backend::Redis => {
-            let redis = RedisServer::start();
-            (ServeConfig::for_redis(&redis.url()), Some(redis))
-        }
-        Backend::Memory => (ServeConfig::in_memory(), None),
-        Backend::Cluster => {
-            let started = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
-                .await
-                .unwrap();
-            let config = ServeConfig::parse_from(["serve", "--redis-cluster-url", &started.urls()]);
-            cluster = Some(started);
-            (config, None)
-        }
-    };
-    let mut config = config;
-    config.redelivery_backoff_min = Duration::from_millis(100);
-    config.redelivery_backoff_max = Duration::from_millis(400);
-    Env {
-        broker: TestBroker::start_config(config).await,
-        _redis: redis,
-        _cluster: cluster,
-    }
-}
 
 fn produce(stream: &str, ids: &[&str]) -> pb::ProduceRequest {
     pb::ProduceRequest {
@@ -984,15 +942,6 @@ async fn produce_stream_keeps_order_across_streams(backend: Backend) {
     }
 }
 
-/// The dead-letter stream the broker picks when a request does not name one: on a cluster it
-/// must share its stream's slot, hence the hash tag.
-fn default_dlq(backend: Backend, stream: &str) -> String {
-    match backend {
-        Backend::Cluster => format!("{{{stream}}}:dlq"),
-        _ => format!("{stream}:dlq"),
-    }
-}
-
 /// `value.tap(|v| ...)`: a changed copy, for one-off request tweaks.
 trait Tap: Sized {
     fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
@@ -1001,20 +950,6 @@ trait Tap: Sized {
     }
 }
 impl<T> Tap for T {}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod on_redis {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Redis).await })*
-        }
-        mod on_memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod on_cluster {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Cluster).await })*
-        }
-    };
-}
 
 conformance!(
     ids_must_increase_and_explicit_forms_work,

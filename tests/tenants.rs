@@ -272,6 +272,39 @@ async fn a_tenant_confined_to_its_prefix_by_a_redis_acl_can_use_every_rpc() {
     let registry: u64 = redis.cmd(&["HLEN", "team-a:streamgate:topics"]).await;
     assert_eq!(registry, 1);
 
+    // Stored subscriptions (and the sweep's lease) live under the prefix too.
+    let sub = |group: &str| pb::SubscriptionName {
+        stream: "orders".into(),
+        group: group.into(),
+    };
+    ok!(admin.create_subscription(pb::CreateSubscriptionRequest {
+        stream: "orders".into(),
+        group: "s".into(),
+        policy: Some(pb::SubscriptionPolicy {
+            max_deliveries: Some(3),
+            ..Default::default()
+        }),
+        start_id: "0".into(),
+    }));
+    ok!(admin.get_subscription(sub("s")));
+    ok!(admin.update_subscription(pb::UpdateSubscriptionRequest {
+        stream: "orders".into(),
+        group: "s".into(),
+        policy: Some(pb::SubscriptionPolicy {
+            paused: Some(true),
+            ..Default::default()
+        }),
+    }));
+    let subscriptions = ok!(admin.list_subscriptions(pb::ListSubscriptionsRequest::default()));
+    assert_eq!(subscriptions.subscriptions.len(), 1);
+    let paused = ok!(client.fetch(fetch_request("orders", "s", "p")));
+    assert!(paused.messages.is_empty());
+    ok!(admin.delete_subscription(sub("s")));
+    let registry: u64 = redis
+        .cmd(&["EXISTS", "team-a:streamgate:subscriptions"])
+        .await;
+    assert_eq!(registry, 0);
+
     ok!(admin.delete_stream(pb::DeleteStreamRequest {
         stream: "orders".into(),
     }));

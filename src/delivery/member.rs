@@ -8,16 +8,18 @@
 //! 3. the group's messages due for redelivery, when this broker's sweep of the group is due;
 //! 4. new entries.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng;
 use tokio::time::Instant;
 
 use super::DeliveryCore;
 use super::leases::Leases;
-use super::membership::GroupMembership;
+use super::membership::{GroupMembership, OwnSettings};
 use super::reading;
 use crate::error::{BrokerError, BrokerResult};
-use crate::model::{Delivery, EntryId, StartId, millis};
+use crate::model::{Delivery, EntryId, StartId, SubscriptionPolicy, millis};
 use crate::store::{GroupCursor, Store, StoreError, StreamWatch};
 
 /// How a member reads.
@@ -90,6 +92,9 @@ enum Position {
         cursors: Vec<(String, GroupCursor)>,
         /// Flow control: present when the member has an in-flight limit.
         leases: Option<Leases>,
+        /// The stored subscription applied, and what applies without one.
+        stored: Option<Arc<SubscriptionPolicy>>,
+        own: Box<OwnSettings>,
     },
 }
 
@@ -111,9 +116,15 @@ impl<S: Store> Member<S> {
                 Position::Tail(reading::resolve_starts(store, &spec.streams, &starts).await?)
             }
             Reading::Group {
-                membership,
+                mut membership,
                 cursors,
             } => {
+                let own = Box::new(membership.own_settings());
+                let stored = core
+                    .policies()
+                    .for_member(&spec.streams, &membership.group)
+                    .await?;
+                membership.apply(stored.as_deref(), &own, true)?;
                 reading::prepare_group(store, &spec.streams, &membership).await?;
                 let leases = (!membership.no_ack && membership.max_in_flight > 0).then(|| {
                     core.books().open(
@@ -127,6 +138,8 @@ impl<S: Store> Member<S> {
                     cursors: spec.streams.iter().cloned().zip(cursors).collect(),
                     membership,
                     leases,
+                    stored,
+                    own,
                 }
             }
         };
@@ -196,7 +209,17 @@ impl<S: Store> Member<S> {
                 membership,
                 cursors,
                 leases,
+                stored,
+                own,
             } => {
+                let resumed =
+                    refresh_policy(&self.core, &self.streams, membership, stored, own).await?;
+                if membership.paused {
+                    return Ok(Batch::Empty);
+                }
+                // Entries produced while paused announced nothing to this member: read them
+                // now, even on a wake-up that was only for the sweep.
+                let sweep_only = sweep_only && !resumed;
                 let read = GroupRead {
                     core: &self.core,
                     membership,
@@ -264,6 +287,7 @@ impl<S: Store> Member<S> {
             membership,
             cursors,
             leases,
+            ..
         } = &mut self.position
         else {
             return Err(err);
@@ -454,10 +478,9 @@ impl<S: Store> GroupRead<'_, S> {
         };
         // 4. New entries.
         if deliveries.is_empty() && !sweep_only {
-            let new: Vec<_> = reading_new
-                .into_iter()
-                .map(|s| (s, GroupCursor::New))
-                .collect();
+            let (streams, count) = within_room(reading_new, room, leases.is_some());
+            room = count;
+            let new: Vec<_> = streams.into_iter().map(|s| (s, GroupCursor::New)).collect();
             deliveries = reading::read_group(store, membership, &new, room)
                 .await?
                 .deliveries;
@@ -467,6 +490,60 @@ impl<S: Store> GroupRead<'_, S> {
         }
         Ok(Some(deliveries))
     }
+}
+
+/// The streams a read of new entries covers and its per-stream count. XREADGROUP's COUNT is
+/// per stream, so a flow-controlled member reading several streams would get up to `room`
+/// from each: the room is shared out instead, over at most `room` streams starting at a random
+/// one (so that none is starved when there are more streams than room).
+fn within_room(streams: Vec<String>, room: usize, limited: bool) -> (Vec<String>, usize) {
+    let n = streams.len();
+    if !limited || n <= 1 || room == 0 {
+        return (streams, room);
+    }
+    let covered = n.min(room);
+    let first = rand::rng().random_range(0..n);
+    let chosen = streams
+        .into_iter()
+        .cycle()
+        .skip(first)
+        .take(covered)
+        .collect();
+    (chosen, room / covered)
+}
+
+/// Applies the group's stored policy when it changed since the member last looked (created,
+/// updated, paused, resumed or deleted through any broker instance): within
+/// [`POLICY_TTL`](super::POLICY_TTL). The update wins over what the member's request named.
+/// `true` when the subscription was just resumed.
+async fn refresh_policy<S: Store>(
+    core: &DeliveryCore<S>,
+    streams: &[String],
+    membership: &mut GroupMembership,
+    stored: &mut Option<Arc<SubscriptionPolicy>>,
+    own: &OwnSettings,
+) -> BrokerResult<bool> {
+    let current = core
+        .policies()
+        .for_member(streams, &membership.group)
+        .await?;
+    if current == *stored {
+        return Ok(false);
+    }
+    let paused = membership.paused;
+    membership.apply(current.as_deref(), own, false)?;
+    if membership.paused != paused {
+        tracing::info!(
+            group = %membership.group,
+            paused = membership.paused,
+            "the subscription was {}",
+            if membership.paused { "paused" } else { "resumed" }
+        );
+    } else {
+        tracing::info!(group = %membership.group, "the stored subscription changed; its policy applies from now on");
+    }
+    *stored = current;
+    Ok(paused && !membership.paused)
 }
 
 /// Counts the member's live leases from Redis: at the start, and whenever its book may be out
@@ -501,4 +578,30 @@ async fn rebuild<S: Store>(
     }
     leases.replace(held);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_room;
+
+    #[test]
+    fn a_limited_read_of_several_streams_shares_its_room_out() {
+        let streams: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        // Plenty of room: every stream, a third each.
+        let (chosen, count) = within_room(streams.clone(), 9, true);
+        assert_eq!((chosen.len(), count), (3, 3));
+        // Less room than streams: as many streams as room, one each.
+        for _ in 0..20 {
+            let (chosen, count) = within_room(streams.clone(), 2, true);
+            assert_eq!((chosen.len(), count), (2, 1));
+            assert_ne!(chosen[0], chosen[1]);
+        }
+        // Never more than the room in all.
+        for room in 1..12 {
+            let (chosen, count) = within_room(streams.clone(), room, true);
+            assert!(chosen.len() * count <= room, "{room}");
+        }
+        // Without a limit nothing changes.
+        assert_eq!(within_room(streams.clone(), 2, false), (streams, 2));
+    }
 }

@@ -10,11 +10,13 @@
 //! - [`redelivery`]: ack deadlines, backoff, nack, dead letters, hand-back, consumer clean-up;
 //! - [`reading`]: the XREAD / XREADGROUP reads under every batch;
 //! - [`membership`]: who reads a group, under which policy;
+//! - [`policies`]: stored subscriptions, the policy every member of a group applies;
 //! - [`topics`]: partitioned topics.
 
 pub mod leases;
 pub mod member;
 pub mod membership;
+pub mod policies;
 pub mod reading;
 pub mod redelivery;
 pub mod topics;
@@ -26,7 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use member::{Batch, Member, MemberSpec, Reading, Replay, Resume};
-pub use membership::{GroupMembership, generate_consumer_name};
+pub use membership::{GroupMembership, OwnSettings, Requested, generate_consumer_name};
+pub use policies::{POLICY_TTL, Policies, SUBSCRIPTIONS_REGISTRY};
 pub use redelivery::{MAX_DELAY, Redelivery, RedeliveryCounters, RedeliverySettings};
 pub use topics::Topics;
 
@@ -74,6 +77,7 @@ struct Parts<S> {
     store: S,
     redelivery: Redelivery<S>,
     topics: Topics<S>,
+    policies: Policies<S>,
     books: LeaseBooks,
 }
 
@@ -84,6 +88,7 @@ impl<S: Store> DeliveryCore<S> {
             parts: Arc::new(Parts {
                 redelivery: Redelivery::new(store.clone(), settings),
                 topics: Topics::new(store.clone()),
+                policies: Policies::new(store.clone()),
                 store,
                 books: LeaseBooks::default(),
             }),
@@ -103,6 +108,11 @@ impl<S: Store> DeliveryCore<S> {
     /// Topic routing and partition counts.
     pub fn topics(&self) -> &Topics<S> {
         &self.parts.topics
+    }
+
+    /// Stored subscriptions.
+    pub fn policies(&self) -> &Policies<S> {
+        &self.parts.policies
     }
 
     /// The backoff of every delivery policy this broker builds.
@@ -162,7 +172,8 @@ impl<S: Store> DeliveryCore<S> {
     }
 
     /// Nack: the messages go back to the group (to the parked consumer, see
-    /// [`PARKED_CONSUMER`]), due after `delay` or the backoff for their delivery count; with
+    /// [`PARKED_CONSUMER`]), due after `delay` or the backoff for their delivery count (the
+    /// stored subscription's, else the server's); with
     /// `holder`, only those that consumer holds. Returns the ids nacked.
     pub async fn nack(
         &self,
@@ -172,12 +183,16 @@ impl<S: Store> DeliveryCore<S> {
         ids: &[EntryId],
         delay: Option<Duration>,
     ) -> BrokerResult<Vec<EntryId>> {
+        let backoff = match self.parts.policies.current(stream, group).await? {
+            Some(stored) => stored.delivery().backoff,
+            None => self.backoff(),
+        };
         let movement = PendingMove {
             holder,
             to: PARKED_CONSUMER.to_owned(),
             idle: match delay {
                 Some(delay) => IdleAfterMove::Set(PARKED_HORIZON_MS.saturating_sub(millis(delay))),
-                None => IdleAfterMove::Backoff(self.backoff()),
+                None => IdleAfterMove::Backoff(backoff),
             },
             horizon_ms: PARKED_HORIZON_MS,
         };
@@ -188,7 +203,9 @@ impl<S: Store> DeliveryCore<S> {
             .await?;
         crate::metrics::nacked(stream, nacked.len());
         if !nacked.is_empty() {
-            self.parts.redelivery.nacked(stream, group, delay);
+            self.parts
+                .redelivery
+                .nacked(stream, group, Some(delay.unwrap_or(backoff.min)));
             self.parts.books.released(stream, group, &nacked);
         }
         Ok(nacked)

@@ -68,6 +68,12 @@ async fn member(
                     dead_letter_stream: None,
                 },
                 max_in_flight,
+                requested: Requested {
+                    flow_controlled: true,
+                    max_in_flight: true,
+                    ..Requested::default()
+                },
+                paused: false,
             },
             cursors: replay_everything(1),
         },

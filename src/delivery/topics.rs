@@ -57,6 +57,16 @@ pub fn partition_stream(topic: &str, index: u32, count: u32) -> String {
     format!("{topic}:{index}{{{salt}}}")
 }
 
+/// The topic a stream is a partition of, read off its name (`<topic>:<index>{<salt>}`, see
+/// [`partition_stream`]); `None` for a name of another shape.
+pub fn topic_of_partition(stream: &str) -> Option<&str> {
+    let rest = stream.strip_suffix('}')?;
+    let (rest, salt) = rest.rsplit_once('{')?;
+    let (topic, index) = rest.rsplit_once(':')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(salt) && digits(index) && !topic.is_empty()).then_some(topic)
+}
+
 /// The partition a key goes to.
 pub fn partition_for_key(key: &str, count: u32) -> u32 {
     (stable_hash(key) % u64::from(count.max(1))) as u32
@@ -175,6 +185,19 @@ impl<S: Store> Topics<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_names_its_topic_and_other_streams_do_not() {
+        for count in [1, 4] {
+            for index in 0..count {
+                let stream = partition_stream("orders.eu", index, count);
+                assert_eq!(topic_of_partition(&stream), Some("orders.eu"), "{stream}");
+            }
+        }
+        for plain in ["orders", "a:1", "{t}.orders", "a:x{1}", ":1{2}", "a:1{}"] {
+            assert_eq!(topic_of_partition(plain), None, "{plain}");
+        }
+    }
 
     #[test]
     fn partitions_spread_over_equal_shares_of_the_slot_space() {

@@ -8,19 +8,24 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Caller, Permission};
 use crate::config::Limits;
 use crate::dead_letters::{self, Selection};
-use crate::delivery::{DeliveryCore, Topics};
+use crate::delivery::{DeliveryCore, Policies, Topics};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert::{self, id_strings};
 use crate::grpc::pb;
+use crate::model::Backoff;
 use crate::model::{AutoClaimOptions, EntryId, PendingQuery, StartId};
 use crate::store::Store;
 use crate::store::StoreError;
+
+mod subscriptions;
 
 /// The control-plane service over any [`Store`].
 pub struct AdminService<S> {
     store: S,
     limits: Arc<Limits>,
     topics: Topics<S>,
+    policies: Policies<S>,
+    backoff: Backoff,
 }
 
 impl<S: Store> AdminService<S> {
@@ -28,6 +33,8 @@ impl<S: Store> AdminService<S> {
     pub fn new(core: &DeliveryCore<S>, limits: Arc<Limits>) -> Self {
         Self {
             topics: core.topics().clone(),
+            policies: core.policies().clone(),
+            backoff: core.backoff(),
             store: core.store().clone(),
             limits,
         }
@@ -479,5 +486,40 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
             });
         }
         Ok(Response::new(pb::TopicInfo { topic, partitions }))
+    }
+
+    async fn create_subscription(
+        &self,
+        request: Request<pb::CreateSubscriptionRequest>,
+    ) -> RpcResult<pb::Subscription> {
+        self.create_subscription_call(request).await
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<pb::SubscriptionName>,
+    ) -> RpcResult<pb::Subscription> {
+        self.get_subscription_call(request).await
+    }
+
+    async fn update_subscription(
+        &self,
+        request: Request<pb::UpdateSubscriptionRequest>,
+    ) -> RpcResult<pb::Subscription> {
+        self.update_subscription_call(request).await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<pb::ListSubscriptionsRequest>,
+    ) -> RpcResult<pb::ListSubscriptionsResponse> {
+        self.list_subscriptions_call(request).await
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<pb::SubscriptionName>,
+    ) -> RpcResult<pb::DeleteSubscriptionResponse> {
+        self.delete_subscription_call(request).await
     }
 }

@@ -1,12 +1,15 @@
 //! Domain types shared by the gRPC layer and the store: stream entry ids and positions
-//! ([`ids`]), entries and what the store reports back (here), and how a group's messages are
-//! delivered again ([`delivery`]). Nothing here knows about tonic or Redis.
+//! ([`ids`]), entries and what the store reports back (here), how a group's messages are
+//! delivered again ([`delivery`]), and stored subscriptions ([`subscription`]). Nothing here
+//! knows about tonic or Redis.
 
 mod delivery;
 mod ids;
+mod subscription;
 
 pub use delivery::*;
 pub use ids::*;
+pub use subscription::*;
 
 use bytes::Bytes;
 

@@ -433,6 +433,47 @@ pub trait Store: Clone + Send + Sync + 'static {
         topic: &str,
     ) -> impl Future<Output = StoreResult<Option<u32>>> + Send;
 
+    /// A record of the hash `registry` (small things the broker keeps beside the streams, such
+    /// as stored subscriptions; under the key prefix like every key); `None` when absent.
+    fn record(
+        &self,
+        registry: &str,
+        field: &str,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+
+    /// Writes a record of `registry`; with `only_if_new`, only when absent. `Ok(false)` when it
+    /// was not written because it existed.
+    fn put_record(
+        &self,
+        registry: &str,
+        field: &str,
+        value: &str,
+        only_if_new: bool,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Every record of `registry`, in no particular order.
+    fn records(
+        &self,
+        registry: &str,
+    ) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
+
+    /// Deletes a record of `registry`; `Ok(false)` when there was none.
+    fn remove_record(
+        &self,
+        registry: &str,
+        field: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Takes or renews the lease `key` for `holder` for `ttl_ms` (SET NX PX, or PEXPIRE when
+    /// `holder` has it already), so that one broker instance at a time does a shared job;
+    /// `Ok(false)` when another holder has it.
+    fn hold_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
     /// Moves one dead letter back to the stream it came from (`origin`, recorded in the dead
     /// letter as `origin_label`, its name without any namespace prefix) as a new entry and deletes
     /// it from the dead-letter stream, atomically. `None` when the dead letter is no longer there.

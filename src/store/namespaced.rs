@@ -472,6 +472,48 @@ impl<S: Store> Store for Namespaced<S> {
             .map_err(|e| self.unkey(e))
     }
 
+    async fn record(&self, registry: &str, field: &str) -> StoreResult<Option<String>> {
+        // Fields name things as clients know them: only the registry's key is prefixed.
+        self.inner
+            .record(&self.key(registry), field)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn put_record(
+        &self,
+        registry: &str,
+        field: &str,
+        value: &str,
+        only_if_new: bool,
+    ) -> StoreResult<bool> {
+        self.inner
+            .put_record(&self.key(registry), field, value, only_if_new)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn records(&self, registry: &str) -> StoreResult<Vec<(String, String)>> {
+        self.inner
+            .records(&self.key(registry))
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn remove_record(&self, registry: &str, field: &str) -> StoreResult<bool> {
+        self.inner
+            .remove_record(&self.key(registry), field)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn hold_lease(&self, key: &str, holder: &str, ttl_ms: u64) -> StoreResult<bool> {
+        self.inner
+            .hold_lease(&self.key(key), holder, ttl_ms)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
     async fn replay_dead_letter(
         &self,
         dead_letter_stream: &str,

@@ -7,12 +7,14 @@
 // Each test binary uses a part of this: what one leaves unused is not dead.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+mod backends;
 mod broker;
 mod client;
 mod cluster;
 mod proxy;
 mod redis_server;
 
+pub use backends::*;
 pub use broker::*;
 pub use client::*;
 pub use cluster::*;

@@ -5,6 +5,7 @@
 //! `streams[0].after_id`) and what is wrong with it.
 
 mod responses;
+pub mod subscriptions;
 #[cfg(test)]
 mod tests;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use crate::config::Limits;
 use crate::delivery::{
-    GroupMembership, MAX_DELAY, MemberSpec, Reading, Replay, generate_consumer_name,
+    GroupMembership, MAX_DELAY, MemberSpec, Reading, Replay, Requested, generate_consumer_name,
     replay_everything,
 };
 use crate::error::{BrokerError, BrokerResult};
@@ -366,6 +367,15 @@ impl ReadOptions<'_> {
                 dead_letter_stream,
             },
             max_in_flight,
+            requested: Requested {
+                ack_deadline: self.ack_deadline_ms != 0,
+                max_deliveries: self.max_deliveries.is_some(),
+                dead_letter_stream: !self.dead_letter_stream.is_empty(),
+                // The caller says, for the calls that have the setting.
+                max_in_flight: false,
+                flow_controlled: false,
+            },
+            paused: false,
         })
     }
 }
@@ -437,13 +447,15 @@ pub fn subscription(
         let max_in_flight = request
             .max_in_flight
             .unwrap_or(limits.default_max_in_flight);
-        let membership = options.membership(
+        let mut membership = options.membership(
             consumer,
             generated,
             u64::from(max_in_flight),
             backoff,
             limits,
         )?;
+        membership.requested.max_in_flight = request.max_in_flight.is_some();
+        membership.requested.flow_controlled = true;
         Reading::Group {
             membership,
             // A subscription starts by replaying what this consumer holds.

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio_util::sync::CancellationToken;
 
 mod pending;
+mod records;
 mod state;
 
 use state::{Clock, Group, Stream, bounds, is_empty_range, no_group, no_stream, redis_glob};
@@ -41,6 +42,8 @@ pub struct MemoryStore {
     streams: Arc<Mutex<HashMap<String, Stream>>>,
     /// (registry, topic) → partition count.
     topics: Arc<Mutex<HashMap<(String, String), u32>>>,
+    records: Arc<records::Records>,
+    leases: Arc<records::Leases>,
     wakeups: Wakeups,
     clock: Clock,
 }
@@ -608,6 +611,32 @@ impl Store for MemoryStore {
             held.truncate(usize::try_from(limit.max(1)).unwrap_or(usize::MAX));
             Ok(held)
         })
+    }
+
+    async fn record(&self, registry: &str, field: &str) -> StoreResult<Option<String>> {
+        self.get_record(registry, field)
+    }
+
+    async fn put_record(
+        &self,
+        registry: &str,
+        field: &str,
+        value: &str,
+        only_if_new: bool,
+    ) -> StoreResult<bool> {
+        self.set_record(registry, field, value, only_if_new)
+    }
+
+    async fn records(&self, registry: &str) -> StoreResult<Vec<(String, String)>> {
+        self.all_records(registry)
+    }
+
+    async fn remove_record(&self, registry: &str, field: &str) -> StoreResult<bool> {
+        self.delete_record(registry, field)
+    }
+
+    async fn hold_lease(&self, key: &str, holder: &str, ttl_ms: u64) -> StoreResult<bool> {
+        self.lease(key, holder, ttl_ms)
     }
 
     async fn replay_dead_letter(

@@ -1,0 +1,443 @@
+//! Stored subscriptions, on every store: a group's policy kept in Redis is what every member
+//! applies; requests may narrow it but not contradict it; an update reaches members that are
+//! already reading; a paused subscription delivers nothing until resumed.
+
+mod support;
+
+use std::time::Duration;
+
+use streamgate::grpc::pb;
+use streamgate::grpc::pb::admin_client::AdminClient;
+use support::*;
+use tonic::Code;
+
+/// Names share one hash tag so that a dead-letter stream named in a policy shares its stream's
+/// slot on a cluster.
+const STREAM: &str = "{o}.orders";
+const DEAD: &str = "{o}.dead";
+
+fn name(stream: &str, group: &str) -> pb::SubscriptionName {
+    pb::SubscriptionName {
+        stream: stream.into(),
+        group: group.into(),
+    }
+}
+
+fn create(
+    stream: &str,
+    group: &str,
+    policy: pb::SubscriptionPolicy,
+) -> pb::CreateSubscriptionRequest {
+    pb::CreateSubscriptionRequest {
+        stream: stream.into(),
+        group: group.into(),
+        policy: Some(policy),
+        start_id: "0".into(),
+    }
+}
+
+fn update(
+    stream: &str,
+    group: &str,
+    policy: pb::SubscriptionPolicy,
+) -> pb::UpdateSubscriptionRequest {
+    pb::UpdateSubscriptionRequest {
+        stream: stream.into(),
+        group: group.into(),
+        policy: Some(policy),
+    }
+}
+
+/// A Subscribe with no delivery options at all: whatever it applies comes from the store.
+fn plain_member(stream: &str, group: &str, consumer: &str) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        create_group: false,
+        group_start_id: String::new(),
+        ..group_request(&[stream], group, consumer)
+    }
+}
+
+/// A group Fetch of new messages with no delivery options.
+fn fetch_new(stream: &str, group: &str, consumer: &str) -> pb::FetchRequest {
+    pb::FetchRequest {
+        streams: vec![pb::StreamStart {
+            stream: stream.into(),
+            after_id: String::new(),
+        }],
+        group: group.into(),
+        consumer: consumer.into(),
+        ..Default::default()
+    }
+}
+
+/// The status a Subscribe stream fails with before `started`.
+async fn refused(env: &mut Env, request: pb::SubscribeRequest) -> tonic::Status {
+    match env.broker.broker.subscribe(request).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            match tokio::time::timeout(WAIT, stream.message()).await {
+                Ok(Err(status)) => status,
+                other => panic!("expected the subscription to be refused, got {other:?}"),
+            }
+        }
+    }
+}
+
+async fn dead_letters(
+    mut admin: AdminClient<tonic::transport::Channel>,
+    stream: &str,
+) -> Vec<pb::DeadLetter> {
+    admin
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            dead_letter_stream: stream.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters
+}
+
+async fn a_stored_policy_is_what_members_that_send_no_options_apply(backend: Backend) {
+    let mut env = start(backend).await;
+    let created = env
+        .broker
+        .admin
+        .create_subscription(create(
+            STREAM,
+            "g",
+            pb::SubscriptionPolicy {
+                ack_deadline_ms: Some(200),
+                backoff_min_ms: Some(50),
+                backoff_max_ms: Some(100),
+                max_deliveries: Some(2),
+                dead_letter_stream: Some(DEAD.into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Unset fields took the server's defaults, and the answer says which.
+    let policy = created.policy.unwrap();
+    assert_eq!(policy.max_in_flight, Some(1000));
+    assert_eq!(policy.paused, Some(false));
+    produce_numbered(&mut env.broker.broker, STREAM, 0..1).await;
+    // The group was created by CreateSubscription: the member need not ask.
+    let mut member =
+        Subscription::open(&mut env.broker.broker, plain_member(STREAM, "g", "m")).await;
+    // Never acknowledged: redelivered after the stored 200 ms deadline (not the server's 30 s),
+    // then dead-lettered after the stored two deliveries, to the stored stream.
+    let first = member.next().await;
+    let second = member.next().await;
+    assert_eq!((first.delivery_count, second.delivery_count), (1, 2));
+    eventually("the message reaches the stored dead-letter stream", || {
+        let admin = env.broker.admin.clone();
+        async move {
+            let letters = dead_letters(admin, DEAD).await;
+            letters.len() == 1 && letters[0].delivery_count == 2
+        }
+    })
+    .await;
+    member.expect_quiet(Duration::from_millis(400)).await;
+}
+
+async fn requests_may_narrow_the_stored_policy_but_not_contradict_it(backend: Backend) {
+    let mut env = start(backend).await;
+    env.broker
+        .admin
+        .create_subscription(create(
+            STREAM,
+            "g",
+            pb::SubscriptionPolicy {
+                ack_deadline_ms: Some(5000),
+                max_in_flight: Some(10),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    type Change = fn(&mut pb::SubscribeRequest);
+    let cases: [(&str, Change); 4] = [
+        ("ack_deadline_ms", |r| r.ack_deadline_ms = 1000),
+        ("dead_letter_stream", |r| r.dead_letter_stream = DEAD.into()),
+        ("max_in_flight", |r| r.max_in_flight = Some(20)),
+        ("max_in_flight", |r| r.max_in_flight = Some(0)),
+    ];
+    for (field, change) in cases {
+        let mut request = plain_member(STREAM, "g", "m");
+        change(&mut request);
+        let status = refused(&mut env, request).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().contains(field) && status.message().contains("stored subscription"),
+            "{status:?}"
+        );
+    }
+    // Fetch is held to the same policy.
+    let status = env
+        .broker
+        .broker
+        .fetch(pb::FetchRequest {
+            max_deliveries: Some(3),
+            ..fetch_new(STREAM, "g", "f")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("max_deliveries"), "{status:?}");
+    // Naming the stored value is no contradiction; asking for fewer in flight narrows.
+    let mut request = plain_member(STREAM, "g", "m");
+    request.ack_deadline_ms = 5000;
+    request.max_in_flight = Some(3);
+    let mut member = Subscription::open(&mut env.broker.broker, request).await;
+    produce_numbered(&mut env.broker.broker, STREAM, 0..6).await;
+    member.take(3).await;
+    member.expect_quiet(Duration::from_millis(300)).await;
+    // Without its own limit a member gets the stored one.
+    let mut other =
+        Subscription::open(&mut env.broker.broker, plain_member(STREAM, "g", "n")).await;
+    produce_numbered(&mut env.broker.broker, STREAM, 6..20).await;
+    let got = other.take(10).await;
+    assert_eq!(got.len(), 10);
+    other.expect_quiet(Duration::from_millis(300)).await;
+}
+
+async fn an_update_reaches_open_members_and_a_pause_holds_deliveries(backend: Backend) {
+    let mut env = start(backend).await;
+    env.broker
+        .admin
+        .create_subscription(create(STREAM, "g", pb::SubscriptionPolicy::default()))
+        .await
+        .unwrap();
+    let mut member =
+        Subscription::open(&mut env.broker.broker, plain_member(STREAM, "g", "m")).await;
+    produce_numbered(&mut env.broker.broker, STREAM, 0..1).await;
+    let first = member.next().await;
+    assert_eq!(number(&first), 0);
+    env.broker
+        .broker
+        .ack(pb::AckRequest {
+            stream: STREAM.into(),
+            group: "g".into(),
+            ids: vec![first.id],
+        })
+        .await
+        .unwrap();
+    let paused = env
+        .broker
+        .admin
+        .update_subscription(update(
+            STREAM,
+            "g",
+            pb::SubscriptionPolicy {
+                paused: Some(true),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Only `paused` changed.
+    assert_eq!(
+        paused.policy.as_ref().unwrap().ack_deadline_ms,
+        Some(30_000)
+    );
+    produce_numbered(&mut env.broker.broker, STREAM, 1..3).await;
+    member.expect_quiet(Duration::from_millis(800)).await;
+    let fetched = env
+        .broker
+        .broker
+        .fetch(fetch_new(STREAM, "g", "f"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fetched.messages.is_empty(), "{fetched:?}");
+    env.broker
+        .admin
+        .update_subscription(update(
+            STREAM,
+            "g",
+            pb::SubscriptionPolicy {
+                paused: Some(false),
+                ack_deadline_ms: Some(300),
+                backoff_min_ms: Some(50),
+                backoff_max_ms: Some(50),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // What waited is delivered once resumed; the new deadline applies to the open member: an
+    // unacknowledged message comes back after 300 ms, not 30 s.
+    let resumed = member.take(2).await;
+    assert_eq!(resumed.iter().map(number).collect::<Vec<_>>(), [1, 2]);
+    let again = member.next().await;
+    assert_eq!(again.delivery_count, 2, "{again:?}");
+}
+
+async fn subscriptions_are_created_listed_and_deleted(backend: Backend) {
+    let mut env = start(backend).await;
+    let admin = &mut env.broker.admin;
+    // An existing group keeps its position.
+    produce_numbered(&mut env.broker.broker, STREAM, 0..3).await;
+    admin
+        .create_group(pb::CreateGroupRequest {
+            stream: STREAM.into(),
+            group: "old".into(),
+            start_id: "$".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .create_subscription(create(STREAM, "old", pb::SubscriptionPolicy::default()))
+        .await
+        .unwrap();
+    let groups = admin
+        .list_groups(pb::ListGroupsRequest {
+            stream: STREAM.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].lag, Some(0), "{groups:?}");
+    let again = admin
+        .create_subscription(create(STREAM, "old", pb::SubscriptionPolicy::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    let invalid = admin
+        .create_subscription(create(
+            STREAM,
+            "new",
+            pb::SubscriptionPolicy {
+                backoff_min_ms: Some(500),
+                backoff_max_ms: Some(100),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert!(
+        invalid.message().contains("policy.backoff_min_ms"),
+        "{invalid:?}"
+    );
+    admin
+        .create_subscription(create(
+            "{o}.other",
+            "new",
+            pb::SubscriptionPolicy::default(),
+        ))
+        .await
+        .unwrap();
+    let listed = admin
+        .list_subscriptions(pb::ListSubscriptionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions;
+    let names: Vec<_> = listed
+        .iter()
+        .map(|s| (s.stream.as_str(), s.group.as_str()))
+        .collect();
+    assert_eq!(names, [("{o}.orders", "old"), ("{o}.other", "new")]);
+    let only = admin
+        .list_subscriptions(pb::ListSubscriptionsRequest {
+            stream: "{o}.other".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions;
+    assert_eq!(only.len(), 1);
+    admin
+        .delete_subscription(name(STREAM, "old"))
+        .await
+        .unwrap();
+    let gone = admin
+        .get_subscription(name(STREAM, "old"))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    let gone = admin
+        .delete_subscription(name(STREAM, "old"))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    let missing = admin
+        .update_subscription(update(STREAM, "old", pb::SubscriptionPolicy::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    // The group itself stays.
+    let groups = admin
+        .list_groups(pb::ListGroupsRequest {
+            stream: STREAM.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    assert_eq!(groups.len(), 1);
+}
+
+async fn a_topic_subscription_applies_to_every_partition(backend: Backend) {
+    let mut env = start(backend).await;
+    env.broker
+        .admin
+        .create_topic(pb::CreateTopicRequest {
+            topic: "events".into(),
+            partitions: 3,
+        })
+        .await
+        .unwrap();
+    env.broker
+        .admin
+        .create_subscription(create(
+            "events",
+            "g",
+            pb::SubscriptionPolicy {
+                max_in_flight: Some(4),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // The group exists on every partition, and the topic's limit holds its members.
+    let mut member =
+        Subscription::open(&mut env.broker.broker, plain_member("events", "g", "m")).await;
+    for key in 0..12 {
+        env.broker
+            .broker
+            .produce(pb::ProduceRequest {
+                partition_key: format!("k{key}"),
+                ..numbered("events", key..key + 1)
+            })
+            .await
+            .unwrap();
+    }
+    member.take(4).await;
+    member.expect_quiet(Duration::from_millis(300)).await;
+    let status = refused(
+        &mut env,
+        pb::SubscribeRequest {
+            max_in_flight: Some(8),
+            ..plain_member("events", "g", "n")
+        },
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+conformance!(
+    a_stored_policy_is_what_members_that_send_no_options_apply,
+    requests_may_narrow_the_stored_policy_but_not_contradict_it,
+    an_update_reaches_open_members_and_a_pause_holds_deliveries,
+    subscriptions_are_created_listed_and_deleted,
+    a_topic_subscription_applies_to_every_partition,
+);
