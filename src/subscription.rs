@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::delivery::{Batch, DeliveryCore, Member, ResolvedSpec};
+use crate::delivery::{Batch, Credit, DeliveryCore, Member, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
 use crate::model::{Delivery, EntryId};
 use crate::store::Store;
@@ -118,6 +118,18 @@ impl<S: Store> Subscriptions<S> {
         batch_size: usize,
         principal: &str,
     ) -> BrokerResult<EventReceiver> {
+        self.open_session(spec, batch_size, principal, Session::default())
+    }
+
+    /// [`open`](Self::open) for a session that grants credit and can end its reading while the
+    /// call goes on (Consume).
+    pub fn open_session(
+        &self,
+        spec: ResolvedSpec,
+        batch_size: usize,
+        principal: &str,
+        session: Session,
+    ) -> BrokerResult<EventReceiver> {
         if self.open_count() >= self.limits.total {
             return Err(BrokerError::ResourceExhausted(format!(
                 "this broker has {} subscriptions open, its limit (--max-subscriptions)",
@@ -161,11 +173,22 @@ impl<S: Store> Subscriptions<S> {
             heartbeat: self.limits.heartbeat,
             started: Instant::now(),
             last_sent_ms: AtomicU64::new(0),
+            session,
             _open: OpenGuard::new(self.open.clone(), principal_slot),
         };
         self.tracker.spawn(pump.run().instrument(span));
         Ok(rx)
     }
+}
+
+/// What a session adds to a plain subscription (Consume).
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Credit the client grants; `None`: only the in-flight limit holds reading back.
+    pub credit: Option<Credit>,
+    /// Cancelled when the client is done (it half-closed): reading ends as if it had gone, what
+    /// the member holds is handed back, and the events end.
+    pub finished: CancellationToken,
 }
 
 /// Counts a pump as open (in total, and for its principal) for exactly as long as it exists,
@@ -290,6 +313,7 @@ struct Pump<S> {
     started: Instant,
     /// When anything last went to the client (ms since `started`), for heartbeats.
     last_sent_ms: AtomicU64,
+    session: Session,
     _open: OpenGuard,
 }
 
@@ -339,16 +363,20 @@ impl<S: Store> Pump<S> {
         // frequent sweep-only wake-ups cannot postpone it forever.
         let mut last_read = Instant::now();
         loop {
+            let Some(room) = self.room().await? else {
+                return Ok(());
+            };
             // Before the read, so that a wake-up arriving during it is not lost.
             watch.mark_seen();
             let batch = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
                 _ = self.tx.closed() => return Ok(()),
+                _ = self.session.finished.cancelled() => return Ok(()),
                 // Dropped mid-flight (the two arms above), the read's reply is discarded by the
                 // multiplexed connection, which stays usable. In group mode the entries it took
                 // stay pending for this consumer and are handed back when the pump ends.
-                batch = Box::pin(member.next_batch(self.batch_size, sweep_only)) => batch,
+                batch = Box::pin(member.next_batch(room, sweep_only)) => batch,
             };
             if !sweep_only {
                 last_read = Instant::now();
@@ -399,11 +427,39 @@ impl<S: Store> Pump<S> {
                 Batch::Messages(batch) => {
                     // There may be more: let another idle member of the group read too.
                     watch.pass_on();
+                    if let Some(credit) = &self.session.credit {
+                        let bytes = batch.iter().map(|d| d.entry.field_bytes()).sum::<usize>();
+                        credit.take(batch.len() as u64, bytes as u64);
+                    }
                     for delivery in batch {
                         if !self.send_delivery(member, delivery, &mut sent).await? {
                             return Ok(());
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// How many messages the next read may take: the batch size, within the client's credit.
+    /// Without credit it waits for a grant (heartbeats go on); `None` when the client left.
+    async fn room(&self) -> BrokerResult<Option<usize>> {
+        let Some(credit) = &self.session.credit else {
+            return Ok(Some(self.batch_size));
+        };
+        loop {
+            match credit.room() {
+                0 => {
+                    tracing::trace!("no credit left; waiting for the client to grant more");
+                    if !self.pause(credit.granted()).await? {
+                        return Ok(None);
+                    }
+                }
+                room => {
+                    return Ok(Some(
+                        self.batch_size
+                            .min(usize::try_from(room).unwrap_or(usize::MAX)),
+                    ));
                 }
             }
         }
@@ -452,6 +508,7 @@ impl<S: Store> Pump<S> {
                 biased;
                 _ = self.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
                 _ = self.tx.closed() => return Ok(None),
+                _ = self.session.finished.cancelled() => return Ok(None),
                 outcome = &mut wait => return Ok(Some(outcome)),
                 () = heartbeat => {
                     // A full buffer means data is on its way anyway: no heartbeat needed.

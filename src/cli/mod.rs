@@ -296,26 +296,31 @@ async fn subscribe(
     let mut stream = client.subscribe(request).await?.into_inner();
     let mut printed = 0;
     while let Some(item) = stream.message().await? {
-        match item.event {
-            Some(pb::subscribe_response::Event::Started(started)) => out.started(&started),
-            Some(pb::subscribe_response::Event::Message(message)) => {
-                out.message(&message);
-                if group_mode && !args.no_ack {
-                    client
-                        .ack(pb::AckRequest {
-                            stream: message.stream.clone(),
-                            group: group.clone(),
-                            ids: vec![message.id.clone()],
-                        })
-                        .await?;
-                }
-                printed += 1;
-                if args.count.is_some_and(|n| printed >= n) {
-                    break;
-                }
+        let messages = match item.event {
+            Some(pb::subscribe_response::Event::Started(started)) => {
+                out.started(&started);
+                continue;
             }
+            Some(pb::subscribe_response::Event::Message(message)) => vec![message],
+            Some(pb::subscribe_response::Event::Messages(batch)) => batch.messages,
             // Heartbeats only keep proxies from cutting a quiet stream.
-            Some(pb::subscribe_response::Event::Heartbeat(_)) | None => {}
+            Some(pb::subscribe_response::Event::Heartbeat(_)) | None => continue,
+        };
+        for message in messages {
+            out.message(&message);
+            if group_mode && !args.no_ack {
+                client
+                    .ack(pb::AckRequest {
+                        stream: message.stream.clone(),
+                        group: group.clone(),
+                        ids: vec![message.id.clone()],
+                    })
+                    .await?;
+            }
+            printed += 1;
+            if args.count.is_some_and(|n| printed >= n) {
+                return Ok(());
+            }
         }
     }
     Ok(())

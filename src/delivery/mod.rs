@@ -6,6 +6,7 @@
 //!
 //! - [`member`]: a member and its one batch order (own pending, in-flight limit, redeliveries,
 //!   new entries);
+//! - [`credit`]: flow-control credit a client grants (Consume);
 //! - [`leases`]: flow control from a book of what each member holds, not a Redis walk per read;
 //! - [`redelivery`]: ack deadlines, backoff, nack, dead letters, hand-back, consumer clean-up;
 //! - [`reading`]: the XREAD / XREADGROUP reads under every batch;
@@ -13,6 +14,7 @@
 //! - [`policies`]: stored subscriptions, the policy every member of a group applies;
 //! - [`topics`]: partitioned topics.
 
+pub mod credit;
 pub mod leases;
 pub mod member;
 pub mod membership;
@@ -27,6 +29,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use credit::Credit;
 pub use member::{Batch, Member, MemberSpec, Reading, Replay, Resume};
 pub use membership::{GroupMembership, OwnSettings, Requested, generate_consumer_name};
 pub use policies::{POLICY_TTL, Policies, SUBSCRIPTIONS_REGISTRY};
@@ -35,8 +38,8 @@ pub use topics::Topics;
 
 use crate::error::BrokerResult;
 use crate::model::{
-    Append, Backoff, EntryId, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove,
-    millis,
+    AckOutcome, Append, Backoff, EntryId, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS,
+    PendingMove, millis,
 };
 use crate::store::{GroupCursor, Store, StoreResult};
 use leases::LeaseBooks;
@@ -169,6 +172,33 @@ impl<S: Store> DeliveryCore<S> {
             self.parts.books.released(stream, group, ids);
         }
         Ok(acknowledged)
+    }
+
+    /// Ack by a named consumer, with what happened to each id: only the ids `consumer` still
+    /// holds are acknowledged (Consume's confirmations).
+    pub async fn ack_held(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> BrokerResult<Vec<AckOutcome>> {
+        let outcomes = self
+            .parts
+            .store
+            .ack_held(stream, group, consumer, ids)
+            .await?;
+        let acked: Vec<EntryId> = ids
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome == AckOutcome::Acked)
+            .map(|(id, _)| *id)
+            .collect();
+        crate::metrics::acked(stream, acked.len() as u64);
+        if !acked.is_empty() {
+            self.parts.books.released(stream, group, &acked);
+        }
+        Ok(outcomes)
     }
 
     /// Nack: the messages go back to the group (to the parked consumer, see

@@ -1,4 +1,8 @@
-//! `streamgate.v1.Broker`: Produce, ProduceStream, Subscribe, Ack, Nack, ExtendDeadline, Fetch.
+//! `streamgate.v1.Broker`: Produce, ProduceStream, Subscribe, Ack, Nack, ExtendDeadline, Fetch,
+//! and Consume (in [`consume`], with the framing it shares with Subscribe in [`frames`]).
+
+mod consume;
+mod frames;
 
 use std::sync::Arc;
 
@@ -19,6 +23,7 @@ use crate::grpc::pb;
 use crate::model::Append;
 use crate::store::Store;
 use crate::subscription::{Event, Subscriptions};
+use frames::{Frame, framed};
 
 /// The data-plane service over any [`Store`].
 pub struct BrokerService<S> {
@@ -225,10 +230,21 @@ fn to_response(item: BrokerResult<Event>) -> Result<pb::SubscribeResponse, Statu
     item.map(Into::into).map_err(Into::into)
 }
 
-/// The Subscribe response stream: the pump's channel, converted item by item.
-pub type SubscribeStream = tokio_stream::adapters::Map<
-    ReceiverStream<BrokerResult<Event>>,
-    fn(BrokerResult<Event>) -> Result<pb::SubscribeResponse, Status>,
+/// A Subscribe item from a frame (with `max_messages_per_response` above 1).
+fn frame_to_response(frame: Frame) -> Result<pb::SubscribeResponse, Status> {
+    match frame {
+        Frame::Messages(deliveries) => Ok(pb::SubscribeResponse {
+            event: Some(pb::subscribe_response::Event::Messages(pb::MessageBatch {
+                messages: deliveries.into_iter().map(Into::into).collect(),
+            })),
+        }),
+        Frame::Event(item) => to_response(item),
+    }
+}
+
+/// The Subscribe response stream: the pump's channel, item by item or framed.
+pub type SubscribeStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>,
 >;
 
 #[tonic::async_trait]
@@ -273,7 +289,9 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let spec = convert::subscription(request.into_inner(), &self.limits, self.core.backoff())?;
+        let request = request.into_inner();
+        let per_response = request.max_messages_per_response;
+        let spec = convert::subscription(request, &self.limits, self.core.backoff())?;
         let caller = Caller::current();
         caller.require(
             Permission::Consume,
@@ -284,8 +302,24 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let events = self
             .subscriptions
             .open(resolved, spec.batch_size, caller.name())?;
-        let to_response: fn(_) -> _ = to_response;
-        Ok(Response::new(ReceiverStream::new(events).map(to_response)))
+        if per_response <= 1 {
+            return Ok(Response::new(Box::pin(
+                ReceiverStream::new(events).map(to_response),
+            )));
+        }
+        let frames = convert::consume::frame_limits(per_response, 0, &self.limits)?;
+        Ok(Response::new(Box::pin(
+            framed(events, frames).map(frame_to_response),
+        )))
+    }
+
+    type ConsumeStream = consume::ConsumeStream;
+
+    async fn consume(
+        &self,
+        request: Request<tonic::Streaming<pb::ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        self.consume_call(request).await
     }
 
     async fn ack(

@@ -31,6 +31,28 @@ pub struct Entry {
     pub fields: Vec<Field>,
 }
 
+impl Entry {
+    /// The bytes of its field names and values: what byte credit and frame limits count.
+    pub fn field_bytes(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|f| f.name.len() + f.value.len())
+            .sum()
+    }
+}
+
+/// What an acknowledgement by a named consumer did to one id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// It was held by that consumer and is acknowledged now.
+    Acked,
+    /// It was not pending: never delivered, or acknowledged already.
+    NotPending,
+    /// Another consumer holds it (the deadline passed and the group redelivered it): the work
+    /// done on it is a duplicate.
+    HeldByOther,
+}
+
 /// A message to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {

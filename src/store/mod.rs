@@ -26,9 +26,9 @@ pub use redis_store::{RedisStore, RedisStoreConfig, key_slot};
 pub use wakeups::{StreamWatch, Wakeups};
 
 use crate::model::{
-    Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId,
-    Field, GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId,
-    StreamInfo, SweepRequest, Swept, TrimPolicy,
+    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
+    EntryId, Field, GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary,
+    StartId, StreamInfo, SweepRequest, Swept, TrimPolicy,
 };
 
 /// A store failure, classified by what the caller can do about it.
@@ -225,6 +225,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         group: &str,
         ids: &[EntryId],
     ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// XACK of the `ids` that `consumer` holds, atomically, with what happened to each id (in
+    /// order): the confirmations of a consumer that must know which of its acks took.
+    fn ack_held(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> impl Future<Output = StoreResult<Vec<AckOutcome>>> + Send;
 
     /// A handle that resolves when any of `streams` may have new entries: for every tail
     /// reader (`group` `None`), or for one member of `group` at a time.

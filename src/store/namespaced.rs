@@ -13,8 +13,8 @@ use super::{
     Wakeups,
 };
 use crate::model::{
-    Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId,
-    GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId,
+    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
+    EntryId, GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId,
     StreamInfo, SweepRequest, Swept, TrimPolicy,
 };
 
@@ -211,6 +211,19 @@ impl<S: Store> Store for Namespaced<S> {
     async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> StoreResult<u64> {
         self.inner
             .ack(&self.key(stream), group, ids)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn ack_held(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> StoreResult<Vec<AckOutcome>> {
+        self.inner
+            .ack_held(&self.key(stream), group, consumer, ids)
             .await
             .map_err(|e| self.unkey(e))
     }

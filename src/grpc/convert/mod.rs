@@ -4,6 +4,7 @@
 //! a Redis command: every failure is INVALID_ARGUMENT naming the field (`messages[2].fields`,
 //! `streams[0].after_id`) and what is wrong with it.
 
+pub mod consume;
 mod responses;
 pub mod subscriptions;
 #[cfg(test)]

@@ -31,9 +31,9 @@ use super::{
     Wakeups,
 };
 use crate::model::{
-    Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId,
-    Field, GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId,
-    StreamInfo, SweepRequest, Swept, TrimPolicy,
+    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
+    EntryId, Field, GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary,
+    StartId, StreamInfo, SweepRequest, Swept, TrimPolicy,
 };
 
 /// The embedded store; cheap to clone (all clones share the data).
@@ -220,6 +220,22 @@ impl Store for MemoryStore {
                 .iter()
                 .filter(|id| g.pending.remove(id).is_some())
                 .count() as u64)
+        })
+    }
+
+    async fn ack_held(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> StoreResult<Vec<AckOutcome>> {
+        self.with_group(stream, group, |s, group| {
+            let pending = &mut s.group(stream, group)?.pending;
+            Ok(ids
+                .iter()
+                .map(|id| pending::ack_held(pending, consumer, *id))
+                .collect())
         })
     }
 

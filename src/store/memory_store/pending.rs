@@ -2,14 +2,14 @@
 //! XCLAIM/XAUTOCLAIM: what happens to a group's pending entries, on the store's state, under its
 //! one lock (so each is atomic, as the scripts are on Redis).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use super::state::{Lease, Stream, Transfer, no_group, transfer};
 use crate::model::{
-    AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, Entry, EntryId, Field, IdleAfterMove,
-    NewEntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove, RangeBound, SweepRequest, Swept,
-    millis,
+    AckOutcome, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, Entry, EntryId, Field,
+    IdleAfterMove, NewEntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove, RangeBound,
+    SweepRequest, Swept, millis,
 };
 use crate::store::{Released, StoreError, StoreResult};
 
@@ -377,4 +377,20 @@ pub(super) fn replay_dead_letter(
         dlq.max_deleted_id = dlq.max_deleted_id.max(id);
     }
     Ok(Some(new_id))
+}
+
+/// The Rust twin of `ack_held.lua` for one id.
+pub(super) fn ack_held(
+    pending: &mut BTreeMap<EntryId, Lease>,
+    consumer: &str,
+    id: EntryId,
+) -> AckOutcome {
+    match pending.get(&id) {
+        None => AckOutcome::NotPending,
+        Some(lease) if lease.consumer != consumer => AckOutcome::HeldByOther,
+        Some(_) => {
+            pending.remove(&id);
+            AckOutcome::Acked
+        }
+    }
 }

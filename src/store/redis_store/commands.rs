@@ -12,8 +12,8 @@ use super::cluster::{by_slot, one_slot};
 use super::errors::Ctx;
 use super::replies::*;
 use crate::model::{
-    Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry, EntryId,
-    GroupInfo, IdRange, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry,
+    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
+    EntryId, GroupInfo, IdRange, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry,
     PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest, Swept,
     TrimPolicy, millis,
 };
@@ -176,6 +176,16 @@ impl Store for RedisStore {
                 .await?;
         }
         Ok(acked)
+    }
+
+    async fn ack_held(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> StoreResult<Vec<AckOutcome>> {
+        self.ack_held_ids(stream, group, consumer, ids).await
     }
 
     fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch {

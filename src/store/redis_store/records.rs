@@ -1,5 +1,6 @@
-//! Registry records (fields of a hash such as the stored subscriptions) and leases (one
-//! holder at a time for a shared job): the small keys the broker keeps beside the streams.
+//! Registry records (fields of a hash such as the stored subscriptions), leases (one holder at
+//! a time for a shared job), and acknowledgements with per-id outcomes: the store's parts that
+//! came with stored subscriptions and Consume.
 
 use std::sync::LazyLock;
 
@@ -7,10 +8,14 @@ use redis::{Script, cmd};
 
 use super::RedisStore;
 use super::errors::Ctx;
-use crate::store::StoreResult;
+use crate::model::{AckOutcome, EntryId};
+use crate::store::{StoreError, StoreResult};
 
 static HOLD_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/hold_lease.lua")));
+
+static ACK_HELD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/ack_held.lua")));
 
 impl RedisStore {
     pub(super) async fn get_record(
@@ -59,5 +64,35 @@ impl RedisStore {
             .run_script(&invocation, Ctx::stream(key), "EVALSHA hold_lease.lua")
             .await?;
         Ok(held == 1)
+    }
+
+    pub(super) async fn ack_held_ids(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> StoreResult<Vec<AckOutcome>> {
+        let mut invocation = ACK_HELD.key(stream);
+        invocation.arg(group).arg(consumer);
+        for id in ids {
+            invocation.arg(id.to_string());
+        }
+        let codes: Vec<i64> = self
+            .run_script(
+                &invocation,
+                Ctx::group(stream, group),
+                "EVALSHA ack_held.lua",
+            )
+            .await?;
+        codes
+            .into_iter()
+            .map(|code| match code {
+                1 => Ok(AckOutcome::Acked),
+                0 => Ok(AckOutcome::NotPending),
+                -1 => Ok(AckOutcome::HeldByOther),
+                other => Err(StoreError::Unexpected(format!("ack outcome {other}"))),
+            })
+            .collect()
     }
 }

@@ -1,0 +1,97 @@
+//! A Consume session's opening request: Subscribe's reading options (group mode only), the
+//! client's opening credit, and how messages are framed.
+
+use super::subscription;
+use crate::config::Limits;
+use crate::error::{BrokerError, BrokerResult};
+use crate::grpc::pb;
+use crate::model::Backoff;
+use crate::subscription::SubscriptionSpec;
+
+/// Messages per frame when the client does not say.
+pub const DEFAULT_FRAME_MESSAGES: usize = 100;
+
+/// Bytes of message fields per frame when the client does not say.
+pub const DEFAULT_FRAME_BYTES: usize = 1 << 20;
+
+/// How many messages, and bytes of their fields, travel in one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Messages; at least 1.
+    pub messages: usize,
+    /// Bytes; a message larger than this travels alone.
+    pub bytes: usize,
+}
+
+/// A validated ConsumeOpen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumeSpec {
+    /// What to read, as for Subscribe.
+    pub subscription: SubscriptionSpec,
+    /// The opening credit (messages, bytes); `None`: no credit accounting.
+    pub credit: Option<(u64, u64)>,
+    /// How messages are framed.
+    pub frames: FrameLimits,
+}
+
+/// Frame limits from a request's two fields (0: the defaults), within the read limit.
+pub fn frame_limits(messages: u32, bytes: u32, limits: &Limits) -> BrokerResult<FrameLimits> {
+    let messages = match messages as usize {
+        0 => DEFAULT_FRAME_MESSAGES.min(limits.max_read_count),
+        n if n > limits.max_read_count => {
+            return Err(BrokerError::invalid(
+                "max_messages_per_frame",
+                format!("must be at most {}", limits.max_read_count),
+            ));
+        }
+        n => n,
+    };
+    let bytes = match bytes as usize {
+        0 => DEFAULT_FRAME_BYTES,
+        n => n,
+    };
+    Ok(FrameLimits { messages, bytes })
+}
+
+/// A ConsumeOpen; group members redeliver with `backoff` (the server's).
+pub fn consume(
+    open: pb::ConsumeOpen,
+    limits: &Limits,
+    backoff: Backoff,
+) -> BrokerResult<ConsumeSpec> {
+    if open.group.is_empty() {
+        return Err(BrokerError::invalid(
+            "open.group",
+            "is required: Consume reads as a member of a consumer group",
+        ));
+    }
+    let frames = frame_limits(
+        open.max_messages_per_frame,
+        open.max_bytes_per_frame,
+        limits,
+    )?;
+    let credit = open.credit.map(|c| (u64::from(c.messages), c.bytes));
+    let subscription = subscription(
+        pb::SubscribeRequest {
+            streams: open.streams,
+            group: open.group,
+            consumer: open.consumer,
+            create_group: open.create_group,
+            group_start_id: open.group_start_id,
+            batch_size: open.batch_size,
+            no_ack: false,
+            ack_deadline_ms: open.ack_deadline_ms,
+            max_in_flight: open.max_in_flight,
+            max_deliveries: open.max_deliveries,
+            dead_letter_stream: open.dead_letter_stream,
+            max_messages_per_response: 0,
+        },
+        limits,
+        backoff,
+    )?;
+    Ok(ConsumeSpec {
+        subscription,
+        credit,
+        frames,
+    })
+}
