@@ -66,6 +66,13 @@ pub fn redelivery(stream: &str, redelivered: usize, dead_lettered: usize, lost: 
     }
 }
 
+/// One redelivery sweep of a group's pending list: `swept` by this instance, or `skipped`
+/// because another instance holds the group's sweep lease. Summed over instances, `swept` is
+/// about one per sweep interval per group.
+pub fn sweep(outcome: &'static str) {
+    counter!("streamgate_sweeps_total", "outcome" => outcome).increment(1);
+}
+
 /// A store call failed; `kind` is the error's class.
 pub fn store_error(kind: &'static str) {
     counter!("streamgate_store_errors_total", "kind" => kind).increment(1);

@@ -13,6 +13,11 @@
 //! What is kept in this broker's memory is only *when* to look: one sweep per (stream, group)
 //! per interval, shared by every subscription and fetch of that group on this instance, with a
 //! cursor so that a long pending list is walked page by page rather than rescanned from the top.
+//! Across instances, the one that holds the group's sweep lease in Redis
+//! ([`Store::hold_lease`], renewed at each sweep, expiring after [`LEASE_INTERVALS`] intervals)
+//! sweeps on schedule and the others skip: one sweep per interval, not one per instance. A
+//! sweep made due by something that happened here (a nack, a hand-back) runs at once anyway, so
+//! that it is not late by an interval.
 //! Each sweep step is one Lua script ([`Store::sweep`]): one round trip, and cheap when nothing
 //! is due (Redis filters the pending list by idle time itself).
 
@@ -51,6 +56,17 @@ pub const MAX_DELAY: Duration = Duration::from_millis(PARKED_HORIZON_MS);
 /// Most pending entries one sweep step looks at.
 const SWEEP_SCAN: usize = 1000;
 
+/// A sweep lease lasts this many sweep intervals: the holder renews it at every sweep (each
+/// about one interval apart), and when the holder dies another instance takes over once it
+/// expires.
+pub const LEASE_INTERVALS: f64 = 1.5;
+
+/// The key of a group's sweep lease (under the key prefix like every key). The stream's length
+/// keeps names apart that would otherwise run together.
+fn lease_key(stream: &str, group: &str) -> String {
+    format!("streamgate:sweeper:{}:{stream}:{group}", stream.len())
+}
+
 /// Counters an operator reads to see what redelivery did (cumulative since start).
 #[derive(Debug, Default)]
 pub struct RedeliveryCounters {
@@ -62,6 +78,10 @@ pub struct RedeliveryCounters {
     pub lost_before_ack: AtomicU64,
     /// Idle consumers deleted.
     pub consumers_deleted: AtomicU64,
+    /// Sweeps this instance ran.
+    pub sweeps: AtomicU64,
+    /// Sweeps this instance skipped because another holds the group's sweep lease.
+    pub sweeps_skipped: AtomicU64,
 }
 
 /// One group on one stream: (stream, group).
@@ -73,6 +93,8 @@ struct GroupSweep {
     next: Instant,
     cursor: RangeBound,
     next_cleanup: Instant,
+    /// Made due by an event on this instance (nack, hand-back): sweep without the lease.
+    forced: bool,
 }
 
 /// Redelivery for every group this broker serves; cheap to clone, shared by Subscribe, Fetch,
@@ -81,6 +103,8 @@ struct GroupSweep {
 pub struct Redelivery<S> {
     store: S,
     settings: RedeliverySettings,
+    /// This instance's name as a sweep-lease holder.
+    holder: Arc<str>,
     sweeps: Arc<Mutex<HashMap<GroupKey, GroupSweep>>>,
     counters: Arc<RedeliveryCounters>,
 }
@@ -106,6 +130,7 @@ impl<S: Store> Redelivery<S> {
         Self {
             store,
             settings,
+            holder: format!("sg-{:016x}", rand::rng().random::<u64>()).into(),
             sweeps: Arc::default(),
             counters: Arc::default(),
         }
@@ -127,29 +152,45 @@ impl<S: Store> Redelivery<S> {
     }
 
     /// The streams whose sweep for `group` is due now, each booked for its next turn (±10%, so
-    /// that instances and groups do not fall into step).
-    fn take_due(&self, streams: &[String], group: &str, interval: Duration) -> Vec<String> {
+    /// that instances and groups do not fall into step), and whether an event here forced it.
+    fn take_due(&self, streams: &[String], group: &str, interval: Duration) -> Vec<(String, bool)> {
         let now = Instant::now();
         let cleanup = self.cleanup_interval();
         let mut sweeps = lock(&self.sweeps);
         streams
             .iter()
-            .filter(|stream| {
-                let sweep = sweeps
-                    .entry(((*stream).clone(), group.to_owned()))
-                    .or_insert(GroupSweep {
-                        next: now,
-                        cursor: RangeBound::Unbounded,
-                        next_cleanup: now + cleanup,
-                    });
+            .filter_map(|stream| {
+                let sweep =
+                    sweeps
+                        .entry((stream.clone(), group.to_owned()))
+                        .or_insert(GroupSweep {
+                            next: now,
+                            cursor: RangeBound::Unbounded,
+                            next_cleanup: now + cleanup,
+                            forced: false,
+                        });
                 if sweep.next > now {
-                    return false;
+                    return None;
                 }
                 sweep.next = now + interval.mul_f64(rand::rng().random_range(0.9..1.1));
-                true
+                Some((stream.clone(), std::mem::take(&mut sweep.forced)))
             })
-            .cloned()
             .collect()
+    }
+
+    /// Whether this instance sweeps `group` on `stream` this turn: it holds (or just took) the
+    /// group's sweep lease.
+    async fn holds_lease(
+        &self,
+        stream: &str,
+        group: &str,
+        interval: Duration,
+    ) -> BrokerResult<bool> {
+        let ttl = millis(interval.mul_f64(LEASE_INTERVALS));
+        Ok(self
+            .store
+            .hold_lease(&lease_key(stream, group), &self.holder, ttl)
+            .await?)
     }
 
     /// Makes the sweep of `streams` for `group` due no later than `at`.
@@ -158,6 +199,7 @@ impl<S: Store> Redelivery<S> {
         for stream in streams {
             if let Some(sweep) = sweeps.get_mut(&(stream.clone(), group.to_owned())) {
                 sweep.next = sweep.next.min(at);
+                sweep.forced = true;
             }
         }
     }
@@ -208,12 +250,23 @@ impl<S: Store> Redelivery<S> {
         let policy = &membership.delivery;
         let interval = sweep_interval(policy.ack_deadline, policy.backoff.min);
         let mut deliveries = Vec::new();
-        for stream in self.take_due(streams, &membership.group, interval) {
+        for (stream, forced) in self.take_due(streams, &membership.group, interval) {
             if deliveries.len() >= room {
                 // Not swept this time: due again at once.
                 self.due_by(&[stream], &membership.group, Instant::now());
                 continue;
             }
+            if !forced
+                && !self
+                    .holds_lease(&stream, &membership.group, interval)
+                    .await?
+            {
+                self.counters.sweeps_skipped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::sweep("skipped");
+                continue;
+            }
+            self.counters.sweeps.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::sweep("swept");
             let key = (stream.clone(), membership.group.clone());
             let cursor = lock(&self.sweeps)
                 .get(&key)
@@ -464,14 +517,24 @@ mod tests {
         let redelivery = redelivery();
         let streams = vec!["a".to_owned(), "b".to_owned()];
         let hour = Duration::from_secs(3600);
-        assert_eq!(redelivery.take_due(&streams, "g", hour), streams);
+        assert_eq!(
+            redelivery.take_due(&streams, "g", hour),
+            [("a".to_owned(), false), ("b".to_owned(), false)]
+        );
         // Another member of the same group, right after: nothing is due.
         assert!(redelivery.take_due(&streams, "g", hour).is_empty());
         // Another group has its own schedule.
-        assert_eq!(redelivery.take_due(&streams[..1], "other", hour), ["a"]);
-        // A hand-back or a nack makes it due (now, or when the nack's delay ends).
+        assert_eq!(
+            redelivery.take_due(&streams[..1], "other", hour),
+            [("a".to_owned(), false)]
+        );
+        // A hand-back or a nack makes it due (now, or when the nack's delay ends), and forced:
+        // swept here whoever holds the lease.
         redelivery.due_by(&streams[1..], "g", Instant::now());
-        assert_eq!(redelivery.take_due(&streams, "g", hour), ["b"]);
+        assert_eq!(
+            redelivery.take_due(&streams, "g", hour),
+            [("b".to_owned(), true)]
+        );
         let soon = Instant::now() + Duration::from_secs(5);
         redelivery.due_by(&streams[..1], "g", soon);
         assert_eq!(redelivery.next_sweep(&streams, "g"), Some(soon));

@@ -11,6 +11,7 @@ mod backends;
 mod broker;
 mod client;
 mod cluster;
+mod metrics;
 mod proxy;
 mod redis_server;
 
@@ -18,5 +19,6 @@ pub use backends::*;
 pub use broker::*;
 pub use client::*;
 pub use cluster::*;
+pub use metrics::*;
 pub use proxy::*;
 pub use redis_server::*;
