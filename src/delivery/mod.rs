@@ -12,6 +12,7 @@
 //! - [`reading`]: the XREAD / XREADGROUP reads under every batch;
 //! - [`membership`]: who reads a group, under which policy;
 //! - [`policies`]: stored subscriptions, the policy every member of a group applies;
+//! - [`seek`]: moving a group to an id or a point in time;
 //! - [`topics`]: partitioned topics.
 
 pub mod credit;
@@ -21,6 +22,7 @@ pub mod membership;
 pub mod policies;
 pub mod reading;
 pub mod redelivery;
+pub mod seek;
 pub mod topics;
 
 #[cfg(test)]
@@ -34,6 +36,7 @@ pub use member::{Batch, Member, MemberSpec, Reading, Replay, Resume};
 pub use membership::{GroupMembership, OwnSettings, Requested, generate_consumer_name};
 pub use policies::{POLICY_TTL, Policies, SUBSCRIPTIONS_REGISTRY};
 pub use redelivery::{MAX_DELAY, Redelivery, RedeliveryCounters, RedeliverySettings};
+pub use seek::{SeekTarget, Seeked};
 pub use topics::Topics;
 
 use crate::error::BrokerResult;

@@ -26,6 +26,7 @@ pub struct AdminService<S> {
     topics: Topics<S>,
     policies: Policies<S>,
     backoff: Backoff,
+    core: DeliveryCore<S>,
 }
 
 impl<S: Store> AdminService<S> {
@@ -36,6 +37,7 @@ impl<S: Store> AdminService<S> {
             policies: core.policies().clone(),
             backoff: core.backoff(),
             store: core.store().clone(),
+            core: core.clone(),
             limits,
         }
     }
@@ -521,5 +523,12 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::SubscriptionName>,
     ) -> RpcResult<pb::DeleteSubscriptionResponse> {
         self.delete_subscription_call(request).await
+    }
+
+    async fn seek_subscription(
+        &self,
+        request: Request<pb::SeekSubscriptionRequest>,
+    ) -> RpcResult<pb::SeekSubscriptionResponse> {
+        self.seek_subscription_call(request).await
     }
 }

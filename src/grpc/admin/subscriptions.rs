@@ -5,7 +5,8 @@ use tonic::{Request, Response};
 
 use super::{AdminService, RpcResult};
 use crate::auth::{Caller, Permission};
-use crate::error::BrokerResult;
+use crate::delivery::SeekTarget;
+use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert::{self, subscriptions::policy};
 use crate::grpc::pb;
 use crate::model::{StartId, Subscription, SubscriptionPolicy, millis};
@@ -103,7 +104,7 @@ impl<S: Store> AdminService<S> {
         let request = request.into_inner();
         let (stream, group) = self.group(Permission::AdminRead, &request.stream, &request.group)?;
         let policy = self.policies.get(&stream, &group).await?.ok_or_else(|| {
-            crate::error::BrokerError::NotFound(format!(
+            BrokerError::NotFound(format!(
                 "group `{group}` on `{stream}` has no stored subscription"
             ))
         })?;
@@ -172,5 +173,35 @@ impl<S: Store> AdminService<S> {
         self.policies.delete(&stream, &group).await?;
         tracing::info!(%stream, %group, "subscription deleted; the group stays, with the server's defaults");
         Ok(Response::new(pb::DeleteSubscriptionResponse {}))
+    }
+
+    pub(super) async fn seek_subscription_call(
+        &self,
+        request: Request<pb::SeekSubscriptionRequest>,
+    ) -> RpcResult<pb::SeekSubscriptionResponse> {
+        use pb::seek_subscription_request::Target;
+        let request = request.into_inner();
+        let (stream, group) =
+            self.group(Permission::AdminWrite, &request.stream, &request.group)?;
+        let target = match request.target {
+            Some(Target::AfterId(id)) => SeekTarget::After(convert::parse("after_id", &id)?),
+            Some(Target::SinceMs(ms)) => SeekTarget::Since(ms),
+            None => {
+                return Err(BrokerError::invalid(
+                    "target",
+                    "is required: set after_id or since_ms",
+                )
+                .into());
+            }
+        };
+        let seeked = self
+            .core
+            .seek(&stream, &group, target, request.clear_pending)
+            .await?;
+        Ok(Response::new(pb::SeekSubscriptionResponse {
+            position: seeked.position.to_string(),
+            streams: seeked.streams,
+            cleared: seeked.cleared,
+        }))
     }
 }
