@@ -66,30 +66,8 @@ impl<S: Store> DeliveryCore<S> {
             store
                 .set_group_id(stream, group, StartId::After(position), None)
                 .await?;
-            while clear_pending {
-                let page = store
-                    .pending(
-                        stream,
-                        group,
-                        &PendingQuery {
-                            range: IdRange {
-                                min: RangeBound::Unbounded,
-                                max: RangeBound::Inclusive(position),
-                            },
-                            count: CLEAR_PAGE,
-                            consumer: None,
-                            min_idle_ms: 0,
-                        },
-                    )
-                    .await?;
-                let ids: Vec<EntryId> = page.iter().map(|p| p.id).collect();
-                if ids.is_empty() {
-                    break;
-                }
-                cleared += self.ack(stream, group, &ids).await?;
-                if (ids.len() as u64) < CLEAR_PAGE {
-                    break;
-                }
+            if clear_pending {
+                cleared += self.clear_before(stream, group, position).await?;
             }
             // A member idle on this instance reads from the new position at once.
             store
@@ -102,6 +80,39 @@ impl<S: Store> DeliveryCore<S> {
             streams,
             cleared,
         })
+    }
+}
+
+impl<S: Store> DeliveryCore<S> {
+    /// Acknowledges every pending message of `group` on `stream` at or before `position`,
+    /// page by page; returns how many.
+    async fn clear_before(
+        &self,
+        stream: &str,
+        group: &str,
+        position: EntryId,
+    ) -> BrokerResult<u64> {
+        let query = PendingQuery {
+            range: IdRange {
+                min: RangeBound::Unbounded,
+                max: RangeBound::Inclusive(position),
+            },
+            count: CLEAR_PAGE,
+            consumer: None,
+            min_idle_ms: 0,
+        };
+        let mut cleared = 0;
+        loop {
+            let page = self.store().pending(stream, group, &query).await?;
+            let ids: Vec<EntryId> = page.iter().map(|p| p.id).collect();
+            if ids.is_empty() {
+                return Ok(cleared);
+            }
+            cleared += self.ack(stream, group, &ids).await?;
+            if (ids.len() as u64) < CLEAR_PAGE {
+                return Ok(cleared);
+            }
+        }
     }
 }
 
