@@ -52,6 +52,12 @@ pub fn nacked(stream: &str, count: usize) {
         .increment(count as u64);
 }
 
+/// Messages a subscription's filter did not match: acknowledged for the group without delivery.
+pub fn filtered(stream: &str, count: usize) {
+    counter!("streamgate_messages_filtered_total", "stream" => stream.to_owned())
+        .increment(count as u64);
+}
+
 /// Messages redelivered, dead-lettered, or found deleted before ack, by this broker's sweeps.
 pub fn redelivery(stream: &str, redelivered: usize, dead_lettered: usize, lost: usize) {
     let stream = stream.to_owned();

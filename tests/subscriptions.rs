@@ -565,6 +565,98 @@ async fn a_seek_moves_a_group_to_a_point_in_time_and_may_clear_what_is_before(ba
     assert!(untargeted.message().contains("target"), "{untargeted:?}");
 }
 
+async fn a_filter_delivers_only_matching_messages_and_acknowledges_the_rest(backend: Backend) {
+    let mut env = start(backend).await;
+    let malformed = env
+        .broker
+        .admin
+        .create_subscription(create(
+            STREAM,
+            "g",
+            pb::SubscriptionPolicy {
+                filter: Some(r#"type = "order" AND"#.into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert!(
+        malformed.message().contains("policy.filter")
+            && malformed.message().contains("position 19"),
+        "{malformed:?}"
+    );
+    env.broker
+        .admin
+        .create_subscription(create(
+            STREAM,
+            "g",
+            pb::SubscriptionPolicy {
+                filter: Some(r#"type = "order" AND NOT has(test)"#.into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let kinds: [&[(&str, &str)]; 5] = [
+        &[("type", "order"), ("n", "0")],
+        &[("type", "refund"), ("n", "1")],
+        &[("type", "order"), ("test", "yes"), ("n", "2")],
+        &[("n", "3")],
+        &[("type", "order"), ("n", "4")],
+    ];
+    for kind in kinds {
+        env.broker
+            .broker
+            .produce(pb::ProduceRequest {
+                messages: vec![pb::OutgoingMessage {
+                    id: String::new(),
+                    fields: fields(kind),
+                }],
+                ..numbered(STREAM, 0..0)
+            })
+            .await
+            .unwrap();
+    }
+    let mut member =
+        Subscription::open(&mut env.broker.broker, plain_member(STREAM, "g", "m")).await;
+    let got = member.take(2).await;
+    assert_eq!(got.iter().map(number).collect::<Vec<_>>(), [0, 4]);
+    member.expect_quiet(Duration::from_millis(300)).await;
+    // The three that did not match were acknowledged without delivery: only the two delivered
+    // are pending.
+    let summary = env
+        .broker
+        .admin
+        .get_pending_summary(pb::GetPendingSummaryRequest {
+            stream: STREAM.into(),
+            group: "g".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.count, 2);
+    // Without the filter, everything is delivered again.
+    env.broker
+        .admin
+        .update_subscription(update(
+            STREAM,
+            "g",
+            pb::SubscriptionPolicy {
+                filter: Some(String::new()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    env.broker
+        .broker
+        .produce(numbered(STREAM, 5..6))
+        .await
+        .unwrap();
+    assert_eq!(number(&member.next().await), 5);
+}
+
 conformance!(
     a_stored_policy_is_what_members_that_send_no_options_apply,
     requests_may_narrow_the_stored_policy_but_not_contradict_it,
@@ -572,4 +664,5 @@ conformance!(
     subscriptions_are_created_listed_and_deleted,
     a_topic_subscription_applies_to_every_partition,
     a_seek_moves_a_group_to_a_point_in_time_and_may_clear_what_is_before,
+    a_filter_delivers_only_matching_messages_and_acknowledges_the_rest,
 );

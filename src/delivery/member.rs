@@ -226,9 +226,15 @@ impl<S: Store> Member<S> {
                     leases: leases.as_ref(),
                     replay: self.replay,
                 };
-                match read.next_batch(cursors, room, sweep_only).await? {
-                    Some(deliveries) => deliveries,
-                    None => return Ok(Batch::AtLimit),
+                loop {
+                    let Some(deliveries) = read.next_batch(cursors, room, sweep_only).await? else {
+                        return Ok(Batch::AtLimit);
+                    };
+                    let kept = filter_out(&self.core, membership, deliveries).await?;
+                    // All filtered out: there may be more behind them; read on.
+                    if let Some(kept) = kept {
+                        break kept;
+                    }
                 }
             }
         };
@@ -490,6 +496,33 @@ impl<S: Store> GroupRead<'_, S> {
         }
         Ok(Some(deliveries))
     }
+}
+
+/// Applies the subscription's filter: what does not match is acknowledged for the group
+/// without delivery (and counted). `None` when a non-empty batch was filtered out entirely.
+async fn filter_out<S: Store>(
+    core: &DeliveryCore<S>,
+    membership: &GroupMembership,
+    deliveries: Vec<Delivery>,
+) -> BrokerResult<Option<Vec<Delivery>>> {
+    let Some(filter) = &membership.filter else {
+        return Ok(Some(deliveries));
+    };
+    if deliveries.is_empty() {
+        return Ok(Some(deliveries));
+    }
+    let (kept, dropped): (Vec<Delivery>, Vec<Delivery>) = deliveries
+        .into_iter()
+        .partition(|d| filter.matches(&d.entry.fields));
+    for run in dropped.chunk_by(|a, b| a.stream == b.stream) {
+        let stream = &run[0].stream;
+        crate::metrics::filtered(stream, run.len());
+        if !membership.no_ack {
+            let ids: Vec<EntryId> = run.iter().map(|d| d.entry.id).collect();
+            core.ack(stream, &membership.group, &ids).await?;
+        }
+    }
+    Ok((!kept.is_empty()).then_some(kept))
 }
 
 /// The streams a read of new entries covers and its per-stream count. XREADGROUP's COUNT is

@@ -1,10 +1,12 @@
 //! Who reads a group, and under which delivery policy: what every consuming call of a group
 //! member carries into the core, and how a stored subscription's policy overrides it.
 
+use std::sync::Arc;
+
 use rand::Rng;
 
 use crate::error::{BrokerError, BrokerResult};
-use crate::model::{DeliveryPolicy, StartId, SubscriptionPolicy};
+use crate::model::{DeliveryPolicy, Filter, StartId, SubscriptionPolicy};
 
 /// A reader's place in a consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,9 @@ pub struct GroupMembership {
     pub requested: Requested,
     /// The group's stored subscription is paused: nothing is delivered.
     pub paused: bool,
+    /// The stored subscription's filter: messages that do not match are acknowledged without
+    /// delivery.
+    pub filter: Option<Arc<Filter>>,
 }
 
 /// The delivery settings a request named explicitly: those a stored subscription's policy may
@@ -80,6 +85,7 @@ impl GroupMembership {
             self.delivery = own.delivery.clone();
             self.max_in_flight = own.max_in_flight;
             self.paused = false;
+            self.filter = None;
             return Ok(());
         };
         let policy = stored.delivery();
@@ -138,6 +144,15 @@ impl GroupMembership {
             stored.max_in_flight
         };
         self.paused = stored.paused;
+        self.filter = match &stored.filter {
+            None => None,
+            Some(text) => Some(Arc::new(Filter::parse(text).map_err(|err| {
+                BrokerError::Internal(format!(
+                    "the stored filter of group `{}` does not parse ({err}); update it",
+                    self.group
+                ))
+            })?)),
+        };
         Ok(())
     }
 }

@@ -74,6 +74,7 @@ async fn member(
                     ..Requested::default()
                 },
                 paused: false,
+                filter: None,
             },
             cursors: replay_everything(1),
         },

@@ -4,10 +4,12 @@
 //! knows about tonic or Redis.
 
 mod delivery;
+mod filter;
 mod ids;
 mod subscription;
 
 pub use delivery::*;
+pub use filter::{Filter, FilterError};
 pub use ids::*;
 pub use subscription::*;
 

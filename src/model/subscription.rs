@@ -26,6 +26,8 @@ pub struct SubscriptionPolicy {
     pub max_in_flight: u64,
     /// While paused, no member gets deliveries; pending entries keep their state.
     pub paused: bool,
+    /// Only matching messages are delivered (see [`Filter`](super::Filter)); the text as given.
+    pub filter: Option<String>,
 }
 
 impl Default for SubscriptionPolicy {
@@ -38,6 +40,7 @@ impl Default for SubscriptionPolicy {
             dead_letter_stream: None,
             max_in_flight: 1_000,
             paused: false,
+            filter: None,
         }
     }
 }

@@ -40,6 +40,7 @@ impl<S: Store> AdminService<S> {
             dead_letter_stream: None,
             max_in_flight: u64::from(limits.default_max_in_flight),
             paused: false,
+            filter: None,
         }
     }
 

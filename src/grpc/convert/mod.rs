@@ -377,6 +377,7 @@ impl ReadOptions<'_> {
                 flow_controlled: false,
             },
             paused: false,
+            filter: None,
         })
     }
 }

@@ -6,7 +6,7 @@ use super::{delay, name};
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::pb;
-use crate::model::{Subscription, SubscriptionPolicy, millis};
+use crate::model::{Filter, Subscription, SubscriptionPolicy, millis};
 
 /// `base` with the fields `requested` sets, checked; `None` leaves `base` as it is.
 pub fn policy(
@@ -57,6 +57,15 @@ pub fn policy(
     if let Some(paused) = requested.paused {
         base.paused = paused;
     }
+    if let Some(filter) = &requested.filter {
+        base.filter = match filter.trim() {
+            "" => None,
+            _ => {
+                Filter::parse(filter).map_err(|err| BrokerError::invalid("policy.filter", err))?;
+                Some(filter.clone())
+            }
+        };
+    }
     Ok(base)
 }
 
@@ -74,6 +83,7 @@ impl From<SubscriptionPolicy> for pb::SubscriptionPolicy {
             dead_letter_stream: Some(policy.dead_letter_stream.unwrap_or_default()),
             max_in_flight: Some(clamp(policy.max_in_flight)),
             paused: Some(policy.paused),
+            filter: Some(policy.filter.unwrap_or_default()),
         }
     }
 }
