@@ -238,3 +238,98 @@ fn the_cli_sends_its_token() {
     );
     assert!(String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"));
 }
+
+#[test]
+fn subscriptions_and_consume_with_the_cli_alone() {
+    let broker = BrokerProcess::start_in_memory(&[]);
+    for n in 0..5 {
+        stdout(&cli(&broker, &["produce", "jobs", &format!("n={n}")]));
+    }
+    let created = json_lines(&cli(
+        &broker,
+        &[
+            "--json",
+            "subscription",
+            "create",
+            "jobs",
+            "workers",
+            "--from",
+            "0",
+            "--ack-deadline",
+            "5s",
+            "--filter",
+            r#"n != "3""#,
+        ],
+    ));
+    assert_eq!(created[0]["policy"]["ackDeadlineMs"], 5000);
+    assert_eq!(created[0]["policy"]["filter"], r#"n != "3""#);
+    let paused = json_lines(&cli(
+        &broker,
+        &["--json", "subscription", "pause", "jobs", "workers"],
+    ));
+    assert_eq!(paused[0]["policy"]["paused"], true);
+    stdout(&cli(
+        &broker,
+        &["subscription", "resume", "jobs", "workers"],
+    ));
+    let listed = json_lines(&cli(&broker, &["--json", "subscription", "list"]));
+    assert_eq!(listed[0]["subscriptions"][0]["group"], "workers");
+    // Consume over the bidirectional call: the filter holds, and the acks took.
+    let got = json_lines(&cli(
+        &broker,
+        &[
+            "--json", "consume", "jobs", "--group", "workers", "--count", "4",
+        ],
+    ));
+    let messages: Vec<&Value> = got.iter().filter(|l| l.get("id").is_some()).collect();
+    let numbers: Vec<&str> = messages
+        .iter()
+        .map(|m| m["fields"][0][1].as_str().unwrap())
+        .collect();
+    assert_eq!(numbers, ["0", "1", "2", "4"]);
+    let pending = json_lines(&cli(
+        &broker,
+        &[
+            "--json",
+            "admin",
+            "get-pending-summary",
+            "stream=jobs",
+            "group=workers",
+        ],
+    ));
+    assert_eq!(pending[0]["count"], 0, "{pending:?}");
+    // Seek back to the start, then delete; a bad filter is refused with its position.
+    let seeked = json_lines(&cli(
+        &broker,
+        &[
+            "--json",
+            "subscription",
+            "seek",
+            "jobs",
+            "workers",
+            "--after",
+            "0",
+        ],
+    ));
+    assert_eq!(seeked[0]["position"], "0-0");
+    let refused = cli(
+        &broker,
+        &[
+            "subscription",
+            "update",
+            "jobs",
+            "workers",
+            "--filter",
+            "n =",
+        ],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("position 4"), "{stderr}");
+    stdout(&cli(
+        &broker,
+        &["subscription", "delete", "jobs", "workers"],
+    ));
+    let gone = cli(&broker, &["subscription", "get", "jobs", "workers"]);
+    assert!(!gone.status.success());
+}

@@ -38,13 +38,37 @@ pub(super) async fn run(
     };
     let method = find_method(&service, &rpc)?;
     let request = build_request(&method.input(), &args.fields)?;
+    out.response(call(channel, &method, request.encode_to_vec()).await?);
+    Ok(())
+}
+
+/// Calls the Admin RPC `name` with an encoded request and returns the reply as proto3 JSON:
+/// what typed commands (`streamgate subscription ...`) print, exactly as `admin` would.
+pub(super) async fn call_named(
+    channel: super::Transport,
+    name: &str,
+    request: Vec<u8>,
+) -> anyhow::Result<Value> {
+    let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET)
+        .context("the built-in descriptors do not decode")?;
+    let service = pool
+        .get_service_by_name(SERVICE)
+        .context("the built-in descriptors lack the Admin service")?;
+    call(channel, &find_method(&service, name)?, request).await
+}
+
+async fn call(
+    channel: super::Transport,
+    method: &MethodDescriptor,
+    request: Vec<u8>,
+) -> anyhow::Result<Value> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.context("the broker is not ready")?;
     let path = format!("/{SERVICE}/{}", method.name())
         .parse()
         .context("method path")?;
     let reply = grpc
-        .unary(tonic::Request::new(request.encode_to_vec()), path, RawCodec)
+        .unary(tonic::Request::new(request), path, RawCodec)
         .await?
         .into_inner();
     let reply = DynamicMessage::decode(method.output(), reply.as_slice())
@@ -52,11 +76,9 @@ pub(super) async fn run(
     let options = SerializeOptions::new()
         .stringify_64_bit_integers(false)
         .skip_default_fields(false);
-    let value = reply
+    reply
         .serialize_with_options(serde_json::value::Serializer, &options)
-        .context("the reply does not convert to JSON")?;
-    out.response(value);
-    Ok(())
+        .context("the reply does not convert to JSON")
 }
 
 /// `list-pending`, `ListPending` and `list_pending` all name `ListPending`.

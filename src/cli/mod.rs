@@ -1,5 +1,6 @@
-//! The command-line client in the `streamgate` binary: `produce`, `subscribe`, `ack`, `nack`,
-//! `admin <rpc>` and `health`, for people at a terminal and for scripts.
+//! The command-line client in the `streamgate` binary: `produce`, `subscribe`, `consume`, `ack`,
+//! `nack`, `subscription ...`, `admin <rpc>` and `health`, for people at a terminal and for
+//! scripts.
 //!
 //! Every command is a plain gRPC client of a running broker (`--server`), so what it shows is
 //! exactly what any other client would see. Output is aligned text by default and one JSON
@@ -7,7 +8,9 @@
 //! the broker's own descriptors, so every Admin RPC is reachable without code per RPC.
 
 mod admin;
+mod consume;
 mod render;
+mod subscription;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +87,15 @@ pub enum ClientCommand {
     Admin(AdminArgs),
     /// Exit 0 if the broker reports SERVING, 1 otherwise (for container health checks).
     Health(HealthArgs),
+    /// Stored subscriptions: a group with the delivery policy every member applies.
+    Subscription {
+        /// What to do.
+        #[command(subcommand)]
+        command: subscription::SubscriptionCommand,
+    },
+    /// Print messages of a group as they arrive, over the bidirectional Consume call, acking
+    /// each batch on the same stream and reporting acks that did not take.
+    Consume(consume::ConsumeArgs),
 }
 
 /// `streamgate produce`.
@@ -195,6 +207,10 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> anyhow::Res
         ClientCommand::Nack(args) => nack(channel, args, &mut out).await?,
         ClientCommand::Admin(args) => admin::run(channel, args, &mut out).await?,
         ClientCommand::Health(args) => return health(channel, args, &mut out).await,
+        ClientCommand::Subscription { command } => {
+            subscription::run(channel, command, &mut out).await?;
+        }
+        ClientCommand::Consume(args) => consume::run(channel, args, &mut out).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
