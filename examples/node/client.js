@@ -1,4 +1,5 @@
-// A streamgate client in Node.js: produce, subscribe as a consumer group member, ack.
+// A streamgate client in Node.js: produce, subscribe as a consumer group member, ack; then a
+// consumer loop on the bidirectional Consume call that acks on the stream with confirmation.
 // The protos are loaded at run time from the repository's proto/ with @grpc/proto-loader.
 //
 //   npm ci --prefix examples/node
@@ -80,8 +81,52 @@ async function main(address) {
     consumer: "node-1",
   });
   if (fetched.messages.length !== 0) throw new Error("messages left pending");
+
+  await consumeWithConfirmedAcks(broker, `${stream}-jobs`);
   broker.close();
   console.log("node example: ok");
+}
+
+// The bidirectional Consume call: messages come several per frame, acks go back on the same
+// stream, and the broker confirms which ids each ack applied to.
+async function consumeWithConfirmedAcks(broker, stream) {
+  await call(broker, "produce", {
+    stream,
+    messages: [0, 1, 2, 3, 4].map((i) => ({ fields: [{ name: "job", value: Buffer.from(String(i)) }] })),
+  });
+  const session = broker.consume();
+  session.write({
+    open: { streams: [{ stream }], group: "workers", consumer: "node-2", createGroup: true, groupStartId: "0" },
+  });
+  const jobs = [];
+  let nextRequest = 1;
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("Consume did not finish within 20 s")), 20_000);
+    session.on("data", (response) => {
+      if (response.messages) {
+        const batch = response.messages.messages;
+        jobs.push(...batch.map((m) => m.fields[0].value.toString()));
+        // One ack for the whole frame, plus an id this consumer never held.
+        const ids = batch.map((m) => m.id).concat(nextRequest === 1 ? ["1-0"] : []);
+        session.write({ ack: { requestId: String(nextRequest), stream, ids } });
+        nextRequest += 1;
+      } else if (response.confirmation) {
+        const { requestId, succeeded, failed } = response.confirmation;
+        console.log(`ack ${requestId}: ${succeeded.length} took, ${JSON.stringify(failed.map((f) => [f.id, f.reason]))} did not`);
+        if (requestId === "1" && (failed.length !== 1 || failed[0].id !== "1-0")) {
+          reject(new Error(`unexpected confirmation ${JSON.stringify(response.confirmation)}`));
+        }
+        if (jobs.length === 5 && Number(requestId) === nextRequest - 1) session.end(); // half-close
+      }
+    });
+    session.on("end", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    session.on("error", reject);
+  });
+  if (jobs.join(",") !== "0,1,2,3,4") throw new Error(`consumed ${jobs}`);
+  console.log("consumed 5 jobs over Consume, every ack confirmed");
 }
 
 main(process.argv[2] || "127.0.0.1:50051").catch((err) => {

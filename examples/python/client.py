@@ -1,4 +1,5 @@
-"""A streamgate client in Python: produce, subscribe as a consumer group member, ack.
+"""A streamgate client in Python: produce, subscribe as a consumer group member, ack; then a
+consumer loop on the bidirectional Consume call that acks on the stream with confirmation.
 
 Stubs are generated from the repository's proto/ with grpcio-tools at start-up (into a temporary
 directory), so the example always matches the protos. Run against a broker:
@@ -9,6 +10,7 @@ directory), so the example always matches the protos. Run against a broker:
 
 import importlib
 import pathlib
+import queue
 import sys
 import tempfile
 import uuid
@@ -74,7 +76,51 @@ def main(address):
             consumer="py-1",
         ), timeout=10)
         assert len(fetched.messages) == 0, fetched
+
+        consume_with_confirmed_acks(pb, broker, f"{stream}-jobs")
     print("python example: ok")
+
+
+def consume_with_confirmed_acks(pb, broker, stream):
+    """The bidirectional Consume call: messages come several per frame, acks go back on the same
+    stream, and the broker confirms which ids each ack applied to."""
+    broker.Produce(pb.ProduceRequest(
+        stream=stream,
+        messages=[pb.OutgoingMessage(fields=[pb.Field(name="job", value=str(i).encode())])
+                  for i in range(5)],
+    ), timeout=10)
+    outgoing = queue.Queue()
+    outgoing.put(pb.ConsumeRequest(open=pb.ConsumeOpen(
+        streams=[pb.StreamStart(stream=stream)], group="workers", consumer="py-2",
+        create_group=True, group_start_id="0",
+    )))
+
+    def requests():
+        while (request := outgoing.get()) is not None:
+            yield request
+
+    responses = broker.Consume(requests(), timeout=30)
+    jobs, next_request = [], 1
+    for response in responses:
+        kind = response.WhichOneof("event")
+        if kind == "messages":
+            batch = response.messages.messages
+            jobs += [m.fields[0].value.decode() for m in batch]
+            # One ack for the whole frame, plus an id this consumer never held.
+            ids = [m.id for m in batch] + (["1-0"] if next_request == 1 else [])
+            outgoing.put(pb.ConsumeRequest(ack=pb.Settle(
+                request_id=next_request, stream=stream, ids=ids)))
+            next_request += 1
+        elif kind == "confirmation":
+            confirmation = response.confirmation
+            print(f"ack {confirmation.request_id}: {len(confirmation.succeeded)} took, "
+                  f"{[(f.id, pb.SettleFailureReason.Name(f.reason)) for f in confirmation.failed]} did not")
+            if confirmation.request_id == 1:
+                assert [f.id for f in confirmation.failed] == ["1-0"], confirmation
+            if len(jobs) == 5 and confirmation.request_id == next_request - 1:
+                outgoing.put(None)  # half-close: the broker ends the call with OK
+    assert jobs == ["0", "1", "2", "3", "4"], jobs
+    print("consumed 5 jobs over Consume, every ack confirmed")
 
 
 if __name__ == "__main__":
