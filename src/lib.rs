@@ -6,20 +6,23 @@
 //! Transport:
 //! - [`grpc`]: one file per service; each handler authorizes, converts the request
 //!   ([`grpc::convert`]), calls the core, and converts the answer.
-//! - [`cli`]: the client commands of the binary (produce, subscribe, ack, nack, admin, health).
+//! - [`cli`]: the client commands of the binary (produce, subscribe, consume, ack, nack,
+//!   subscription, admin, health).
 //! - [`server`]: binds the services, health and reflection together and drains on shutdown.
 //! - [`config`]: the command line and environment (`streamgate serve --help`).
 //! - [`auth`]: principals (tokens, client certificates), permissions on stream patterns.
 //! - [`gauges`]: gauges sampled on a timer (pool, group pending and lag).
 //!
 //! Calls, thin loops around the core:
-//! - [`subscription`]: the Subscribe pump, a `select!` over shutdown, the client going away and
-//!   the next batch; heartbeats, lease renewal of buffered messages, hand-back on exit.
+//! - [`subscription`]: the pump of Subscribe and Consume, a `select!` over shutdown, the client
+//!   going away and the next batch; heartbeats, credit, lease renewal of buffered messages,
+//!   hand-back on exit.
 //! - [`fetch`]: Fetch, one batch per call, with an optional wait for new entries.
 //!
 //! Core:
 //! - [`delivery`]: a member's next batch (own pending entries, in-flight limit, redeliveries,
-//!   new entries), Ack/Nack/Extend, flow control, redelivery, topics; knows nothing of tonic.
+//!   new entries), Ack/Nack/Extend, flow control, redelivery and its sweep lease, stored
+//!   subscriptions (policy, pause, filter), seek, topics; knows nothing of tonic.
 //! - [`dead_letters`]: listing and replaying dead-letter streams (Admin).
 //! - [`error`]: the broker's error type and its single mapping to gRPC status codes.
 //!
@@ -33,7 +36,9 @@
 //! Subscribe call resolves its topics through the core and starts a pump in `subscription`,
 //! which joins the group (`DeliveryCore::join`) and sends each `Member::next_batch` down a
 //! bounded channel that tonic drains into the response stream; an Ack goes through
-//! `DeliveryCore::ack`, which frees the holder's room and wakes it.
+//! `DeliveryCore::ack`, which frees the holder's room and wakes it. A Consume call runs the same
+//! pump within the client's credit, beside a loop that turns acks, nacks and extensions sent on
+//! the stream into core calls and confirmations.
 
 pub mod auth;
 pub mod cli;

@@ -250,6 +250,14 @@ async fn run_once(
             let broker = workloads::consume_broker(bench, consumers).await?;
             let name = format!("group consume + ack, {consumers} consumer(s)");
             push(name, "msg/s", broker, Some(raw), "≥ 0.70 of raw");
+            let session = workloads::consume_session(bench, consumers).await?;
+            let name = format!("Consume, acks on the stream, {consumers} consumer(s)");
+            let target = if consumers == 1 {
+                "≥ 0.95 of raw"
+            } else {
+                ""
+            };
+            push(name, "msg/s", session, Some(raw), target);
         }
     }
     if args.runs(Group::Topic) {

@@ -1,4 +1,5 @@
-//! Group consume + ack against raw XREADGROUP + XACK, and tail fan-out.
+//! Group consume + ack (Subscribe with unary Acks, and Consume with acks on the stream)
+//! against raw XREADGROUP + XACK, and tail fan-out.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +13,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 
-/// Drains a pre-filled stream with `consumers` group Subscribe streams, acking in batches.
-pub(crate) async fn consume_broker(bench: &Bench, consumers: usize) -> anyhow::Result<f64> {
-    let stream = format!("bench-consume-{consumers}");
+/// A drain of a pre-filled stream by `consumers` broker clients, each started by `consumer`
+/// (its index, the stream, the delivered counter, the stop token); messages per second.
+async fn drain<F, Fut>(
+    bench: &Bench,
+    name: &str,
+    consumers: usize,
+    consumer: F,
+) -> anyhow::Result<f64>
+where
+    F: Fn(usize, String, Arc<AtomicU64>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let stream = format!("bench-{name}-{consumers}");
     let n = bench.messages;
     prefill(bench, &stream, n).await?;
     create_group(bench, &stream, "g", "0").await?;
@@ -22,25 +33,7 @@ pub(crate) async fn consume_broker(bench: &Bench, consumers: usize) -> anyhow::R
     let stop = CancellationToken::new();
     let started = Instant::now();
     let tasks: Vec<_> = (0..consumers)
-        .map(|i| {
-            let request = pb::SubscribeRequest {
-                streams: vec![pb::StreamStart {
-                    stream: stream.clone(),
-                    after_id: String::new(),
-                }],
-                group: "g".into(),
-                consumer: format!("c{i}"),
-                batch_size: 100,
-                ..Default::default()
-            };
-            tokio::spawn(consume_group(
-                bench.broker(i),
-                request,
-                delivered.clone(),
-                stop.clone(),
-                |_| {},
-            ))
-        })
+        .map(|i| tokio::spawn(consumer(i, stream.clone(), delivered.clone(), stop.clone())))
         .collect();
     wait_for(&delivered, n as u64, Duration::from_secs(300)).await?;
     stop.cancel();
@@ -50,6 +43,94 @@ pub(crate) async fn consume_broker(bench: &Bench, consumers: usize) -> anyhow::R
     let elapsed = started.elapsed();
     bench.del(&stream).await?;
     Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// Drains a pre-filled stream with `consumers` group Subscribe streams, acking in batches.
+pub(crate) async fn consume_broker(bench: &Bench, consumers: usize) -> anyhow::Result<f64> {
+    drain(bench, "consume", consumers, |i, stream, delivered, stop| {
+        let request = pb::SubscribeRequest {
+            streams: vec![pb::StreamStart {
+                stream,
+                after_id: String::new(),
+            }],
+            group: "g".into(),
+            consumer: format!("c{i}"),
+            batch_size: 100,
+            ..Default::default()
+        };
+        consume_group(bench.broker(i), request, delivered, stop, |_| {})
+    })
+    .await
+}
+
+/// Drains a pre-filled stream with `consumers` Consume sessions: frames of up to 100
+/// messages, each acknowledged by one request on the same stream; a message counts once its
+/// ack is confirmed.
+pub(crate) async fn consume_session(bench: &Bench, consumers: usize) -> anyhow::Result<f64> {
+    drain(bench, "session", consumers, |i, stream, delivered, stop| {
+        consume_on_session(bench.broker(i), stream, format!("c{i}"), delivered, stop)
+    })
+    .await
+}
+
+async fn consume_on_session(
+    mut client: BrokerClient<Channel>,
+    stream: String,
+    consumer: String,
+    delivered: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    use pb::consume_request::Request;
+    use pb::consume_response::Event;
+    let (requests, outgoing) = tokio::sync::mpsc::channel(64);
+    let open = pb::ConsumeOpen {
+        streams: vec![pb::StreamStart {
+            stream: stream.clone(),
+            after_id: String::new(),
+        }],
+        group: "g".into(),
+        consumer,
+        batch_size: 100,
+        max_messages_per_frame: 100,
+        ..Default::default()
+    };
+    let send = |request| pb::ConsumeRequest {
+        request: Some(request),
+    };
+    requests.send(send(Request::Open(open))).await?;
+    let mut responses = client
+        .consume(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await?
+        .into_inner();
+    let mut request_id = 0;
+    loop {
+        let response = tokio::select! {
+            _ = stop.cancelled() => break,
+            response = responses.message() => response?.context("the Consume stream ended")?,
+        };
+        match response.event {
+            Some(Event::Messages(batch)) => {
+                request_id += 1;
+                let ids = batch.messages.into_iter().map(|m| m.id).collect();
+                let ack = pb::Settle {
+                    request_id,
+                    stream: stream.clone(),
+                    ids,
+                    delay_ms: None,
+                };
+                requests.send(send(Request::Ack(ack))).await?;
+            }
+            Some(Event::Confirmation(confirmation)) => {
+                anyhow::ensure!(
+                    confirmation.failed.is_empty(),
+                    "acks failed: {confirmation:?}"
+                );
+                delivered.fetch_add(confirmation.succeeded.len() as u64, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The same drain with XREADGROUP COUNT 100 + one XACK per batch, directly.
