@@ -210,16 +210,7 @@ fn reasons(confirmation: &pb::Confirmation) -> Vec<(String, pb::SettleFailureRea
 }
 
 async fn pending(env: &mut Env) -> u64 {
-    env.broker
-        .admin
-        .get_pending_summary(pb::GetPendingSummaryRequest {
-            stream: STREAM.into(),
-            group: "g".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .count
+    pending_count(&mut env.broker.admin, STREAM, "g").await
 }
 
 async fn messages_come_in_batches_and_acks_are_confirmed_per_id(backend: Backend) {
@@ -268,11 +259,12 @@ async fn messages_come_in_batches_and_acks_are_confirmed_per_id(backend: Backend
     );
 }
 
-async fn an_ack_after_the_message_went_to_another_member_is_reported_failed(backend: Backend) {
+async fn with_exactly_once_an_ack_after_the_message_went_to_another_member_fails(backend: Backend) {
     let mut env = start(backend).await;
     produce_numbered(&mut env.broker.broker, STREAM, 0..1).await;
     let quick = |consumer| pb::ConsumeOpen {
         ack_deadline_ms: 200,
+        exactly_once: true,
         ..open_request(consumer)
     };
     // Credit for one message: the slow member cannot take the redelivery itself.
@@ -312,6 +304,44 @@ async fn an_ack_after_the_message_went_to_another_member_is_reported_failed(back
     let request = other.settle(ack, &ids(&again), None).await;
     assert_eq!(other.confirmation(request).await.succeeded, ids(&again));
     assert_eq!(pending(&mut env).await, 0);
+}
+
+/// The default: an ack applies to any pending message of the group (as the unary Ack does), so
+/// the member the message went to learns from its own confirmation that it was acked already.
+async fn without_exactly_once_a_late_ack_takes_and_the_new_holder_learns_it(backend: Backend) {
+    let mut env = start(backend).await;
+    produce_numbered(&mut env.broker.broker, STREAM, 0..1).await;
+    let mut slow = Session::open(
+        &mut env,
+        pb::ConsumeOpen {
+            ack_deadline_ms: 200,
+            credit: Some(pb::Credit {
+                messages: 1,
+                bytes: 0,
+            }),
+            ..open_request("slow")
+        },
+    )
+    .await;
+    let first = slow.take(1).await;
+    let mut other = Session::open(
+        &mut env,
+        pb::ConsumeOpen {
+            ack_deadline_ms: 200,
+            ..open_request("other")
+        },
+    )
+    .await;
+    let again = other.take(1).await;
+    assert_eq!(again[0].delivery_count, 2);
+    let late = slow.settle(ack, &ids(&first), None).await;
+    assert_eq!(slow.confirmation(late).await.succeeded, ids(&first));
+    let request = other.settle(ack, &ids(&again), None).await;
+    let confirmed = other.confirmation(request).await;
+    assert_eq!(
+        reasons(&confirmed),
+        [(again[0].id.clone(), pb::SettleFailureReason::NotPending)]
+    );
 }
 
 async fn nacks_and_extensions_are_confirmed_for_the_ids_this_consumer_holds(backend: Backend) {
@@ -535,7 +565,8 @@ async fn subscribe_may_ask_for_several_messages_per_response(backend: Backend) {
 
 conformance!(
     messages_come_in_batches_and_acks_are_confirmed_per_id,
-    an_ack_after_the_message_went_to_another_member_is_reported_failed,
+    with_exactly_once_an_ack_after_the_message_went_to_another_member_fails,
+    without_exactly_once_a_late_ack_takes_and_the_new_holder_learns_it,
     nacks_and_extensions_are_confirmed_for_the_ids_this_consumer_holds,
     credit_limits_what_is_sent,
     byte_credit_stops_reading_once_used_up,

@@ -530,17 +530,7 @@ async fn a_seek_moves_a_group_to_a_point_in_time_and_may_clear_what_is_before(ba
         .into_inner();
     assert_eq!(seeked.cleared, 2);
     assert!(fetch(&mut env).await.is_empty());
-    let summary = env
-        .broker
-        .admin
-        .get_pending_summary(pb::GetPendingSummaryRequest {
-            stream: STREAM.into(),
-            group: "g".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(summary.count, 0);
+    assert_eq!(pending_count(&mut env.broker.admin, STREAM, "g").await, 0);
     // Errors a person can act on.
     let missing = env
         .broker
@@ -625,17 +615,7 @@ async fn a_filter_delivers_only_matching_messages_and_acknowledges_the_rest(back
     member.expect_quiet(Duration::from_millis(300)).await;
     // The three that did not match were acknowledged without delivery: only the two delivered
     // are pending.
-    let summary = env
-        .broker
-        .admin
-        .get_pending_summary(pb::GetPendingSummaryRequest {
-            stream: STREAM.into(),
-            group: "g".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(summary.count, 2);
+    assert_eq!(pending_count(&mut env.broker.admin, STREAM, "g").await, 2);
     // Without the filter, everything is delivered again.
     env.broker
         .admin

@@ -177,19 +177,19 @@ impl<S: Store> DeliveryCore<S> {
         Ok(acknowledged)
     }
 
-    /// Ack by a named consumer, with what happened to each id: only the ids `consumer` still
-    /// holds are acknowledged (Consume's confirmations).
-    pub async fn ack_held(
+    /// Ack with what happened to each id (Consume's confirmations); with a `holder`, only the
+    /// ids it still holds are acknowledged.
+    pub async fn ack_confirmed(
         &self,
         stream: &str,
         group: &str,
-        consumer: &str,
+        holder: Option<&str>,
         ids: &[EntryId],
     ) -> BrokerResult<Vec<AckOutcome>> {
         let outcomes = self
             .parts
             .store
-            .ack_held(stream, group, consumer, ids)
+            .ack_confirmed(stream, group, holder, ids)
             .await?;
         let acked: Vec<EntryId> = ids
             .iter()

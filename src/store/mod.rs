@@ -226,13 +226,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         ids: &[EntryId],
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
-    /// XACK of the `ids` that `consumer` holds, atomically, with what happened to each id (in
-    /// order): the confirmations of a consumer that must know which of its acks took.
-    fn ack_held(
+    /// XACK with what happened to each id (in order): the confirmations of a consumer that
+    /// must know which of its acks took. With a `holder`, only the ids it holds are
+    /// acknowledged, atomically (an id another consumer holds is [`AckOutcome::HeldByOther`]);
+    /// without, every pending id is.
+    fn ack_confirmed(
         &self,
         stream: &str,
         group: &str,
-        consumer: &str,
+        holder: Option<&str>,
         ids: &[EntryId],
     ) -> impl Future<Output = StoreResult<Vec<AckOutcome>>> + Send;
 

@@ -215,15 +215,15 @@ impl<S: Store> Store for Namespaced<S> {
             .map_err(|e| self.unkey(e))
     }
 
-    async fn ack_held(
+    async fn ack_confirmed(
         &self,
         stream: &str,
         group: &str,
-        consumer: &str,
+        holder: Option<&str>,
         ids: &[EntryId],
     ) -> StoreResult<Vec<AckOutcome>> {
         self.inner
-            .ack_held(&self.key(stream), group, consumer, ids)
+            .ack_confirmed(&self.key(stream), group, holder, ids)
             .await
             .map_err(|e| self.unkey(e))
     }

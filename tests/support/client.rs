@@ -199,3 +199,20 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// How many messages `group` has pending on `stream`, through Admin.GetPendingSummary.
+pub async fn pending_count(
+    admin: &mut streamgate::grpc::pb::admin_client::AdminClient<Channel>,
+    stream: &str,
+    group: &str,
+) -> u64 {
+    admin
+        .get_pending_summary(pb::GetPendingSummaryRequest {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+        })
+        .await
+        .expect("pending summary")
+        .into_inner()
+        .count
+}

@@ -250,7 +250,7 @@ async fn run_once(
             let broker = workloads::consume_broker(bench, consumers).await?;
             let name = format!("group consume + ack, {consumers} consumer(s)");
             push(name, "msg/s", broker, Some(raw), "≥ 0.70 of raw");
-            let session = workloads::consume_session(bench, consumers).await?;
+            let session = workloads::consume_session(bench, consumers, false).await?;
             let name = format!("Consume, acks on the stream, {consumers} consumer(s)");
             let target = if consumers == 1 {
                 "≥ 0.95 of raw"
@@ -258,6 +258,11 @@ async fn run_once(
                 ""
             };
             push(name, "msg/s", session, Some(raw), target);
+            if consumers == 1 {
+                let exact = workloads::consume_session(bench, consumers, true).await?;
+                let name = "Consume, exactly_once acks, 1 consumer(s)".to_owned();
+                push(name, "msg/s", exact, Some(raw), "");
+            }
         }
     }
     if args.runs(Group::Topic) {

@@ -32,6 +32,8 @@ pub struct ConsumeSpec {
     pub credit: Option<(u64, u64)>,
     /// How messages are framed.
     pub frames: FrameLimits,
+    /// Acks apply only to what the consumer still holds.
+    pub exactly_once: bool,
 }
 
 /// Frame limits from a request's two fields (0: the defaults), within the read limit.
@@ -71,6 +73,7 @@ pub fn consume(
         limits,
     )?;
     let credit = open.credit.map(|c| (u64::from(c.messages), c.bytes));
+    let exactly_once = open.exactly_once;
     let subscription = subscription(
         pb::SubscribeRequest {
             streams: open.streams,
@@ -93,5 +96,6 @@ pub fn consume(
         subscription,
         credit,
         frames,
+        exactly_once,
     })
 }

@@ -223,18 +223,18 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn ack_held(
+    async fn ack_confirmed(
         &self,
         stream: &str,
         group: &str,
-        consumer: &str,
+        holder: Option<&str>,
         ids: &[EntryId],
     ) -> StoreResult<Vec<AckOutcome>> {
         self.with_group(stream, group, |s, group| {
             let pending = &mut s.group(stream, group)?.pending;
             Ok(ids
                 .iter()
-                .map(|id| pending::ack_held(pending, consumer, *id))
+                .map(|id| pending::ack_confirmed(pending, holder, *id))
                 .collect())
         })
     }

@@ -379,15 +379,15 @@ pub(super) fn replay_dead_letter(
     Ok(Some(new_id))
 }
 
-/// The Rust twin of `ack_held.lua` for one id.
-pub(super) fn ack_held(
+/// The Rust twin of `ack_held.lua` (with a holder) and `ack_each.lua` (without) for one id.
+pub(super) fn ack_confirmed(
     pending: &mut BTreeMap<EntryId, Lease>,
-    consumer: &str,
+    holder: Option<&str>,
     id: EntryId,
 ) -> AckOutcome {
     match pending.get(&id) {
         None => AckOutcome::NotPending,
-        Some(lease) if lease.consumer != consumer => AckOutcome::HeldByOther,
+        Some(lease) if holder.is_some_and(|h| lease.consumer != h) => AckOutcome::HeldByOther,
         Some(_) => {
             pending.remove(&id);
             AckOutcome::Acked

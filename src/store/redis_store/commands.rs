@@ -178,14 +178,14 @@ impl Store for RedisStore {
         Ok(acked)
     }
 
-    async fn ack_held(
+    async fn ack_confirmed(
         &self,
         stream: &str,
         group: &str,
-        consumer: &str,
+        holder: Option<&str>,
         ids: &[EntryId],
     ) -> StoreResult<Vec<AckOutcome>> {
-        self.ack_held_ids(stream, group, consumer, ids).await
+        self.ack_each(stream, group, holder, ids).await
     }
 
     fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch {

@@ -17,6 +17,9 @@ static HOLD_LEASE: LazyLock<Script> =
 static ACK_HELD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/ack_held.lua")));
 
+static ACK_EACH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/ack_each.lua")));
+
 impl RedisStore {
     pub(super) async fn get_record(
         &self,
@@ -66,24 +69,37 @@ impl RedisStore {
         Ok(held == 1)
     }
 
-    pub(super) async fn ack_held_ids(
+    pub(super) async fn ack_each(
         &self,
         stream: &str,
         group: &str,
-        consumer: &str,
+        holder: Option<&str>,
         ids: &[EntryId],
     ) -> StoreResult<Vec<AckOutcome>> {
-        let mut invocation = ACK_HELD.key(stream);
-        invocation.arg(group).arg(consumer);
+        let (Some(lowest), Some(highest)) = (ids.iter().min(), ids.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let (mut invocation, script) = match holder {
+            Some(holder) => {
+                let mut invocation = ACK_HELD.key(stream);
+                invocation
+                    .arg(group)
+                    .arg(holder)
+                    .arg(lowest.to_string())
+                    .arg(highest.to_string());
+                (invocation, "EVALSHA ack_held.lua")
+            }
+            None => {
+                let mut invocation = ACK_EACH.key(stream);
+                invocation.arg(group);
+                (invocation, "EVALSHA ack_each.lua")
+            }
+        };
         for id in ids {
             invocation.arg(id.to_string());
         }
         let codes: Vec<i64> = self
-            .run_script(
-                &invocation,
-                Ctx::group(stream, group),
-                "EVALSHA ack_held.lua",
-            )
+            .run_script(&invocation, Ctx::group(stream, group), script)
             .await?;
         codes
             .into_iter()

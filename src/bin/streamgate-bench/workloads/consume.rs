@@ -64,36 +64,41 @@ pub(crate) async fn consume_broker(bench: &Bench, consumers: usize) -> anyhow::R
 }
 
 /// Drains a pre-filled stream with `consumers` Consume sessions: frames of up to 100
-/// messages, each acknowledged by one request on the same stream; a message counts once its
-/// ack is confirmed.
-pub(crate) async fn consume_session(bench: &Bench, consumers: usize) -> anyhow::Result<f64> {
+/// messages, each acknowledged by one request on the same stream (`exactly_once`: acks checked
+/// against who holds each message); a message counts once its ack is confirmed.
+pub(crate) async fn consume_session(
+    bench: &Bench,
+    consumers: usize,
+    exactly_once: bool,
+) -> anyhow::Result<f64> {
     drain(bench, "session", consumers, |i, stream, delivered, stop| {
-        consume_on_session(bench.broker(i), stream, format!("c{i}"), delivered, stop)
+        let open = pb::ConsumeOpen {
+            streams: vec![pb::StreamStart {
+                stream,
+                after_id: String::new(),
+            }],
+            group: "g".into(),
+            consumer: format!("c{i}"),
+            batch_size: 100,
+            max_messages_per_frame: 100,
+            exactly_once,
+            ..Default::default()
+        };
+        consume_on_session(bench.broker(i), open, delivered, stop)
     })
     .await
 }
 
 async fn consume_on_session(
     mut client: BrokerClient<Channel>,
-    stream: String,
-    consumer: String,
+    open: pb::ConsumeOpen,
     delivered: Arc<AtomicU64>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     use pb::consume_request::Request;
     use pb::consume_response::Event;
     let (requests, outgoing) = tokio::sync::mpsc::channel(64);
-    let open = pb::ConsumeOpen {
-        streams: vec![pb::StreamStart {
-            stream: stream.clone(),
-            after_id: String::new(),
-        }],
-        group: "g".into(),
-        consumer,
-        batch_size: 100,
-        max_messages_per_frame: 100,
-        ..Default::default()
-    };
+    let stream = open.streams[0].stream.clone();
     let send = |request| pb::ConsumeRequest {
         request: Some(request),
     };
