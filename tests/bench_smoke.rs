@@ -28,7 +28,7 @@ fn the_benchmark_runs_every_workload_in_smoke_mode() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let throughput = report["throughput"].as_array().expect("throughput rows");
-    assert_eq!(throughput.len(), 10, "{throughput:?}");
+    assert_eq!(throughput.len(), 13, "{throughput:?}");
     for row in throughput {
         assert!(row["broker"].as_f64().unwrap() > 0.0, "{row}");
         if let Some(raw) = row["raw"].as_f64() {
