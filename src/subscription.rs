@@ -12,12 +12,11 @@
 //! only moves batches to the client, waits when there is nothing, sends heartbeats, renews the
 //! leases of messages still in its send buffer, and hands back what it held when it ends.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +27,9 @@ use crate::delivery::{Batch, Credit, DeliveryCore, Member, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
 use crate::model::{Delivery, EntryId};
 use crate::store::Store;
+use guards::{AtLimit, OpenGuard, Outage, PerPrincipal};
+
+mod guards;
 
 /// What a subscription emits, in order: `Started` once, then messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +70,6 @@ pub struct Subscriptions<S> {
     limits: SubscriptionLimits,
     per_principal: PerPrincipal,
 }
-
-/// Open subscriptions per principal name.
-type PerPrincipal = Arc<Mutex<HashMap<String, usize>>>;
 
 /// How many subscriptions may be open at once, and how quiet one may stay.
 #[derive(Debug, Clone, Copy)]
@@ -191,115 +190,11 @@ pub struct Session {
     pub finished: CancellationToken,
 }
 
-/// Counts a pump as open (in total, and for its principal) for exactly as long as it exists,
-/// panics included.
-struct OpenGuard {
-    open: Arc<AtomicUsize>,
-    principal: Option<(PerPrincipal, String)>,
-}
-
-impl OpenGuard {
-    fn new(open: Arc<AtomicUsize>, principal: Option<(PerPrincipal, String)>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::subscriptions_open(1.0);
-        Self { open, principal }
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-        crate::metrics::subscriptions_open(-1.0);
-        if let Some((counts, principal)) = &self.principal {
-            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(count) = counts.get_mut(principal) {
-                *count -= 1;
-                if *count == 0 {
-                    counts.remove(principal);
-                }
-            }
-        }
-    }
-}
-
 /// How long a final error status may wait for a client that stopped reading.
 const FINAL_STATUS_GRACE: Duration = Duration::from_secs(5);
 
 /// How long handing back unacknowledged messages may take when a subscription ends.
 const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
-
-/// The same failure is logged at most this often per subscription while it lasts.
-const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Counts a pump in `streamgate_subscriptions_at_limit` for exactly as long as it exists: held
-/// while the pump waits at its in-flight limit.
-struct AtLimit;
-
-impl AtLimit {
-    fn enter() -> Self {
-        crate::metrics::subscriptions_at_limit(1.0);
-        tracing::debug!("at the in-flight limit; waiting for acks or expiring deadlines");
-        Self
-    }
-}
-
-impl Drop for AtLimit {
-    fn drop(&mut self) {
-        crate::metrics::subscriptions_at_limit(-1.0);
-    }
-}
-
-/// A Redis outage as one subscription lives it: waits that grow, and logs that do not repeat
-/// more than about once a second.
-struct Outage {
-    waits: Option<backon::ExponentialBackoff>,
-    failures: u64,
-    last_log: Option<Instant>,
-}
-
-impl Outage {
-    fn new() -> Self {
-        Self {
-            waits: None,
-            failures: 0,
-            last_log: None,
-        }
-    }
-
-    /// Records a failure; returns how long to wait before trying again.
-    fn failed(&mut self, err: &BrokerError) -> Duration {
-        self.failures += 1;
-        let now = Instant::now();
-        if self
-            .last_log
-            .is_none_or(|last| now.duration_since(last) >= REPEAT_LOG_INTERVAL)
-        {
-            tracing::warn!(error = %crate::error::chain(err), failures = self.failures, "redis unavailable; the subscription waits and retries");
-            self.last_log = Some(now);
-        }
-        self.waits
-            .get_or_insert_with(|| {
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_delay(Duration::from_secs(2))
-                    .with_jitter()
-                    .without_max_times()
-                    .build()
-            })
-            .next()
-            .unwrap_or(Duration::from_secs(2))
-    }
-
-    fn recovered(&mut self) {
-        if self.failures > 0 {
-            tracing::info!(
-                failures = self.failures,
-                "redis is back; the subscription goes on"
-            );
-        }
-        *self = Self::new();
-    }
-}
 
 struct Pump<S> {
     core: DeliveryCore<S>,

@@ -16,6 +16,7 @@
 //! - [`topics`]: partitioned topics.
 
 pub mod credit;
+mod group_read;
 pub mod leases;
 pub mod member;
 pub mod membership;
@@ -32,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use credit::Credit;
-pub use member::{Batch, Member, MemberSpec, Reading, Replay, Resume};
+pub use group_read::Replay;
+pub use member::{Batch, Member, MemberSpec, Reading, Resume};
 pub use membership::{GroupMembership, OwnSettings, Requested, generate_consumer_name};
 pub use policies::{POLICY_TTL, Policies, SUBSCRIPTIONS_REGISTRY};
 pub use redelivery::{MAX_DELAY, Redelivery, RedeliveryCounters, RedeliverySettings};

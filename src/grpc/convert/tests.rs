@@ -6,6 +6,9 @@ use tonic::Code;
 
 use super::*;
 use crate::config::ServeConfig;
+use crate::delivery::Reading;
+use crate::model::{Backoff, StartId};
+use crate::store::GroupCursor;
 
 fn limits() -> Limits {
     ServeConfig::parse_from(["serve"]).limits

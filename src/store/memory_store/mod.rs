@@ -1,8 +1,9 @@
 //! [`Store`] in this process's memory: the zero-setup default, for trying streamgate and for
 //! development. Nothing survives a restart.
 //!
-//! Just over 600 lines because it is one `impl Store` block (a trait impl cannot be split across
-//! files); the state and the twins of the Lua scripts live in `state.rs` and `pending.rs`.
+//! Over 600 lines because it is one `impl Store` block of 38 methods (a trait impl cannot be
+//! split across files); the state, the twins of the Lua scripts, and registry records and leases
+//! live in `state.rs`, `pending.rs` and `records.rs`.
 //!
 //! It follows Redis 7.0's stream semantics wherever a client can observe them (ids and their
 //! ordering, consumer groups and their pending entries lists, delivery counts and idle times,
