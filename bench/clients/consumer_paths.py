@@ -6,45 +6,20 @@ What a grpc.aio client gets from each, and what it costs Redis. Starts its own r
 the given streamgate binary on free loopback ports; each round produces N messages per path and
 drains them, the paths interleaved; prints the medians and Redis's INFO commandstats for the run.
 
-    .venv/bin/python scripts/bench_python_consumer.py target/release/streamgate [--messages 50000] [--runs 3]
+    .venv/bin/python bench/clients/consumer_paths.py target/release/streamgate [--messages 50000] [--runs 3]
 
-Stubs are generated from proto/ at start-up (grpcio-tools, as examples/python/client.py does).
+Stubs are generated from proto/ at start-up (grpcio-tools; see common.py).
 """
 
 import argparse
 import asyncio
-import importlib
-import pathlib
-import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 
 import grpc
-from grpc_tools import protoc
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_stubs():
-    out = tempfile.mkdtemp(prefix="streamgate-stubs-")
-    include = str(pathlib.Path(protoc.__file__).parent / "_proto")
-    protos = [str(p.relative_to(ROOT / "proto")) for p in (ROOT / "proto").rglob("*.proto")]
-    code = protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"-I{include}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", *protos])
-    if code != 0:
-        sys.exit(f"protoc failed with {code}")
-    sys.path.insert(0, out)
-    return (importlib.import_module("streamgate.v1.broker_pb2"),
-            importlib.import_module("streamgate.v1.broker_pb2_grpc"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from common import Servers, load_stubs
 
 
 def redis_cli(port, *args):
@@ -147,28 +122,10 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     pb, rpc = load_stubs()
-    redis_port, broker_port = free_port(), free_port()
-    work = tempfile.mkdtemp(prefix="streamgate-bench-")
-    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", work],
-                             stdout=subprocess.DEVNULL)
-    broker = None
+    servers = Servers()
     try:
-        for _ in range(100):
-            try:
-                if redis_cli(redis_port, "PING").strip() == "PONG":
-                    break
-            except subprocess.CalledProcessError:
-                pass
-            time.sleep(0.05)
-        broker = subprocess.Popen([args.streamgate, "serve", "--listen", f"127.0.0.1:{broker_port}",
-                                   "--redis-url", f"redis://127.0.0.1:{redis_port}", "--log", "warn"],
-                                  stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", broker_port)) == 0:
-                    break
-            time.sleep(0.05)
+        redis_port, _ = servers.redis()
+        broker_port, _ = servers.streamgate(args.streamgate, redis_port)
         redis_cli(redis_port, "CONFIG", "RESETSTAT")
         rates = asyncio.run(run(pb, rpc, f"127.0.0.1:{broker_port}", args.messages, args.runs))
         medians = {name: statistics.median(values) for name, values in rates.items()}
@@ -190,11 +147,7 @@ def main():
             print(f"| {name[len('cmdstat_'):]} | {fields['calls']} | {fields['usec']} | "
                   f"{fields['usec_per_call']} |")
     finally:
-        if broker:
-            broker.terminate()
-            broker.wait()
-        redis.terminate()
-        redis.wait()
+        servers.stop()
 
 
 if __name__ == "__main__":

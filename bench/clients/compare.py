@@ -1,0 +1,366 @@
+"""streamgate beside NATS JetStream and RabbitMQ, driven from Python asyncio clients.
+
+Starts its own redis-server (no persistence) and streamgate, nats-server with JetStream file
+storage, and rabbitmq-server (quorum queues), all on free loopback ports, and runs the same
+workloads against each: the systems interleaved in every round, medians over the rounds, and the
+CPU each process spent per message (client, server, Redis) read from /proc.
+
+    bench/clients/run.sh target/release/streamgate [--messages 20000] [--runs 3]
+
+Workloads (100-byte messages):
+- publish, 50 tasks each awaiting its ack, one message per call: streamgate unary Produce,
+  NATS `js.publish`, RabbitMQ publish with a publisher confirm per message;
+- consume + ack of a pre-filled queue, 1 consumer, the application acking each message:
+  streamgate Consume (acks travel per frame on the stream), NATS pull consumer fetching 100 and
+  acking each, RabbitMQ consumer with prefetch 200 acking each; and, for reference, streamgate's
+  old default path: Subscribe with one unary Ack call per message.
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+
+import aio_pika
+import grpc
+import nats
+
+from common import Servers, cpu_seconds, free_port, load_stubs, wait_for_port
+
+PAYLOAD = b"x" * 100
+
+
+class Streamgate:
+    name = "streamgate"
+
+    def __init__(self, servers, binary):
+        self.pb, self.rpc = load_stubs()
+        redis_port, redis = servers.redis()
+        port, broker = servers.streamgate(binary, redis_port)
+        self.address = f"127.0.0.1:{port}"
+        self.processes = {"server": broker.pid, "redis": redis.pid}
+        self.round = 0
+
+    async def connect(self):
+        self.channel = grpc.aio.insecure_channel(self.address)
+        self.broker = self.rpc.BrokerStub(self.channel)
+
+    async def close(self):
+        await self.channel.close()
+
+    def fresh(self):
+        self.round += 1
+        return f"bench-{self.round}"
+
+    async def publish_each(self, stream, messages, tasks):
+        pb = self.pb
+        request = pb.ProduceRequest(stream=stream, messages=[
+            pb.OutgoingMessage(fields=[pb.Field(name="body", value=PAYLOAD)])])
+        await fan_out(messages, tasks, lambda: self.broker.Produce(request))
+
+    async def prefill(self, stream, messages):
+        pb = self.pb
+        batch = pb.ProduceRequest(stream=stream, messages=[
+            pb.OutgoingMessage(fields=[pb.Field(name="body", value=PAYLOAD)])] * 500)
+        for _ in range(messages // 500):
+            await self.broker.Produce(batch)
+
+    async def consume_each(self, stream, messages):
+        """Consume: the application acks each message; the acks of a frame travel together."""
+        pb = self.pb
+        outgoing = asyncio.Queue()
+        await outgoing.put(pb.ConsumeRequest(open=pb.ConsumeOpen(
+            streams=[pb.StreamStart(stream=stream)], group="g", consumer="c",
+            create_group=True, group_start_id="0")))
+
+        async def requests():
+            while (request := await outgoing.get()) is not None:
+                yield request
+
+        session = self.broker.Consume(requests())
+        confirmed, request_id = 0, 0
+        async for response in session:
+            kind = response.WhichOneof("event")
+            if kind == "messages":
+                acks = [message.id for message in response.messages.messages]
+                request_id += 1
+                await outgoing.put(pb.ConsumeRequest(ack=pb.Settle(
+                    request_id=request_id, stream=stream, ids=acks)))
+            elif kind == "confirmation":
+                confirmed += len(response.confirmation.succeeded)
+                if confirmed >= messages:
+                    break
+        await outgoing.put(None)
+        session.cancel()
+
+    async def consume_unary_acks(self, stream, messages):
+        """The old default: one message per Subscribe item, one Ack call per message."""
+        pb = self.pb
+        events = self.broker.Subscribe(pb.SubscribeRequest(
+            streams=[pb.StreamStart(stream=stream)], group="g", consumer="c",
+            create_group=True, group_start_id="0"))
+        outstanding = asyncio.Semaphore(64)
+        acks = []
+
+        async def ack(message_id):
+            try:
+                await self.broker.Ack(pb.AckRequest(stream=stream, group="g", ids=[message_id]))
+            finally:
+                outstanding.release()
+
+        received = 0
+        async for event in events:
+            if event.WhichOneof("event") != "message":
+                continue
+            received += 1
+            await outstanding.acquire()
+            acks.append(asyncio.create_task(ack(event.message.id)))
+            if received == messages:
+                break
+        await asyncio.gather(*acks)
+        events.cancel()
+
+
+class Jetstream:
+    name = "NATS JetStream"
+
+    def __init__(self, servers):
+        port = free_port()
+        store = os.path.join(servers.work, "jetstream")
+        server = servers.start(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js",
+                                "-sd", store])
+        wait_for_port(port, "nats-server")
+        self.url = f"nats://127.0.0.1:{port}"
+        self.processes = {"server": server.pid}
+        self.round = 0
+
+    async def connect(self):
+        self.nc = await nats.connect(self.url)
+        self.js = self.nc.jetstream()
+
+    async def close(self):
+        await self.nc.close()
+
+    def fresh(self):
+        self.round += 1
+        return f"bench{self.round}"
+
+    async def stream(self, name):
+        await self.js.add_stream(name=name, subjects=[f"{name}.>"], storage="file")
+        return f"{name}.x"
+
+    async def publish_each(self, name, messages, tasks):
+        subject = await self.stream(name)
+        await fan_out(messages, tasks, lambda: self.js.publish(subject, PAYLOAD))
+
+    async def prefill(self, name, messages):
+        subject = await self.stream(name)
+        for start in range(0, messages, 500):
+            await asyncio.gather(*(self.js.publish(subject, PAYLOAD) for _ in range(500)))
+        return subject
+
+    async def consume_each(self, name, messages):
+        subscription = await self.js.pull_subscribe(f"{name}.x", durable="c", stream=name)
+        received = 0
+        while received < messages:
+            for message in await subscription.fetch(100, timeout=10):
+                await message.ack()
+                received += 1
+
+
+class Rabbit:
+    name = "RabbitMQ"
+
+    def __init__(self, servers):
+        port, dist = free_port(), free_port()
+        base = os.path.join(servers.work, "rabbitmq")
+        os.makedirs(base)
+        plugins = os.path.join(base, "enabled_plugins")
+        with open(plugins, "w") as f:
+            f.write("[].")
+        env = dict(os.environ, HOME=base, RABBITMQ_NODENAME=f"bench{port}@localhost",
+                   RABBITMQ_NODE_PORT=str(port), RABBITMQ_DIST_PORT=str(dist),
+                   RABBITMQ_MNESIA_BASE=os.path.join(base, "mnesia"),
+                   RABBITMQ_LOG_BASE=os.path.join(base, "log"),
+                   RABBITMQ_ENABLED_PLUGINS_FILE=plugins,
+                   RABBITMQ_CONFIG_FILE=os.path.join(base, "rabbitmq"),
+                   RABBITMQ_PID_FILE=os.path.join(base, "pid"))
+        server = servers.start(["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=env)
+        wait_for_port(port, "rabbitmq-server", seconds=120)
+        self.url = f"amqp://guest:guest@127.0.0.1:{port}/"
+        self.processes = {"server": beam_of(server.pid)}
+        self.round = 0
+
+    async def connect(self):
+        self.connection = await aio_pika.connect(self.url)
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        await self.channel.set_qos(prefetch_count=200)
+
+    async def close(self):
+        await self.connection.close()
+
+    def fresh(self):
+        self.round += 1
+        return f"bench{self.round}"
+
+    async def queue(self, name):
+        return await self.channel.declare_queue(
+            name, durable=True, arguments={"x-queue-type": "quorum"})
+
+    async def publish_each(self, name, messages, tasks):
+        await self.queue(name)
+        exchange = self.channel.default_exchange
+        await fan_out(messages, tasks,
+                      lambda: exchange.publish(aio_pika.Message(PAYLOAD), routing_key=name))
+
+    async def prefill(self, name, messages):
+        await self.queue(name)
+        exchange = self.channel.default_exchange
+        for start in range(0, messages, 500):
+            await asyncio.gather(*(exchange.publish(aio_pika.Message(PAYLOAD), routing_key=name)
+                                   for _ in range(500)))
+
+    async def consume_each(self, name, messages):
+        queue = await self.queue(name)
+        received = 0
+        async with queue.iterator() as iterator:
+            async for message in iterator:
+                await message.ack()
+                received += 1
+                if received >= messages:
+                    break
+
+
+def beam_of(pid):
+    """The Erlang VM under rabbitmq-server's wrapper scripts: the process whose CPU counts."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for child in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    is_vm = b"beam.smp" in f.read()
+                if is_vm and descends_from(int(child), pid):
+                    return int(child)
+            except OSError:
+                continue
+        time.sleep(0.2)
+    return pid
+
+
+def descends_from(pid, ancestor):
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+    return False
+
+
+async def fan_out(messages, tasks, call):
+    """`messages` calls from `tasks` concurrent tasks, each awaiting its answer."""
+    left = messages
+
+    async def worker():
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+
+
+async def measure(system, workload, messages):
+    """Runs one workload; returns (msg/s, µs of CPU per message for each process)."""
+    name = system.fresh()
+    if workload.startswith("consume"):
+        await system.prefill(name, messages)
+    pids = dict(system.processes, client=os.getpid())
+    before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    started = time.perf_counter()
+    if workload == "publish":
+        await system.publish_each(name, messages, 50)
+    elif workload == "consume":
+        await system.consume_each(name, messages)
+    else:
+        await system.consume_unary_acks(name, messages)
+    elapsed = time.perf_counter() - started
+    cpu = {role: (cpu_seconds(pid) - before[role]) * 1e6 / messages for role, pid in pids.items()}
+    return messages / elapsed, cpu
+
+
+WORKLOADS = [
+    ("publish", "publish, 50 tasks each awaiting its ack, 1 message per call"),
+    ("consume", "consume + ack each message, 1 consumer"),
+    ("consume-unary", "consume, one unary Ack call per message (Subscribe; streamgate only)"),
+]
+
+
+async def run(systems, messages, runs):
+    results = {}
+    for system in systems:
+        await system.connect()
+    for _ in range(runs):
+        for workload, _ in WORKLOADS:
+            for system in systems:
+                if workload == "consume-unary" and system.name != "streamgate":
+                    continue
+                results.setdefault((workload, system.name), []).append(
+                    await measure(system, workload, messages))
+    for system in systems:
+        await system.close()
+    return results
+
+
+def report(systems, results, messages, runs):
+    names = [s.name for s in systems]
+    print(f"\n{messages} messages of 100 B per measurement, median of {runs}, systems "
+          "interleaved in each round; CPU in µs per message (client / server / Redis)\n")
+    print("| workload | " + " | ".join(names) + " | streamgate vs NATS | streamgate vs RabbitMQ |")
+    print("|---|" + "---:|" * len(names) + "---:|---:|")
+    for workload, title in WORKLOADS:
+        cells, rates = [], {}
+        for name in names:
+            runs_ = results.get((workload, name))
+            if not runs_:
+                cells.append("—")
+                continue
+            rate = statistics.median(r for r, _ in runs_)
+            rates[name] = rate
+            cpu = {role: statistics.median(c[role] for _, c in runs_) for role in runs_[0][1]}
+            parts = [f"{cpu['client']:.0f}", f"{cpu['server']:.0f}"]
+            if "redis" in cpu:
+                parts.append(f"{cpu['redis']:.0f}")
+            cells.append(f"{rate:,.0f}/s ({' / '.join(parts)} µs)")
+        ratio = lambda other: (f"{rates['streamgate'] / rates[other]:.2f}"
+                               if "streamgate" in rates and other in rates else "—")
+        print(f"| {title} | " + " | ".join(cells) +
+              f" | {ratio('NATS JetStream')} | {ratio('RabbitMQ')} |")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("streamgate", help="the streamgate binary (a release build)")
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="streamgate,nats,rabbitmq",
+                        help="which systems, comma-separated")
+    args = parser.parse_args()
+    servers = Servers()
+    try:
+        wanted = args.only.split(",")
+        systems = []
+        if "streamgate" in wanted:
+            systems.append(Streamgate(servers, args.streamgate))
+        if "nats" in wanted:
+            systems.append(Jetstream(servers))
+        if "rabbitmq" in wanted:
+            systems.append(Rabbit(servers))
+        results = asyncio.run(run(systems, args.messages, args.runs))
+        report(systems, results, args.messages, args.runs)
+    finally:
+        servers.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The client-language comparison: installs its Python client libraries into bench/clients/.venv
+# (grpcio, nats-py, aio-pika; nats-server and rabbitmq-server from Debian's packages when
+# missing), then runs compare.py with the arguments given (first: the streamgate binary).
+#   cargo build --release --bins && bench/clients/run.sh target/release/streamgate
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+
+ensure_toolchain_and_redis
+command -v nats-server >/dev/null || apt_install nats-server
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || apt_install rabbitmq-server
+venv=bench/clients/.venv
+if ! "$venv/bin/python" -c "import grpc_tools, nats, aio_pika" >/dev/null 2>&1; then
+  say "installing the comparison's Python client libraries into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/clients/requirements.txt
+fi
+exec "$venv/bin/python" bench/clients/compare.py "$@"
