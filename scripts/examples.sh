@@ -31,5 +31,6 @@ target/debug/streamgate health --server "127.0.0.1:$port" >/dev/null || { cat "$
 
 say "python example"
 .venv/bin/python examples/python/client.py "127.0.0.1:$port"
+.venv/bin/python examples/python/publisher.py "127.0.0.1:$port"
 say "node example"
 node examples/node/client.js "127.0.0.1:$port"

@@ -10,6 +10,10 @@ CPU each process spent per message (client, server, Redis) read from /proc.
 Workloads (100-byte messages):
 - publish, 50 tasks each awaiting its ack, one message per call: streamgate unary Produce,
   NATS `js.publish`, RabbitMQ publish with a publisher confirm per message;
+- publish, one future per message, 50 tasks each awaiting all of its futures at the end, the
+  fast way of each client: streamgate through `examples/python/publisher.py` (concurrent
+  publishes coalesced into Produce calls), NATS `js.publish_async`, RabbitMQ publishes with
+  their confirms gathered;
 - consume + ack of a pre-filled queue, 1 consumer, the application acking each message:
   streamgate Consume (acks travel per frame on the stream), NATS pull consumer fetching 100 and
   acking each, RabbitMQ consumer with prefetch 200 acking each; and, for reference, streamgate's
@@ -20,13 +24,17 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 import time
 
 import aio_pika
 import grpc
 import nats
 
-from common import Servers, cpu_seconds, free_port, load_stubs, wait_for_port
+from common import ROOT, Servers, cpu_seconds, free_port, load_stubs, wait_for_port
+
+sys.path.insert(0, str(ROOT / "examples" / "python"))
+from publisher import BatchingPublisher  # noqa: E402  (the example is what we measure)
 
 PAYLOAD = b"x" * 100
 
@@ -58,6 +66,11 @@ class Streamgate:
         request = pb.ProduceRequest(stream=stream, messages=[
             pb.OutgoingMessage(fields=[pb.Field(name="body", value=PAYLOAD)])])
         await fan_out(messages, tasks, lambda: self.broker.Produce(request))
+
+    async def publish_futures(self, stream, messages, tasks):
+        publisher = BatchingPublisher(self.pb, self.broker, stream)
+        await futures_from(messages, tasks, lambda: publisher.publish([("body", PAYLOAD)]))
+        await publisher.close()
 
     async def prefill(self, stream, messages):
         pb = self.pb
@@ -154,6 +167,14 @@ class Jetstream:
         subject = await self.stream(name)
         await fan_out(messages, tasks, lambda: self.js.publish(subject, PAYLOAD))
 
+    async def publish_futures(self, name, messages, tasks):
+        subject = await self.stream(name)
+
+        async def send():
+            return await self.js.publish_async(subject, PAYLOAD)
+
+        await futures_from(messages, tasks, send, awaited=True)
+
     async def prefill(self, name, messages):
         subject = await self.stream(name)
         for start in range(0, messages, 500):
@@ -214,6 +235,12 @@ class Rabbit:
         await fan_out(messages, tasks,
                       lambda: exchange.publish(aio_pika.Message(PAYLOAD), routing_key=name))
 
+    async def publish_futures(self, name, messages, tasks):
+        await self.queue(name)
+        exchange = self.channel.default_exchange
+        await futures_from(messages, tasks, lambda: asyncio.ensure_future(
+            exchange.publish(aio_pika.Message(PAYLOAD), routing_key=name)))
+
     async def prefill(self, name, messages):
         await self.queue(name)
         exchange = self.channel.default_exchange
@@ -270,6 +297,20 @@ async def fan_out(messages, tasks, call):
     await asyncio.gather(*(worker() for _ in range(tasks)))
 
 
+async def futures_from(messages, tasks, publish, awaited=False):
+    """`messages` publishes from `tasks` tasks, each taking a future per message and awaiting
+    all of its own at the end; `awaited`: `publish` is a coroutine that returns the future."""
+    share = messages // tasks
+
+    async def worker():
+        futures = []
+        for _ in range(share):
+            futures.append(await publish() if awaited else publish())
+        await asyncio.gather(*futures)
+
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+
+
 async def measure(system, workload, messages):
     """Runs one workload; returns (msg/s, µs of CPU per message for each process)."""
     name = system.fresh()
@@ -280,6 +321,8 @@ async def measure(system, workload, messages):
     started = time.perf_counter()
     if workload == "publish":
         await system.publish_each(name, messages, 50)
+    elif workload == "publish-futures":
+        await system.publish_futures(name, messages, 50)
     elif workload == "consume":
         await system.consume_each(name, messages)
     else:
@@ -291,6 +334,7 @@ async def measure(system, workload, messages):
 
 WORKLOADS = [
     ("publish", "publish, 50 tasks each awaiting its ack, 1 message per call"),
+    ("publish-futures", "publish, one future per message, 50 tasks (each client's fast way)"),
     ("consume", "consume + ack each message, 1 consumer"),
     ("consume-unary", "consume, one unary Ack call per message (Subscribe; streamgate only)"),
 ]
@@ -328,9 +372,10 @@ def report(systems, results, messages, runs):
             rate = statistics.median(r for r, _ in runs_)
             rates[name] = rate
             cpu = {role: statistics.median(c[role] for _, c in runs_) for role in runs_[0][1]}
-            parts = [f"{cpu['client']:.0f}", f"{cpu['server']:.0f}"]
+            shown = lambda us: f"{us:.1f}" if us < 10 else f"{us:.0f}"
+            parts = [shown(cpu["client"]), shown(cpu["server"])]
             if "redis" in cpu:
-                parts.append(f"{cpu['redis']:.0f}")
+                parts.append(shown(cpu["redis"]))
             cells.append(f"{rate:,.0f}/s ({' / '.join(parts)} µs)")
         ratio = lambda other: (f"{rates['streamgate'] / rates[other]:.2f}"
                                if "streamgate" in rates and other in rates else "—")
