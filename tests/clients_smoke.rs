@@ -12,7 +12,14 @@ fn the_client_comparison_runs_every_workload_on_every_system() {
     let out = Command::new("bash")
         .arg(format!("{root}/bench/clients/run.sh"))
         .arg(env!("CARGO_BIN_EXE_streamgate"))
-        .args(["--messages", "500", "--runs", "1"])
+        .args([
+            "--messages",
+            "500",
+            "--runs",
+            "1",
+            "--latency-seconds",
+            "0.5",
+        ])
         .output()
         .expect("run bench/clients/run.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -30,5 +37,14 @@ fn the_client_comparison_runs_every_workload_on_every_system() {
     for row in &rows[..3] {
         assert_eq!(row.matches("/s (").count(), 3, "{row}");
         assert!(!row.trim_end().ends_with("| — |"), "{row}");
+    }
+    // End-to-end latency at both rates, for every system.
+    let latency: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("msg/s: p50 / p99"))
+        .collect();
+    assert_eq!(latency.len(), 2, "{stdout}");
+    for row in latency {
+        assert_eq!(row.matches(" ms at ").count(), 3, "{row}");
     }
 }

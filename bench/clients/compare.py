@@ -17,7 +17,10 @@ Workloads (100-byte messages):
 - consume + ack of a pre-filled queue, 1 consumer, the application acking each message:
   streamgate Consume (acks travel per frame on the stream), NATS pull consumer fetching 100 and
   acking each, RabbitMQ consumer with prefetch 200 acking each; and, for reference, streamgate's
-  old default path: Subscribe with one unary Ack call per message.
+  old default path: Subscribe with one unary Ack call per message;
+- end-to-end latency at 2,000 and 5,000 msg/s: one message per publish call (not awaited before
+  the next), stamped with its send time, received by a consumer acking each (streamgate on
+  Consume, NATS push consumer, RabbitMQ consumer), p50 and p99 of send → receipt.
 """
 
 import argparse
@@ -67,6 +70,9 @@ class Streamgate:
             pb.OutgoingMessage(fields=[pb.Field(name="body", value=PAYLOAD)])])
         await fan_out(messages, tasks, lambda: self.broker.Produce(request))
 
+    async def prepare(self, stream):
+        return stream
+
     async def publish_futures(self, stream, messages, tasks):
         publisher = BatchingPublisher(self.pb, self.broker, stream)
         await futures_from(messages, tasks, lambda: publisher.publish([("body", PAYLOAD)]))
@@ -106,6 +112,50 @@ class Streamgate:
                     break
         await outgoing.put(None)
         session.cancel()
+
+    async def send(self, stream, payload):
+        pb = self.pb
+        await self.broker.Produce(pb.ProduceRequest(stream=stream, messages=[
+            pb.OutgoingMessage(fields=[pb.Field(name="body", value=payload)])]))
+
+    async def follow(self, stream, on_message):
+        """A Consume session handing every message to `on_message`; returns its stop."""
+        pb = self.pb
+        outgoing = asyncio.Queue()
+        await outgoing.put(pb.ConsumeRequest(open=pb.ConsumeOpen(
+            streams=[pb.StreamStart(stream=stream)], group="g", consumer="c",
+            create_group=True, group_start_id="0")))
+
+        async def requests():
+            while (request := await outgoing.get()) is not None:
+                yield request
+
+        session = self.broker.Consume(requests())
+        started = asyncio.get_running_loop().create_future()
+
+        async def read():
+            request_id = 0
+            async for response in session:
+                kind = response.WhichOneof("event")
+                if kind == "started":
+                    started.set_result(None)
+                elif kind == "messages":
+                    for message in response.messages.messages:
+                        on_message(message.fields[0].value)
+                    request_id += 1
+                    await outgoing.put(pb.ConsumeRequest(ack=pb.Settle(
+                        request_id=request_id, stream=stream,
+                        ids=[m.id for m in response.messages.messages])))
+
+        reader = asyncio.ensure_future(read())
+        await started
+
+        async def stop():
+            await outgoing.put(None)
+            session.cancel()
+            reader.cancel()
+
+        return stop
 
     async def consume_unary_acks(self, stream, messages):
         """The old default: one message per Subscribe item, one Ack call per message."""
@@ -163,6 +213,9 @@ class Jetstream:
         await self.js.add_stream(name=name, subjects=[f"{name}.>"], storage="file")
         return f"{name}.x"
 
+    async def prepare(self, name):
+        return await self.stream(name)
+
     async def publish_each(self, name, messages, tasks):
         subject = await self.stream(name)
         await fan_out(messages, tasks, lambda: self.js.publish(subject, PAYLOAD))
@@ -180,6 +233,21 @@ class Jetstream:
         for start in range(0, messages, 500):
             await asyncio.gather(*(self.js.publish(subject, PAYLOAD) for _ in range(500)))
         return subject
+
+    async def send(self, subject, payload):
+        await self.js.publish(subject, payload)
+
+    async def follow(self, name, on_message):
+        """A push consumer acking each message; returns its stop. Sends go to the subject it
+        returns through `name`'s stream."""
+
+        async def handle(message):
+            on_message(message.data)
+            await message.ack()
+
+        subscription = await self.js.subscribe(f"{name}.x", durable="lat", manual_ack=True,
+                                               cb=handle, stream=name)
+        return subscription.unsubscribe
 
     async def consume_each(self, name, messages):
         subscription = await self.js.pull_subscribe(f"{name}.x", durable="c", stream=name)
@@ -229,6 +297,10 @@ class Rabbit:
         return await self.channel.declare_queue(
             name, durable=True, arguments={"x-queue-type": "quorum"})
 
+    async def prepare(self, name):
+        await self.queue(name)
+        return name
+
     async def publish_each(self, name, messages, tasks):
         await self.queue(name)
         exchange = self.channel.default_exchange
@@ -247,6 +319,20 @@ class Rabbit:
         for start in range(0, messages, 500):
             await asyncio.gather(*(exchange.publish(aio_pika.Message(PAYLOAD), routing_key=name)
                                    for _ in range(500)))
+
+    async def send(self, name, payload):
+        await self.channel.default_exchange.publish(aio_pika.Message(payload), routing_key=name)
+
+    async def follow(self, name, on_message):
+        """A consumer acking each message; returns its stop."""
+        queue = await self.queue(name)
+
+        async def handle(message):
+            on_message(message.body)
+            await message.ack()
+
+        tag = await queue.consume(handle)
+        return lambda: queue.cancel(tag)
 
     async def consume_each(self, name, messages):
         queue = await self.queue(name)
@@ -311,6 +397,43 @@ async def futures_from(messages, tasks, publish, awaited=False):
     await asyncio.gather(*(worker() for _ in range(tasks)))
 
 
+async def latency(system, rate, seconds):
+    """Messages sent at `rate` for `seconds`, each stamped with its send time, received by a
+    consumer that acks each: (achieved rate, p50 ms, p99 ms) of send → receipt, the first tenth
+    left out as warm-up."""
+    name = system.fresh()
+    target = await system.prepare(name)
+    received = []
+
+    def on_message(payload):
+        received.append(time.perf_counter_ns() - int.from_bytes(payload[:8], "big"))
+
+    stop = await system.follow(name, on_message)
+    total = int(rate * seconds)
+    sent, in_flight = 0, set()
+    started = time.perf_counter()
+    while sent < total:
+        due = min(total, int((time.perf_counter() - started) * rate) + 1)
+        while sent < due:
+            payload = time.perf_counter_ns().to_bytes(8, "big") + PAYLOAD[8:]
+            task = asyncio.ensure_future(system.send(target, payload))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            sent += 1
+        await asyncio.sleep(0.001)
+    await asyncio.gather(*in_flight)
+    achieved = total / (time.perf_counter() - started)
+    deadline = time.perf_counter() + 10
+    while len(received) < total and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    await stop()
+    samples = sorted(received[total // 10:])
+    if not samples:
+        return achieved, float("nan"), float("nan")
+    quantile = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] / 1e6
+    return achieved, quantile(0.5), quantile(0.99)
+
+
 async def measure(system, workload, messages):
     """Runs one workload; returns (msg/s, µs of CPU per message for each process)."""
     name = system.fresh()
@@ -351,9 +474,34 @@ async def run(systems, messages, runs):
                     continue
                 results.setdefault((workload, system.name), []).append(
                     await measure(system, workload, messages))
+        for rate in RATES:
+            for system in systems:
+                results.setdefault((f"latency-{rate}", system.name), []).append(
+                    await latency(system, rate, LATENCY_SECONDS))
     for system in systems:
         await system.close()
     return results
+
+
+RATES = [2000, 5000]
+
+#: How long each latency measurement sends.
+LATENCY_SECONDS = 3
+
+
+def report_latency(names, results):
+    print("\n| end-to-end, Produce/publish → delivery, consumer acking each | " +
+          " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for rate in RATES:
+        cells = []
+        for name in names:
+            runs_ = results[(f"latency-{rate}", name)]
+            achieved = statistics.median(r[0] for r in runs_)
+            p50 = statistics.median(r[1] for r in runs_)
+            p99 = statistics.median(r[2] for r in runs_)
+            cells.append(f"{p50:.2f} / {p99:.1f} ms at {achieved:,.0f}/s")
+        print(f"| {rate:,} msg/s: p50 / p99 | " + " | ".join(cells) + " |")
 
 
 def report(systems, results, messages, runs):
@@ -381,6 +529,7 @@ def report(systems, results, messages, runs):
                                if "streamgate" in rates and other in rates else "—")
         print(f"| {title} | " + " | ".join(cells) +
               f" | {ratio('NATS JetStream')} | {ratio('RabbitMQ')} |")
+    report_latency(names, results)
 
 
 def main():
@@ -388,9 +537,13 @@ def main():
     parser.add_argument("streamgate", help="the streamgate binary (a release build)")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--latency-seconds", type=float, default=3.0,
+                        help="how long each end-to-end latency measurement sends")
     parser.add_argument("--only", default="streamgate,nats,rabbitmq",
                         help="which systems, comma-separated")
     args = parser.parse_args()
+    global LATENCY_SECONDS
+    LATENCY_SECONDS = args.latency_seconds
     servers = Servers()
     try:
         wanted = args.only.split(",")
