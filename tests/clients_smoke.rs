@@ -30,9 +30,11 @@ fn the_client_comparison_runs_every_workload_on_every_system() {
     );
     let rows: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.starts_with("| publish") || l.starts_with("| consume"))
+        .filter(|l| {
+            l.starts_with("| publish") || l.starts_with("| consume") || l.starts_with("| Node")
+        })
         .collect();
-    assert_eq!(rows.len(), 4, "{stdout}");
+    assert_eq!(rows.len(), 6, "{stdout}");
     // The shared rows have a rate for each of the three systems and both ratios.
     for row in &rows[..3] {
         assert_eq!(row.matches("/s (").count(), 3, "{row}");

@@ -18,6 +18,8 @@ Workloads (100-byte messages):
   streamgate Consume (acks travel per frame on the stream), NATS pull consumer fetching 100 and
   acking each, RabbitMQ consumer with prefetch 200 acking each; and, for reference, streamgate's
   old default path: Subscribe with one unary Ack call per message;
+- from Node (@grpc/grpc-js, `node_client.js`), streamgate's two default paths: unary Produce
+  from 50 concurrent senders, and consume + ack on Consume;
 - end-to-end latency at 2,000 and 5,000 msg/s: one message per publish call (not awaited before
   the next), stamped with its send time, received by a consumer acking each (streamgate on
   Consume, NATS push consumer, RabbitMQ consumer), p50 and p99 of send → receipt.
@@ -25,6 +27,7 @@ Workloads (100-byte messages):
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -156,6 +159,17 @@ class Streamgate:
             reader.cancel()
 
         return stop
+
+    async def node(self, workload, stream, messages):
+        """The same workload from Node (@grpc/grpc-js): (msg/s, the client's CPU per message)."""
+        process = await asyncio.create_subprocess_exec(
+            "node", str(ROOT / "bench" / "clients" / "node_client.js"), self.address, workload,
+            stream, str(messages), stdout=asyncio.subprocess.PIPE)
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"the Node client failed ({process.returncode})")
+        result = json.loads(out)
+        return result["rate"], result["cpu_us"]
 
     async def consume_unary_acks(self, stream, messages):
         """The old default: one message per Subscribe item, one Ack call per message."""
@@ -437,12 +451,16 @@ async def latency(system, rate, seconds):
 async def measure(system, workload, messages):
     """Runs one workload; returns (msg/s, µs of CPU per message for each process)."""
     name = system.fresh()
-    if workload.startswith("consume"):
+    if "consume" in workload:
         await system.prefill(name, messages)
     pids = dict(system.processes, client=os.getpid())
     before = {role: cpu_seconds(pid) for role, pid in pids.items()}
     started = time.perf_counter()
-    if workload == "publish":
+    node = None
+    if workload.startswith("node-"):
+        # Node's own clock and CPU: its start-up is not the workload's.
+        node = await system.node(workload[len("node-"):], name, messages)
+    elif workload == "publish":
         await system.publish_each(name, messages, 50)
     elif workload == "publish-futures":
         await system.publish_futures(name, messages, 50)
@@ -452,6 +470,9 @@ async def measure(system, workload, messages):
         await system.consume_unary_acks(name, messages)
     elapsed = time.perf_counter() - started
     cpu = {role: (cpu_seconds(pid) - before[role]) * 1e6 / messages for role, pid in pids.items()}
+    if node is not None:
+        cpu["client"] = node[1]
+        return node[0], cpu
     return messages / elapsed, cpu
 
 
@@ -460,7 +481,12 @@ WORKLOADS = [
     ("publish-futures", "publish, one future per message, 50 tasks (each client's fast way)"),
     ("consume", "consume + ack each message, 1 consumer"),
     ("consume-unary", "consume, one unary Ack call per message (Subscribe; streamgate only)"),
+    ("node-publish", "Node (@grpc/grpc-js): publish, 50 concurrent unary Produce of 1 (streamgate only)"),
+    ("node-consume", "Node (@grpc/grpc-js): consume + ack each on Consume, 1 consumer (streamgate only)"),
 ]
+
+#: Workloads only streamgate runs.
+STREAMGATE_ONLY = ("consume-unary", "node-publish", "node-consume")
 
 
 async def run(systems, messages, runs):
@@ -470,7 +496,7 @@ async def run(systems, messages, runs):
     for _ in range(runs):
         for workload, _ in WORKLOADS:
             for system in systems:
-                if workload == "consume-unary" and system.name != "streamgate":
+                if workload in STREAMGATE_ONLY and system.name != "streamgate":
                     continue
                 results.setdefault((workload, system.name), []).append(
                     await measure(system, workload, messages))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The client-language comparison: installs its Python client libraries into bench/clients/.venv
-# (grpcio, nats-py, aio-pika; nats-server and rabbitmq-server from Debian's packages when
-# missing), then runs compare.py with the arguments given (first: the streamgate binary).
+# (grpcio, nats-py, aio-pika), nats-server and rabbitmq-server from Debian's packages when
+# missing, and the Node example's packages (for the Node rows); then runs compare.py with the
+# arguments given (first: the streamgate binary).
 #   cargo build --release --bins && bench/clients/run.sh target/release/streamgate
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,4 +18,6 @@ if ! "$venv/bin/python" -c "import grpc_tools, nats, aio_pika" >/dev/null 2>&1; 
   python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/clients/requirements.txt
 fi
+command -v node >/dev/null || apt_install nodejs npm
+[ -d examples/node/node_modules/@grpc/grpc-js ] || npm ci --prefix examples/node --no-audit --no-fund --loglevel=error
 exec "$venv/bin/python" bench/clients/compare.py "$@"
