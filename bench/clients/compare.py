@@ -38,6 +38,7 @@ import grpc
 import nats
 
 from common import ROOT, Servers, cpu_seconds, free_port, load_stubs, wait_for_port
+from paths import ConsumeSession, consume_each, subscribe_one_ack_each
 
 sys.path.insert(0, str(ROOT / "examples" / "python"))
 from publisher import BatchingPublisher  # noqa: E402  (the example is what we measure)
@@ -90,31 +91,7 @@ class Streamgate:
 
     async def consume_each(self, stream, messages):
         """Consume: the application acks each message; the acks of a frame travel together."""
-        pb = self.pb
-        outgoing = asyncio.Queue()
-        await outgoing.put(pb.ConsumeRequest(open=pb.ConsumeOpen(
-            streams=[pb.StreamStart(stream=stream)], group="g", consumer="c",
-            create_group=True, group_start_id="0")))
-
-        async def requests():
-            while (request := await outgoing.get()) is not None:
-                yield request
-
-        session = self.broker.Consume(requests())
-        confirmed, request_id = 0, 0
-        async for response in session:
-            kind = response.WhichOneof("event")
-            if kind == "messages":
-                acks = [message.id for message in response.messages.messages]
-                request_id += 1
-                await outgoing.put(pb.ConsumeRequest(ack=pb.Settle(
-                    request_id=request_id, stream=stream, ids=acks)))
-            elif kind == "confirmation":
-                confirmed += len(response.confirmation.succeeded)
-                if confirmed >= messages:
-                    break
-        await outgoing.put(None)
-        session.cancel()
+        await consume_each(self.pb, self.broker, stream, messages)
 
     async def send(self, stream, payload):
         pb = self.pb
@@ -123,39 +100,24 @@ class Streamgate:
 
     async def follow(self, stream, on_message):
         """A Consume session handing every message to `on_message`; returns its stop."""
-        pb = self.pb
-        outgoing = asyncio.Queue()
-        await outgoing.put(pb.ConsumeRequest(open=pb.ConsumeOpen(
-            streams=[pb.StreamStart(stream=stream)], group="g", consumer="c",
-            create_group=True, group_start_id="0")))
-
-        async def requests():
-            while (request := await outgoing.get()) is not None:
-                yield request
-
-        session = self.broker.Consume(requests())
+        session = ConsumeSession(self.pb, self.broker, stream)
         started = asyncio.get_running_loop().create_future()
 
         async def read():
-            request_id = 0
-            async for response in session:
+            async for response in session.responses:
                 kind = response.WhichOneof("event")
                 if kind == "started":
                     started.set_result(None)
                 elif kind == "messages":
                     for message in response.messages.messages:
                         on_message(message.fields[0].value)
-                    request_id += 1
-                    await outgoing.put(pb.ConsumeRequest(ack=pb.Settle(
-                        request_id=request_id, stream=stream,
-                        ids=[m.id for m in response.messages.messages])))
+                    await session.ack(response.messages.messages)
 
         reader = asyncio.ensure_future(read())
         await started
 
         async def stop():
-            await outgoing.put(None)
-            session.cancel()
+            await session.close()
             reader.cancel()
 
         return stop
@@ -173,30 +135,7 @@ class Streamgate:
 
     async def consume_unary_acks(self, stream, messages):
         """The old default: one message per Subscribe item, one Ack call per message."""
-        pb = self.pb
-        events = self.broker.Subscribe(pb.SubscribeRequest(
-            streams=[pb.StreamStart(stream=stream)], group="g", consumer="c",
-            create_group=True, group_start_id="0"))
-        outstanding = asyncio.Semaphore(64)
-        acks = []
-
-        async def ack(message_id):
-            try:
-                await self.broker.Ack(pb.AckRequest(stream=stream, group="g", ids=[message_id]))
-            finally:
-                outstanding.release()
-
-        received = 0
-        async for event in events:
-            if event.WhichOneof("event") != "message":
-                continue
-            received += 1
-            await outstanding.acquire()
-            acks.append(asyncio.create_task(ack(event.message.id)))
-            if received == messages:
-                break
-        await asyncio.gather(*acks)
-        events.cancel()
+        await subscribe_one_ack_each(self.pb, self.broker, stream, messages)
 
 
 class Jetstream:

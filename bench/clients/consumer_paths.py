@@ -20,6 +20,7 @@ import time
 import grpc
 
 from common import Servers, load_stubs
+from paths import consume_each, subscribe_one_ack_each
 
 
 def redis_cli(port, *args):
@@ -35,71 +36,21 @@ async def produce(pb, broker, stream, messages):
             for i in range(start, min(start + batch, messages))]))
 
 
-async def subscribe_one_ack_each(pb, broker, stream, messages):
-    """The old default: one message per Subscribe item, one Ack call per message (64 outstanding)."""
-    events = broker.Subscribe(pb.SubscribeRequest(
-        streams=[pb.StreamStart(stream=stream)], group="g", consumer="c",
-        create_group=True, group_start_id="0"))
-    outstanding = asyncio.Semaphore(64)
-    acks = []
+def timed(path, **options):
+    """A path measured from its first message to its last confirmed ack."""
 
-    async def ack(message_id):
-        try:
-            await broker.Ack(pb.AckRequest(stream=stream, group="g", ids=[message_id]))
-        finally:
-            outstanding.release()
+    async def run(pb, broker, stream, messages):
+        started = []
+        await path(pb, broker, stream, messages,
+                   on_first=lambda: started.append(time.perf_counter()), **options)
+        return time.perf_counter() - started[0]
 
-    received = 0
-    started = None
-    async for event in events:
-        if event.WhichOneof("event") != "message":
-            continue
-        started = started or time.perf_counter()
-        received += 1
-        await outstanding.acquire()
-        acks.append(asyncio.create_task(ack(event.message.id)))
-        if received == messages:
-            break
-    await asyncio.gather(*acks)
-    elapsed = time.perf_counter() - started
-    events.cancel()
-    return elapsed
+    return run
 
 
-async def consume_acks_on_stream(pb, broker, stream, messages):
-    """Consume: frames of up to 100 messages, one ack request per frame, all confirmed."""
-    outgoing = asyncio.Queue()
-    await outgoing.put(pb.ConsumeRequest(open=pb.ConsumeOpen(
-        streams=[pb.StreamStart(stream=stream)], group="g", consumer="c",
-        create_group=True, group_start_id="0", batch_size=100, max_messages_per_frame=100)))
-
-    async def requests():
-        while (request := await outgoing.get()) is not None:
-            yield request
-
-    session = broker.Consume(requests())
-    confirmed, request_id, started = 0, 0, None
-    async for response in session:
-        kind = response.WhichOneof("event")
-        if kind == "messages":
-            started = started or time.perf_counter()
-            request_id += 1
-            await outgoing.put(pb.ConsumeRequest(ack=pb.Settle(
-                request_id=request_id, stream=stream,
-                ids=[m.id for m in response.messages.messages])))
-        elif kind == "confirmation":
-            assert not response.confirmation.failed, response.confirmation
-            confirmed += len(response.confirmation.succeeded)
-            if confirmed == messages:
-                break
-    elapsed = time.perf_counter() - started
-    await outgoing.put(None)
-    session.cancel()
-    return elapsed
-
-
-PATHS = [("Subscribe, one Ack call per message", subscribe_one_ack_each),
-         ("Consume, one ack per frame on the stream", consume_acks_on_stream)]
+PATHS = [("Subscribe, one Ack call per message", timed(subscribe_one_ack_each)),
+         ("Consume, one ack per frame on the stream",
+          timed(consume_each, batch_size=100, max_messages_per_frame=100))]
 
 
 async def run(pb, rpc, address, messages, runs):
