@@ -299,7 +299,68 @@ async fn a_tenant_confined_to_its_prefix_by_a_redis_acl_can_use_every_rpc() {
     assert_eq!(subscriptions.subscriptions.len(), 1);
     let paused = ok!(client.fetch(fetch_request("orders", "s", "p")));
     assert!(paused.messages.is_empty());
+    let seeked = ok!(admin.seek_subscription(pb::SeekSubscriptionRequest {
+        stream: "orders".into(),
+        group: "s".into(),
+        target: Some(pb::seek_subscription_request::Target::AfterId("0".into())),
+        clear_pending: true,
+    }));
+    assert_eq!(seeked.position, "0-0");
     ok!(admin.delete_subscription(sub("s")));
+    // Consume, with both kinds of confirmed ack (each a Lua script on the tenant's keys).
+    produce_numbered(&mut client, "orders", 100..102).await;
+    for exactly_once in [false, true] {
+        let (requests, outgoing) = tokio::sync::mpsc::channel(4);
+        requests
+            .send(pb::ConsumeRequest {
+                request: Some(pb::consume_request::Request::Open(pb::ConsumeOpen {
+                    streams: vec![pb::StreamStart {
+                        stream: "orders".into(),
+                        after_id: String::new(),
+                    }],
+                    group: format!("consume-{exactly_once}"),
+                    consumer: "c".into(),
+                    create_group: true,
+                    group_start_id: "0".into(),
+                    exactly_once,
+                    ..Default::default()
+                })),
+            })
+            .await
+            .unwrap();
+        let mut session =
+            ok!(client.consume(tokio_stream::wrappers::ReceiverStream::new(outgoing)));
+        let mut acked = false;
+        while let Some(item) = tokio::time::timeout(WAIT, session.message())
+            .await
+            .expect("a Consume item within the deadline")
+            .expect("consume for the tenant")
+        {
+            match item.event {
+                Some(pb::consume_response::Event::Messages(batch)) if !acked => {
+                    acked = true;
+                    let ack = pb::Settle {
+                        request_id: 1,
+                        stream: "orders".into(),
+                        ids: batch.messages.iter().map(|m| m.id.clone()).collect(),
+                        delay_ms: None,
+                    };
+                    requests
+                        .send(pb::ConsumeRequest {
+                            request: Some(pb::consume_request::Request::Ack(ack)),
+                        })
+                        .await
+                        .unwrap();
+                }
+                Some(pb::consume_response::Event::Confirmation(confirmation)) => {
+                    assert!(confirmation.failed.is_empty(), "{confirmation:?}");
+                    assert!(!confirmation.succeeded.is_empty());
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
     let registry: u64 = redis
         .cmd(&["EXISTS", "team-a:streamgate:subscriptions"])
         .await;
