@@ -555,19 +555,24 @@ async fn a_seek_moves_a_group_to_a_point_in_time_and_may_clear_what_is_before(ba
     assert!(untargeted.message().contains("target"), "{untargeted:?}");
 }
 
+/// A subscription of group `g` on [`STREAM`] with `filter` and the server's defaults.
+fn filtered(filter: &str) -> pb::CreateSubscriptionRequest {
+    create(
+        STREAM,
+        "g",
+        pb::SubscriptionPolicy {
+            filter: Some(filter.into()),
+            ..Default::default()
+        },
+    )
+}
+
 async fn a_filter_delivers_only_matching_messages_and_acknowledges_the_rest(backend: Backend) {
     let mut env = start(backend).await;
     let malformed = env
         .broker
         .admin
-        .create_subscription(create(
-            STREAM,
-            "g",
-            pb::SubscriptionPolicy {
-                filter: Some(r#"type = "order" AND"#.into()),
-                ..Default::default()
-            },
-        ))
+        .create_subscription(filtered(r#"type = "order" AND"#))
         .await
         .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
@@ -578,14 +583,7 @@ async fn a_filter_delivers_only_matching_messages_and_acknowledges_the_rest(back
     );
     env.broker
         .admin
-        .create_subscription(create(
-            STREAM,
-            "g",
-            pb::SubscriptionPolicy {
-                filter: Some(r#"type = "order" AND NOT has(test)"#.into()),
-                ..Default::default()
-            },
-        ))
+        .create_subscription(filtered(r#"type = "order" AND NOT has(test)"#))
         .await
         .unwrap();
     let kinds: [&[(&str, &str)]; 5] = [
