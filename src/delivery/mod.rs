@@ -6,6 +6,7 @@
 //!
 //! - [`member`]: a member and its one batch order (own pending, in-flight limit, redeliveries,
 //!   new entries);
+//! - [`appender`]: concurrent Produce calls sharing one round trip (group commit);
 //! - [`credit`]: flow-control credit a client grants (Consume);
 //! - [`leases`]: flow control from a book of what each member holds, not a Redis walk per read;
 //! - [`redelivery`]: ack deadlines, backoff, nack, dead letters, hand-back, consumer clean-up;
@@ -15,6 +16,7 @@
 //! - [`seek`]: moving a group to an id or a point in time;
 //! - [`topics`]: partitioned topics.
 
+mod appender;
 pub mod credit;
 mod group_read;
 pub mod leases;
@@ -47,6 +49,7 @@ use crate::model::{
     PendingMove, millis,
 };
 use crate::store::{GroupCursor, Store, StoreResult};
+use appender::{Appender, append_counted};
 use leases::LeaseBooks;
 
 /// A [`MemberSpec`] whose topics were replaced by their partitions: what
@@ -87,6 +90,7 @@ struct Parts<S> {
     topics: Topics<S>,
     policies: Policies<S>,
     books: LeaseBooks,
+    appender: Appender<S>,
 }
 
 impl<S: Store> DeliveryCore<S> {
@@ -97,6 +101,7 @@ impl<S: Store> DeliveryCore<S> {
                 redelivery: Redelivery::new(store.clone(), settings),
                 topics: Topics::new(store.clone()),
                 policies: Policies::new(store.clone()),
+                appender: Appender::new(store.clone()),
                 store,
                 books: LeaseBooks::default(),
             }),
@@ -160,13 +165,13 @@ impl<S: Store> DeliveryCore<S> {
     /// Appends `requests` in one pipelined round trip (see [`Store::append`]), counting what was
     /// produced.
     pub async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
-        let answers = self.parts.store.append(requests).await?;
-        for (answer, request) in answers.iter().zip(requests) {
-            if let Ok(ids) = answer {
-                crate::metrics::produced(&request.stream, ids.len());
-            }
-        }
-        Ok(answers)
+        append_counted(&self.parts.store, requests).await
+    }
+
+    /// Appends one request (a unary Produce) in a round trip it shares with the other calls
+    /// waiting at the same moment (see [`appender`]), counting what was produced.
+    pub async fn append_one(&self, request: Append) -> StoreResult<Vec<EntryId>> {
+        self.parts.appender.append(request).await
     }
 
     /// Ack: the messages leave the group's pending list; their holders get room again.

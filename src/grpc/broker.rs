@@ -87,7 +87,7 @@ impl<S: Store> BrokerService<S> {
 const PRODUCE_STREAM_BATCH: usize = 64;
 
 /// Appends validated requests in one round trip; invalid ones are answered without touching
-/// Redis. Answers come back in request order. Shared by Produce and ProduceStream.
+/// Redis. Answers come back in request order.
 async fn append_in_order<S: Store>(
     core: &DeliveryCore<S>,
     requests: Vec<Result<Append, Status>>,
@@ -256,13 +256,10 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let producer = self.producer(request.metadata());
         tracing::Span::current().record("stream", request.get_ref().stream.as_str());
         let append = producer.prepare(request.into_inner()).await?;
-        let mut answers = append_in_order(&self.core, vec![Ok(append)]).await;
-        answers
-            .pop()
-            .unwrap_or_else(
-                || Err(BrokerError::Internal("no answer for the request".into()).into()),
-            )
-            .map(Response::new)
+        let ids = self.core.append_one(append).await?;
+        Ok(Response::new(pb::ProduceResponse {
+            ids: convert::id_strings(&ids),
+        }))
     }
 
     type ProduceStreamStream = ReceiverStream<Result<pb::ProduceStreamResponse, Status>>;

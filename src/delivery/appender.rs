@@ -1,0 +1,105 @@
+//! Group commit for Produce: concurrent calls, each carrying one request, share one pipelined
+//! round trip to the store instead of paying for one each.
+//!
+//! A client that publishes from many tasks, one message per call (what every generated stub
+//! does by default), used to cost the broker a pool checkout, a write and a read per message.
+//! Here every call hands its request to one task; while that task's round trip is in flight the
+//! next calls queue up, and the task takes all of them at once for the next one. An idle broker
+//! adds one channel hop to a call; a busy one turns fifty round trips into one or two.
+//!
+//! The order of two calls on one stream is the order they reached the queue, as it was the
+//! order they reached Redis before. A call whose client goes away still has its request
+//! appended (it may already be on the wire, as before); only its answer is dropped.
+
+use std::sync::OnceLock;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{Append, EntryId};
+use crate::store::{Store, StoreError, StoreResult};
+
+/// Most requests one round trip takes from the queue; the rest wait for the next.
+const MOST_PER_ROUND_TRIP: usize = 256;
+
+/// What the queue holds: a request and where its answer goes.
+struct Queued {
+    request: Append,
+    answer: oneshot::Sender<StoreResult<Vec<EntryId>>>,
+}
+
+/// The queue in front of the store; its task starts on first use (inside the runtime) and ends
+/// when the core that owns the queue is dropped.
+pub(super) struct Appender<S> {
+    store: S,
+    queue: OnceLock<mpsc::UnboundedSender<Queued>>,
+}
+
+impl<S: Store> Appender<S> {
+    pub(super) fn new(store: S) -> Self {
+        Self {
+            store,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Appends one request in whichever round trip it joins; answers as [`Store::append`]
+    /// answers that request.
+    pub(super) async fn append(&self, request: Append) -> StoreResult<Vec<EntryId>> {
+        let (answer, answered) = oneshot::channel();
+        let queue = self.queue.get_or_init(|| {
+            let (queue, requests) = mpsc::unbounded_channel();
+            tokio::spawn(commit_in_groups(self.store.clone(), requests));
+            queue
+        });
+        if queue.send(Queued { request, answer }).is_err() {
+            return Err(StoreError::Unexpected(
+                "the append queue has stopped".into(),
+            ));
+        }
+        answered.await.unwrap_or_else(|_| {
+            Err(StoreError::Unexpected(
+                "the append queue dropped a request".into(),
+            ))
+        })
+    }
+}
+
+/// The queue's task: every request waiting when the previous round trip ends goes into the
+/// next one.
+async fn commit_in_groups<S: Store>(store: S, mut requests: mpsc::UnboundedReceiver<Queued>) {
+    let mut waiting = Vec::with_capacity(MOST_PER_ROUND_TRIP);
+    while requests.recv_many(&mut waiting, MOST_PER_ROUND_TRIP).await > 0 {
+        let (batch, answers): (Vec<Append>, Vec<_>) = waiting
+            .drain(..)
+            .map(|queued| (queued.request, queued.answer))
+            .unzip();
+        match append_counted(&store, &batch).await {
+            Ok(results) => {
+                for (answer, result) in answers.into_iter().zip(results) {
+                    // A caller that went away no longer wants its answer.
+                    let _ = answer.send(result);
+                }
+            }
+            // The round trip itself failed: every request in it shares that fate.
+            Err(err) => {
+                for answer in answers {
+                    let _ = answer.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// [`Store::append`] with the produced messages counted in the metrics.
+pub(super) async fn append_counted<S: Store>(
+    store: &S,
+    requests: &[Append],
+) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
+    let answers = store.append(requests).await?;
+    for (answer, request) in answers.iter().zip(requests) {
+        if let Ok(ids) = answer {
+            crate::metrics::produced(&request.stream, ids.len());
+        }
+    }
+    Ok(answers)
+}
