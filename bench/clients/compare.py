@@ -18,6 +18,8 @@ Workloads (100-byte messages):
   streamgate Consume (acks travel per frame on the stream), NATS pull consumer fetching 100 and
   acking each, RabbitMQ consumer with prefetch 200 acking each; and, for reference, streamgate's
   old default path: Subscribe with one unary Ack call per message;
+- the same with 4 consumer processes (`consumer_process.py`) sharing the queue, its rate from the
+  first message taken to the last ack, each process's CPU for that span;
 - from Node (@grpc/grpc-js, `node_client.js`), streamgate's two default paths: unary Produce
   from 50 concurrent senders, and consume + ack on Consume;
 - end-to-end latency at 2,000 and 5,000 msg/s: one message per publish call (not awaited before
@@ -48,12 +50,13 @@ PAYLOAD = b"x" * 100
 
 class Streamgate:
     name = "streamgate"
+    kind = "streamgate"
 
     def __init__(self, servers, binary):
         self.pb, self.rpc = load_stubs()
         redis_port, redis = servers.redis()
         port, broker = servers.streamgate(binary, redis_port)
-        self.address = f"127.0.0.1:{port}"
+        self.address = self.endpoint = f"127.0.0.1:{port}"
         self.processes = {"server": broker.pid, "redis": redis.pid}
         self.round = 0
 
@@ -140,6 +143,7 @@ class Streamgate:
 
 class Jetstream:
     name = "NATS JetStream"
+    kind = "nats"
 
     def __init__(self, servers):
         port = free_port()
@@ -147,7 +151,7 @@ class Jetstream:
         server = servers.start(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js",
                                 "-sd", store])
         wait_for_port(port, "nats-server")
-        self.url = f"nats://127.0.0.1:{port}"
+        self.url = self.endpoint = f"nats://127.0.0.1:{port}"
         self.processes = {"server": server.pid}
         self.round = 0
 
@@ -213,6 +217,7 @@ class Jetstream:
 
 class Rabbit:
     name = "RabbitMQ"
+    kind = "rabbitmq"
 
     def __init__(self, servers):
         port, dist = free_port(), free_port()
@@ -230,7 +235,7 @@ class Rabbit:
                    RABBITMQ_PID_FILE=os.path.join(base, "pid"))
         server = servers.start(["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=env)
         wait_for_port(port, "rabbitmq-server", seconds=120)
-        self.url = f"amqp://guest:guest@127.0.0.1:{port}/"
+        self.url = self.endpoint = f"amqp://guest:guest@127.0.0.1:{port}/"
         self.processes = {"server": beam_of(server.pid)}
         self.round = 0
 
@@ -399,6 +404,8 @@ async def measure(system, workload, messages):
     if workload.startswith("node-"):
         # Node's own clock and CPU: its start-up is not the workload's.
         node = await system.node(workload[len("node-"):], name, messages)
+    elif workload == "consume-4":
+        return await consumer_processes(system, name, messages, 4, pids, before)
     elif workload == "publish":
         await system.publish_each(name, messages, 50)
     elif workload == "publish-futures":
@@ -415,10 +422,35 @@ async def measure(system, workload, messages):
     return messages / elapsed, cpu
 
 
+async def consumer_processes(system, name, messages, count, pids, before):
+    """`count` consumer processes (consumer_process.py) draining `name` together: the rate
+    from the first message any of them took to the last ack, the clients' CPU as they report
+    it for that span, the servers' from /proc."""
+    script = str(ROOT / "bench" / "clients" / "consumer_process.py")
+    processes = [await asyncio.create_subprocess_exec(
+        sys.executable, script, system.kind, system.endpoint, name, f"c{i}",
+        stdout=asyncio.subprocess.PIPE) for i in range(count)]
+    reports = []
+    for process in processes:
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"a {system.name} consumer process failed ({process.returncode})")
+        reports.append(json.loads(out))
+    received = sum(r["received"] for r in reports)
+    if received != messages:
+        raise RuntimeError(f"{system.name}: {count} consumers took {received} of {messages}")
+    elapsed = max(r["last"] for r in reports) - min(r["first"] for r in reports if r["first"])
+    cpu = {role: (cpu_seconds(pid) - before[role]) * 1e6 / messages
+           for role, pid in pids.items() if role != "client"}
+    cpu["client"] = sum(r["cpu"] for r in reports) * 1e6 / messages
+    return messages / elapsed, cpu
+
+
 WORKLOADS = [
     ("publish", "publish, 50 tasks each awaiting its ack, 1 message per call"),
     ("publish-futures", "publish, one future per message, 50 tasks (each client's fast way)"),
     ("consume", "consume + ack each message, 1 consumer"),
+    ("consume-4", "consume + ack each message, 4 consumer processes"),
     ("consume-unary", "consume, one unary Ack call per message (Subscribe; streamgate only)"),
     ("node-publish", "Node (@grpc/grpc-js): publish, 50 concurrent unary Produce of 1 (streamgate only)"),
     ("node-consume", "Node (@grpc/grpc-js): consume + ack each on Consume, 1 consumer (streamgate only)"),
@@ -506,7 +538,14 @@ def main():
                         help="how long each end-to-end latency measurement sends")
     parser.add_argument("--only", default="streamgate,nats,rabbitmq",
                         help="which systems, comma-separated")
+    parser.add_argument("--workloads", default=",".join(w for w, _ in WORKLOADS),
+                        help="which workloads, comma-separated (latency rows always run "
+                             "unless --latency-seconds is 0)")
     args = parser.parse_args()
+    wanted_workloads = args.workloads.split(",")
+    WORKLOADS[:] = [w for w in WORKLOADS if w[0] in wanted_workloads]
+    if args.latency_seconds == 0:
+        RATES.clear()
     global LATENCY_SECONDS
     LATENCY_SECONDS = args.latency_seconds
     servers = Servers()

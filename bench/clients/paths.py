@@ -6,14 +6,14 @@ import asyncio
 
 
 class ConsumeSession:
-    """A Consume session as consumer `c` of group `g` (created from the start of `stream`):
+    """A Consume session as `consumer` of group `g` (created from the start of `stream`):
     messages come in frames; `ack` sends one request for a frame's ids."""
 
-    def __init__(self, pb, broker, stream, **open_options):
+    def __init__(self, pb, broker, stream, consumer="c", **open_options):
         self.pb, self.stream = pb, stream
         self.outgoing = asyncio.Queue()
         self.outgoing.put_nowait(pb.ConsumeRequest(open=pb.ConsumeOpen(
-            streams=[pb.StreamStart(stream=stream)], group="g", consumer="c",
+            streams=[pb.StreamStart(stream=stream)], group="g", consumer=consumer,
             create_group=True, group_start_id="0", **open_options)))
         self.responses = broker.Consume(self._requests())
         self.request_id = 0
