@@ -122,6 +122,43 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// Each latency measurement's median over the runs (percentile by percentile).
+fn median_latencies(runs: &[Vec<workloads::Latency>]) -> Vec<workloads::Latency> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    let of = |i: usize, pick: fn(&workloads::Latency) -> f64| {
+        median(runs.iter().map(|run| pick(&run[i])).collect())
+    };
+    (0..first.len())
+        .map(|i| workloads::Latency {
+            achieved_rate: of(i, |l| l.achieved_rate),
+            p50_ms: of(i, |l| l.p50_ms),
+            p99_ms: of(i, |l| l.p99_ms),
+            p999_ms: of(i, |l| l.p999_ms),
+            ..first[i]
+        })
+        .collect()
+}
+
+/// Each idle measurement's Produce p99s as medians over the runs (a p99 of 2,000 calls moves
+/// by tens of percent between runs on a shared machine); the rest from the last run.
+fn median_idles(runs: &[Vec<workloads::Idle>]) -> Vec<workloads::Idle> {
+    let Some(last) = runs.last() else {
+        return Vec::new();
+    };
+    let of = |i: usize, pick: fn(&workloads::Idle) -> f64| {
+        median(runs.iter().map(|run| pick(&run[i])).collect())
+    };
+    (0..last.len())
+        .map(|i| workloads::Idle {
+            produce_p99_before_ms: of(i, |idle| idle.produce_p99_before_ms),
+            produce_p99_ms: of(i, |idle| idle.produce_p99_ms),
+            ..last[i]
+        })
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
@@ -166,16 +203,18 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut runs: Vec<Vec<Row>> = Vec::new();
-    let mut latencies = Vec::new();
-    let mut idles = Vec::new();
+    let mut latency_runs = Vec::new();
+    let mut idle_runs = Vec::new();
     let epoch = Instant::now();
     for run in 0..args.runs {
         eprintln!("run {} of {}", run + 1, args.runs);
         let (rows, lat, idle) = run_once(&bench, &args, epoch).await?;
         runs.push(rows);
-        latencies = lat;
-        idles = idle;
+        latency_runs.push(lat);
+        idle_runs.push(idle);
     }
+    let latencies = median_latencies(&latency_runs);
+    let idles = median_idles(&idle_runs);
     let rows: Vec<Row> = (0..runs.first().map_or(0, Vec::len))
         .map(|i| Row {
             name: runs[0][i].name.clone(),
@@ -297,8 +336,10 @@ async fn run_once(
     }
     let mut latencies = Vec::new();
     if args.runs(Group::Latency) {
-        for rate in &args.rates {
-            latencies.push(workloads::latency(bench, *rate, epoch).await?);
+        for via in [workloads::Via::Unary, workloads::Via::Stream] {
+            for rate in &args.rates {
+                latencies.push(workloads::latency(bench, *rate, via, epoch).await?);
+            }
         }
     }
     let mut idles = Vec::new();
@@ -346,13 +387,18 @@ fn print_report(
         );
     }
     println!(
-        "\n| end-to-end latency (Produce call → delivery, group Subscribe + Ack) | achieved rate | p50 | p99 | p99.9 |"
+        "\n| end-to-end latency (send → delivery, group Subscribe + Ack), one message per send | achieved rate | p50 | p99 | p99.9 |"
     );
     println!("|---|---:|---:|---:|---:|");
     for l in latencies {
         println!(
-            "| {} msg/s | {:.0} msg/s | {:.2} ms | {:.2} ms | {:.2} ms |",
-            l.target_rate, l.achieved_rate, l.p50_ms, l.p99_ms, l.p999_ms
+            "| {}, {} msg/s | {:.0} msg/s | {:.2} ms | {:.2} ms | {:.2} ms |",
+            l.via.label(),
+            l.target_rate,
+            l.achieved_rate,
+            l.p50_ms,
+            l.p99_ms,
+            l.p999_ms
         );
     }
     println!(
@@ -395,7 +441,7 @@ fn to_json(
             "ratio": r.ratio(), "target": r.target,
         })).collect::<Vec<_>>(),
         "latency": latencies.iter().map(|l| json!({
-            "rate": l.target_rate, "achieved_rate": l.achieved_rate,
+            "via": l.via.label(), "rate": l.target_rate, "achieved_rate": l.achieved_rate,
             "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "p999_ms": l.p999_ms,
         })).collect::<Vec<_>>(),
         "idle": idles.iter().map(|i| json!({

@@ -1,4 +1,5 @@
-//! End-to-end latency at fixed rates: Produce call to group delivery.
+//! End-to-end latency at fixed rates: Produce call (unary, or a request on one ProduceStream)
+//! to group delivery.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -8,15 +9,36 @@ use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use streamgate::grpc::pb;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 
+/// How the producer of a latency measurement sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// One unary Produce call per message.
+    Unary,
+    /// One request per message on one ProduceStream.
+    Stream,
+}
+
+impl Via {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Via::Unary => "unary Produce",
+            Via::Stream => "ProduceStream",
+        }
+    }
+}
+
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Latency {
+    /// How messages were sent.
+    pub(crate) via: Via,
     /// Rate asked for.
     pub(crate) target_rate: u64,
     /// Rate achieved by the producer.
@@ -29,10 +51,15 @@ pub(crate) struct Latency {
     pub(crate) p999_ms: f64,
 }
 
-/// Produce at a fixed rate (one unary call per message), consume through a group Subscribe with
-/// batched acks; time from the Produce call to delivery.
-pub(crate) async fn latency(bench: &Bench, rate: u64, epoch: Instant) -> anyhow::Result<Latency> {
-    let stream = format!("bench-latency-{rate}");
+/// Produce at a fixed rate (one message per unary call or per ProduceStream request), consume
+/// through a group Subscribe with batched acks; time from the send to delivery.
+pub(crate) async fn latency(
+    bench: &Bench,
+    rate: u64,
+    via: Via,
+    epoch: Instant,
+) -> anyhow::Result<Latency> {
+    let stream = format!("bench-latency-{rate}-{via:?}");
     create_group(bench, &stream, "g", "$").await?;
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
@@ -70,18 +97,15 @@ pub(crate) async fn latency(bench: &Bench, rate: u64, epoch: Instant) -> anyhow:
         ))
     };
     // Every millisecond, send what the rate allows by now; at most 1,000 calls outstanding.
-    let in_flight = Arc::new(Semaphore::new(1000));
+    let mut sender = Sender::open(bench, via).await?;
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut sent = 0u64;
-    let mut calls = Vec::new();
     while started.elapsed() < bench.duration {
         ticker.tick().await;
         let due = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
         while sent < due {
-            let permit = in_flight.clone().acquire_owned().await?;
-            let mut client = bench.broker(sent as usize);
             let stamp = (epoch.elapsed().as_nanos() as u64).to_string();
             let request = pb::ProduceRequest {
                 stream: stream.clone(),
@@ -102,18 +126,12 @@ pub(crate) async fn latency(bench: &Bench, rate: u64, epoch: Instant) -> anyhow:
                 require_existing_stream: false,
                 partition_key: String::new(),
             };
-            calls.push(tokio::spawn(async move {
-                let result = client.produce(request).await;
-                drop(permit);
-                result
-            }));
+            sender.send(bench, sent as usize, request).await?;
             sent += 1;
         }
     }
     let achieved_rate = sent as f64 / started.elapsed().as_secs_f64();
-    for call in calls {
-        call.await?.context("produce")?;
-    }
+    sender.finish().await?;
     wait_for(&delivered, sent, Duration::from_secs(60)).await?;
     stop.cancel();
     consumer.await??;
@@ -122,10 +140,95 @@ pub(crate) async fn latency(bench: &Bench, rate: u64, epoch: Instant) -> anyhow:
         .lock()
         .map_err(|_| anyhow::anyhow!("histogram lock"))?;
     Ok(Latency {
+        via,
         target_rate: rate,
         achieved_rate,
         p50_ms: ms(&histogram, 0.5),
         p99_ms: ms(&histogram, 0.99),
         p999_ms: ms(&histogram, 0.999),
     })
+}
+
+/// The producer side of a latency measurement.
+enum Sender {
+    /// Unary calls in tasks of their own, at most 1,000 outstanding.
+    Unary {
+        in_flight: Arc<Semaphore>,
+        calls: Vec<tokio::task::JoinHandle<Result<(), tonic::Status>>>,
+    },
+    /// Requests on one ProduceStream, and the task reading its answers.
+    Stream {
+        requests: mpsc::Sender<pb::ProduceRequest>,
+        answers: tokio::task::JoinHandle<anyhow::Result<()>>,
+    },
+}
+
+impl Sender {
+    async fn open(bench: &Bench, via: Via) -> anyhow::Result<Self> {
+        Ok(match via {
+            Via::Unary => Sender::Unary {
+                in_flight: Arc::new(Semaphore::new(1000)),
+                calls: Vec::new(),
+            },
+            Via::Stream => {
+                let (requests, outgoing) = mpsc::channel(1000);
+                let mut answers = bench
+                    .broker(0)
+                    .produce_stream(ReceiverStream::new(outgoing))
+                    .await
+                    .context("ProduceStream")?
+                    .into_inner();
+                let answers = tokio::spawn(async move {
+                    while let Some(answer) = answers.message().await? {
+                        use pb::produce_stream_response::Result as Outcome;
+                        if let Some(Outcome::Error(error)) = answer.result {
+                            anyhow::bail!("a ProduceStream request failed: {}", error.message);
+                        }
+                    }
+                    Ok(())
+                });
+                Sender::Stream { requests, answers }
+            }
+        })
+    }
+
+    async fn send(
+        &mut self,
+        bench: &Bench,
+        index: usize,
+        request: pb::ProduceRequest,
+    ) -> anyhow::Result<()> {
+        match self {
+            Sender::Unary { in_flight, calls } => {
+                let permit = in_flight.clone().acquire_owned().await?;
+                let mut client = bench.broker(index);
+                calls.push(tokio::spawn(async move {
+                    let result = client.produce(request).await.map(drop);
+                    drop(permit);
+                    result
+                }));
+            }
+            Sender::Stream { requests, .. } => requests
+                .send(request)
+                .await
+                .context("the ProduceStream ended early")?,
+        }
+        Ok(())
+    }
+
+    /// Waits for every answer.
+    async fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Sender::Unary { calls, .. } => {
+                for call in calls {
+                    call.await?.context("produce")?;
+                }
+            }
+            Sender::Stream { requests, answers } => {
+                drop(requests);
+                answers.await??;
+            }
+        }
+        Ok(())
+    }
 }
