@@ -1,8 +1,8 @@
 //! `streamgate.v1.Broker`: Produce, ProduceStream, Subscribe, Ack, Nack, ExtendDeadline, Fetch,
-//! and Consume (in [`consume`], with the framing it shares with Subscribe in [`frames`]).
+//! and Consume (in [`consume`], with the framing it shares with Subscribe in
+//! [`frames`](crate::grpc::frames)).
 
 mod consume;
-mod frames;
 
 use std::sync::Arc;
 
@@ -19,11 +19,11 @@ use crate::delivery::{DeliveryCore, Reading, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
 use crate::fetch;
 use crate::grpc::convert;
+use crate::grpc::frames::{Frame, framed};
 use crate::grpc::pb;
 use crate::model::Append;
 use crate::store::Store;
 use crate::subscription::{Event, Subscriptions};
-use frames::{Frame, framed};
 
 /// The data-plane service over any [`Store`].
 pub struct BrokerService<S> {

@@ -14,7 +14,7 @@ use crate::subscription::{Event, EventReceiver};
 
 /// One frame of a framed subscription.
 #[derive(Debug)]
-pub(super) enum Frame {
+pub enum Frame {
     /// Messages, in delivery order.
     Messages(Vec<Delivery>),
     /// Anything else (started, heartbeat, the final error), as it came.
@@ -22,10 +22,7 @@ pub(super) enum Frame {
 }
 
 /// The pump's events, framed: never waits to fill a frame, only takes what is ready.
-pub(super) fn framed(
-    events: EventReceiver,
-    limits: FrameLimits,
-) -> impl Stream<Item = Frame> + Send {
+pub fn framed(events: EventReceiver, limits: FrameLimits) -> impl Stream<Item = Frame> + Send {
     ReceiverStream::new(events)
         .ready_chunks(limits.messages.max(1))
         .flat_map(move |chunk| futures_util::stream::iter(frames_of(chunk, limits)))
