@@ -34,9 +34,10 @@ fn the_client_comparison_runs_every_workload_on_every_system() {
             l.starts_with("| publish") || l.starts_with("| consume") || l.starts_with("| Node")
         })
         .collect();
-    assert_eq!(rows.len(), 6, "{stdout}");
-    // The shared rows have a rate for each of the three systems and both ratios.
-    for row in &rows[..3] {
+    assert_eq!(rows.len(), 7, "{stdout}");
+    // The shared rows (publish twice, consume with 1 and 4 consumer processes) have a rate for
+    // each of the three systems and both ratios.
+    for row in &rows[..4] {
         assert_eq!(row.matches("/s (").count(), 3, "{row}");
         assert!(!row.trim_end().ends_with("| — |"), "{row}");
     }

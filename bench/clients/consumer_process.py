@@ -15,13 +15,19 @@ import time
 #: How long a consumer waits for more before it decides the queue is drained.
 IDLE = 1.0
 
-#: How long a consumer waits for its first message (the others may be faster to start).
-FIRST = 30.0
+#: How long a consumer waits for its first message once connected (the others may have
+#: drained the queue before it connected).
+FIRST = 5.0
 
 
 class Tally:
     def __init__(self):
         self.received, self.first, self.last, self.cpu_at_first = 0, None, None, None
+        self.started = time.monotonic()
+
+    def connected(self):
+        """Starts the wait for a first message."""
+        self.started = time.monotonic()
 
     def took(self, count):
         if self.first is None:
@@ -30,7 +36,11 @@ class Tally:
         self.last = time.monotonic()
 
     def wait(self):
-        return FIRST if self.first is None else IDLE
+        """How much longer to wait for a message: until IDLE after the last one (FIRST after
+        the start before any); anything else arriving (heartbeats) does not extend it. At
+        least a millisecond, so that a caller's timeout always fires."""
+        until = self.started + FIRST if self.first is None else self.last + IDLE
+        return max(0.001, until - time.monotonic())
 
     def report(self):
         cpu = time.process_time() - self.cpu_at_first if self.first is not None else 0.0
@@ -46,6 +56,7 @@ async def streamgate(address, stream, consumer, tally):
     async with grpc.aio.insecure_channel(address) as channel:
         session = ConsumeSession(pb, rpc.BrokerStub(channel), stream, consumer=consumer)
         responses = session.responses.__aiter__()
+        tally.connected()
         while True:
             try:
                 response = await asyncio.wait_for(responses.__anext__(), tally.wait())
@@ -65,6 +76,7 @@ async def nats_consumer(url, stream, _consumer, tally):
     connection = await nats.connect(url)
     subscription = await connection.jetstream().pull_subscribe(
         f"{stream}.x", durable="c", stream=stream)
+    tally.connected()
     while True:
         try:
             messages = await subscription.fetch(100, timeout=tally.wait())
@@ -85,6 +97,7 @@ async def rabbitmq(url, queue_name, _consumer, tally):
                                         arguments={"x-queue-type": "quorum"})
     async with queue.iterator() as iterator:
         messages = iterator.__aiter__()
+        tally.connected()
         while True:
             try:
                 message = await asyncio.wait_for(messages.__anext__(), tally.wait())
