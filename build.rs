@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/streamgate/v1/broker.proto",
     "proto/streamgate/v1/admin.proto",
     "proto/streamgate/v1/subscription.proto",
+    "proto/google/pubsub/v1/pubsub.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

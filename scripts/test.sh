@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first: redis-server (tests start their own on
 # free loopback ports; a Redis already on 6379 is never touched), nginx (the proxy tests start
-# their own), and the Python client packages for the polyglot test, in ./.venv.
+# their own), and the Python client packages for the polyglot and Pub/Sub tests, in ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_toolchain_and_redis
 ensure_nginx
-if ! .venv/bin/python -c "import grpc, grpc_reflection" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import grpc, grpc_reflection, google.cloud.pubsub_v1" >/dev/null 2>&1; then
   say "installing the Python test client's packages into .venv"
   rm -rf .venv
   python3 -m venv .venv 2>/dev/null || { apt_install python3-venv; python3 -m venv .venv; }

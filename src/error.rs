@@ -55,6 +55,10 @@ pub enum BrokerError {
     /// A server-side limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A feature of an API we serve (Pub/Sub's) that streamgate does not offer; the message
+    /// names the field or call.
+    #[error("{0}")]
+    Unimplemented(String),
     /// Redis could not be reached or is not ready; the call may be retried. Keeps the store's
     /// error and its source chain for the logs.
     #[error(transparent)]
@@ -158,6 +162,7 @@ impl From<BrokerError> for Status {
             BrokerError::AlreadyExists(_) => Code::AlreadyExists,
             BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
             BrokerError::ResourceExhausted(_) => Code::ResourceExhausted,
+            BrokerError::Unimplemented(_) => Code::Unimplemented,
             BrokerError::PermissionDenied(_) => Code::PermissionDenied,
             BrokerError::Unauthenticated(_) => Code::Unauthenticated,
             BrokerError::DeadlineExceeded(_) => Code::DeadlineExceeded,

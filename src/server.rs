@@ -27,6 +27,7 @@ use crate::delivery::{DeliveryCore, RedeliveryCounters};
 use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
+use crate::grpc::pubsub::{self, PubsubService};
 use crate::store::{
     MemoryStore, Namespaced, RedisStore, RedisStoreConfig, Store, StoreError, Wakeups,
 };
@@ -55,10 +56,12 @@ pub enum ServeError {
 pub const LIVENESS_SERVICE_NAME: &str = "liveness";
 
 /// The health service names streamgate reports on: the whole server (`""`) and each service.
-pub const HEALTH_SERVICE_NAMES: [&str; 3] = [
+pub const HEALTH_SERVICE_NAMES: [&str; 5] = [
     "",
     pb::broker_server::SERVICE_NAME,
     pb::admin_server::SERVICE_NAME,
+    pubsub::pb::publisher_server::SERVICE_NAME,
+    pubsub::pb::subscriber_server::SERVICE_NAME,
 ];
 
 /// A broker ready to serve on the store chosen at start-up: the one place the server names the
@@ -275,6 +278,20 @@ impl<S: Store> BrokerOn<S> {
             pb::admin_server::AdminServer::new(AdminService::new(&self.core, limits.clone()))
                 .max_decoding_message_size(limits.max_request_bytes)
                 .max_encoding_message_size(limits.max_request_bytes);
+        let pubsub = PubsubService::new(
+            self.core.clone(),
+            self.subscriptions.clone(),
+            limits.clone(),
+            self.subscriptions_shutdown.clone(),
+        );
+        let publisher = pubsub
+            .publisher()
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_request_bytes);
+        let subscriber = pubsub
+            .subscriber()
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_request_bytes);
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -326,6 +343,8 @@ impl<S: Store> BrokerOn<S> {
             .add_service(reflection_v1alpha)
             .add_service(broker)
             .add_service(admin)
+            .add_service(publisher)
+            .add_service(subscriber)
             .serve_with_incoming_shutdown(incoming, drain);
 
         let drain_timeout = self.config.drain_timeout;

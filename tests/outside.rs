@@ -212,6 +212,8 @@ async fn reflection_v1_lists_every_service() {
     for expected in [
         "streamgate.v1.Broker",
         "streamgate.v1.Admin",
+        "google.pubsub.v1.Publisher",
+        "google.pubsub.v1.Subscriber",
         "grpc.health.v1.Health",
     ] {
         assert!(

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod convert;
 pub mod deadline;
 pub mod frames;
+pub mod pubsub;
 pub mod settle;
 
 /// Code generated from `proto/streamgate/v1/*.proto`.

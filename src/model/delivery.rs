@@ -43,6 +43,15 @@ pub fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Milliseconds since the Unix epoch by this machine's clock (the clock Redis ids follow);
+/// 0 if the clock is before 1970.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
+}
+
 /// How a group's messages are delivered again: the one policy type, applied by whichever broker
 /// instance sweeps the group.
 #[derive(Debug, Clone, PartialEq, Eq)]
