@@ -3,23 +3,29 @@
 //!
 //! A client that publishes from many tasks, one message per call (what every generated stub
 //! does by default), used to cost the broker a pool checkout, a write and a read per message.
-//! Here every call hands its request to one task; while that task's round trip is in flight the
-//! next calls queue up, and the task takes all of them at once for the next one. An idle broker
-//! adds one channel hop to a call; a busy one turns fifty round trips into one or two.
+//! Here every call hands its request to one queue; a round trip takes everything waiting, and
+//! while [`MOST_IN_FLIGHT`] round trips are out the next calls queue up and leave together
+//! when one returns. An idle broker adds one channel hop to a call; a busy one turns fifty
+//! round trips into a few. Several round trips may be out at once so that encoding big batches
+//! and reading their replies still spreads over the runtime's threads.
 //!
-//! The order of two calls on one stream is the order they reached the queue, as it was the
-//! order they reached Redis before. A call whose client goes away still has its request
-//! appended (it may already be on the wire, as before); only its answer is dropped.
+//! A call awaited before the next is sent is appended after it, as before. Calls in flight at
+//! the same time (on one stream or not) were never ordered among themselves, and are not now.
+//! A call whose client goes away still has its request appended (it may already be on the
+//! wire, as before); only its answer is dropped.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::model::{Append, EntryId};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// Most requests one round trip takes from the queue; the rest wait for the next.
 const MOST_PER_ROUND_TRIP: usize = 256;
+
+/// Round trips out at once; calls arriving while all are out wait and leave together.
+pub(super) const MOST_IN_FLIGHT: usize = 4;
 
 /// What the queue holds: a request and where its answer goes.
 struct Queued {
@@ -64,27 +70,47 @@ impl<S: Store> Appender<S> {
     }
 }
 
-/// The queue's task: every request waiting when the previous round trip ends goes into the
-/// next one.
+/// The queue's task: whenever a round trip may start, every request waiting goes into it.
 async fn commit_in_groups<S: Store>(store: S, mut requests: mpsc::UnboundedReceiver<Queued>) {
+    let slots = Arc::new(Semaphore::new(MOST_IN_FLIGHT));
     let mut waiting = Vec::with_capacity(MOST_PER_ROUND_TRIP);
     while requests.recv_many(&mut waiting, MOST_PER_ROUND_TRIP).await > 0 {
-        let (batch, answers): (Vec<Append>, Vec<_>) = waiting
-            .drain(..)
-            .map(|queued| (queued.request, queued.answer))
-            .unzip();
-        match append_counted(&store, &batch).await {
-            Ok(results) => {
-                for (answer, result) in answers.into_iter().zip(results) {
-                    // A caller that went away no longer wants its answer.
-                    let _ = answer.send(result);
-                }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // What arrived while every slot was taken leaves with this round trip.
+        while waiting.len() < MOST_PER_ROUND_TRIP {
+            match requests.try_recv() {
+                Ok(queued) => waiting.push(queued),
+                Err(_) => break,
             }
-            // The round trip itself failed: every request in it shares that fate.
-            Err(err) => {
-                for answer in answers {
-                    let _ = answer.send(Err(err.clone()));
-                }
+        }
+        let batch = std::mem::replace(&mut waiting, Vec::with_capacity(MOST_PER_ROUND_TRIP));
+        let store = store.clone();
+        tokio::spawn(async move {
+            commit(&store, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One round trip for `batch`, each request answered.
+async fn commit<S: Store>(store: &S, batch: Vec<Queued>) {
+    let (requests, answers): (Vec<Append>, Vec<_>) = batch
+        .into_iter()
+        .map(|queued| (queued.request, queued.answer))
+        .unzip();
+    match append_counted(store, &requests).await {
+        Ok(results) => {
+            for (answer, result) in answers.into_iter().zip(results) {
+                // A caller that went away no longer wants its answer.
+                let _ = answer.send(result);
+            }
+        }
+        // The round trip itself failed: every request in it shares that fate.
+        Err(err) => {
+            for answer in answers {
+                let _ = answer.send(Err(err.clone()));
             }
         }
     }
