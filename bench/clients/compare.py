@@ -23,8 +23,9 @@ Workloads (100-byte messages):
 - from Node (@grpc/grpc-js, `node_client.js`), streamgate's two default paths: unary Produce
   from 50 concurrent senders, and consume + ack on Consume;
 - end-to-end latency at 2,000 and 5,000 msg/s: one message per publish call (not awaited before
-  the next), stamped with its send time, received by a consumer acking each (streamgate on
-  Consume, NATS push consumer, RabbitMQ consumer), p50 and p99 of send → receipt.
+  the next; streamgate's through `examples/python/publisher.py`, which sends at once when idle),
+  stamped with its send time, received by a consumer acking each (streamgate on Consume, NATS
+  push consumer, RabbitMQ consumer), p50 and p99 of send → receipt.
 """
 
 import argparse
