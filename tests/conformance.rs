@@ -23,6 +23,7 @@ fn produce(stream: &str, ids: &[&str]) -> pb::ProduceRequest {
             .map(|(i, id)| pb::OutgoingMessage {
                 id: (*id).into(),
                 fields: fields(&[("n", &i.to_string())]),
+                ..Default::default()
             })
             .collect(),
         ..Default::default()

@@ -25,6 +25,7 @@ fn produce_with_id(stream: &str, id: &str) -> pb::ProduceRequest {
         messages: vec![pb::OutgoingMessage {
             id: id.into(),
             fields: fields(&[("a", "1")]),
+            ..Default::default()
         }],
         trim: None,
         require_existing_stream: false,
@@ -133,6 +134,7 @@ async fn invalid_arguments_name_the_field_and_send_nothing_to_redis() {
         messages: vec![pb::OutgoingMessage {
             id: String::new(),
             fields: vec![],
+            ..Default::default()
         }],
         trim: None,
         require_existing_stream: false,
@@ -158,6 +160,7 @@ async fn invalid_arguments_name_the_field_and_send_nothing_to_redis() {
         messages: vec![pb::OutgoingMessage {
             id: String::new(),
             fields: fields(&[("a", &"x".repeat(100))]),
+            ..Default::default()
         }],
         trim: None,
         require_existing_stream: false,
@@ -207,6 +210,7 @@ async fn a_request_over_the_transport_limit_is_refused_whole() {
         messages: vec![pb::OutgoingMessage {
             id: String::new(),
             fields: fields(&[("a", &"x".repeat(4096))]),
+            ..Default::default()
         }],
         trim: None,
         require_existing_stream: false,

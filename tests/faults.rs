@@ -98,6 +98,7 @@ async fn produce(channel: Channel, ledger: Arc<Ledger>, first: u64, count: u64, 
                 .map(|n| pb::OutgoingMessage {
                     id: String::new(),
                     fields: fields(&[("n", &n.to_string()), ("pad", "x")]),
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()
@@ -430,6 +431,7 @@ async fn a_client_that_never_reads_keeps_broker_memory_bounded() {
                 .map(|i| pb::OutgoingMessage {
                     id: String::new(),
                     fields: fields(&[("n", &(batch * 1000 + i).to_string()), ("v", &value)]),
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

@@ -10,6 +10,7 @@ fn message(id: &str, pairs: &[(&str, &str)]) -> pb::OutgoingMessage {
     pb::OutgoingMessage {
         id: id.into(),
         fields: fields(pairs),
+        ..Default::default()
     }
 }
 
@@ -62,6 +63,7 @@ async fn field_order_and_binary_values_survive() {
                 value: "".into(),
             },
         ],
+        ..Default::default()
     };
     broker
         .broker

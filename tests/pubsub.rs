@@ -2,7 +2,8 @@
 //! (`google-cloud-pubsub`, unmodified, pointed at the broker with `PUBSUB_EMULATOR_HOST`), on
 //! Redis and on the embedded store: topics and subscriptions, 10,000 messages with attributes
 //! through a streaming-pull callback, nack and redelivery, dead letters with delivery_attempt,
-//! exactly-once ack confirmations, seek to a time, filters, Pull, and the error codes of the
+//! exactly-once ack confirmations, ordering keys over 100 keys with the client's multi-threaded
+//! scheduler, seek to a time, filters, Pull, and the error codes of the
 //! real service. The flows are `tests/python/pubsub_flows.py`; this file checks what it saw.
 
 mod support;
@@ -86,8 +87,17 @@ fn check(seen: &Value) {
     kept_sorted.sort();
     assert_eq!(seen["filtered"], serde_json::json!(kept_sorted), "{seen}");
     assert_eq!(seen["pulled"], serde_json::json!(["pulled"]), "{seen}");
+    assert_eq!(
+        seen["ordered"],
+        serde_json::json!({"keys": 100, "in_order": true, "messages": 1000, "overlaps": 0}),
+        "{seen}"
+    );
+    println!(
+        "1,000 ordered messages over 100 keys in {} s",
+        seen["ordered_seconds"]
+    );
     for topic in [
-        "dead", "mixed", "once", "orders", "poison", "replay", "retry",
+        "dead", "mixed", "once", "ordered", "orders", "poison", "replay", "retry",
     ] {
         assert!(
             seen["topics"]

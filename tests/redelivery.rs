@@ -540,6 +540,7 @@ async fn messages_waiting_in_the_send_buffer_keep_their_lease() {
             messages: vec![pb::OutgoingMessage {
                 id: String::new(),
                 fields: fields(&[("n", &i.to_string()), ("big", &big)]),
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -476,6 +476,7 @@ async fn a_seek_moves_a_group_to_a_point_in_time_and_may_clear_what_is_before(ba
                 messages: vec![pb::OutgoingMessage {
                     id: id.into(),
                     fields: fields(&[("n", &i.to_string())]),
+                    ..Default::default()
                 }],
                 ..numbered(STREAM, 0..0)
             })
@@ -600,6 +601,7 @@ async fn a_filter_delivers_only_matching_messages_and_acknowledges_the_rest(back
                 messages: vec![pb::OutgoingMessage {
                     id: String::new(),
                     fields: fields(kind),
+                    ..Default::default()
                 }],
                 ..numbered(STREAM, 0..0)
             })

@@ -115,6 +115,9 @@ pub struct ProduceArgs {
     /// Partition key, when the stream is a partitioned topic.
     #[arg(long)]
     pub key: Option<String>,
+    /// Ordering key: ordered subscriptions deliver messages with the same key in order.
+    #[arg(long, default_value = "")]
+    pub ordering_key: String,
 }
 
 /// `streamgate subscribe`.
@@ -256,6 +259,7 @@ async fn produce(channel: Transport, args: ProduceArgs, out: &mut Output) -> any
         messages: vec![pb::OutgoingMessage {
             id: args.id,
             fields,
+            ordering_key: args.ordering_key,
         }],
         trim: args.max_len.map(|n| pb::TrimPolicy {
             threshold: Some(pb::trim_policy::Threshold::MaxLen(n)),

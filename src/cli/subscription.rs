@@ -97,6 +97,9 @@ pub struct PolicyArgs {
     /// Deliver only matching messages (`""`: no filter); see README's "Filters".
     #[arg(long)]
     pub filter: Option<String>,
+    /// Deliver messages with the same ordering key in order, one at a time per key.
+    #[arg(long)]
+    pub ordered: Option<bool>,
 }
 
 fn ms(duration: Option<Duration>, flag: &str) -> anyhow::Result<Option<u32>> {
@@ -116,6 +119,7 @@ impl PolicyArgs {
             max_in_flight: self.max_in_flight,
             paused: None,
             filter: self.filter.clone(),
+            ordered: self.ordered,
         })
     }
 }

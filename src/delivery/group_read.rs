@@ -114,14 +114,36 @@ impl<S: Store> GroupRead<'_, S> {
             let (streams, count) = within_room(reading_new, room, leases.is_some());
             room = count;
             let new: Vec<_> = streams.into_iter().map(|s| (s, GroupCursor::New)).collect();
-            deliveries = reading::read_group(store, membership, &new, room)
-                .await?
-                .deliveries;
+            deliveries = read_new(core, membership, &new, room).await?;
         }
         if let Some(leases) = leases {
             leases.add(deliveries.iter().map(|d| (d.stream.as_str(), d.entry.id)));
         }
         Ok(Some(deliveries))
+    }
+}
+
+/// Step 4: new entries; for an ordered subscription, those that must wait behind an earlier
+/// message of their ordering key are held back (see [`ordering`](super::ordering)), and while a
+/// whole read was held back, the next one is read at once (more may be waiting behind it).
+async fn read_new<S: Store>(
+    core: &DeliveryCore<S>,
+    membership: &GroupMembership,
+    new: &[(String, GroupCursor)],
+    room: usize,
+) -> BrokerResult<Vec<Delivery>> {
+    loop {
+        let read = reading::read_group(core.store(), membership, new, room)
+            .await?
+            .deliveries;
+        if !membership.ordered || membership.no_ack || read.is_empty() {
+            return Ok(read);
+        }
+        let whole = read.len() >= room;
+        let kept = core.redelivery().admit(&membership.group, read).await?;
+        if !kept.is_empty() || !whole {
+            return Ok(kept);
+        }
     }
 }
 

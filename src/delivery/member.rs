@@ -76,7 +76,7 @@ const AT_LIMIT_RECHECK: Duration = Duration::from_millis(500);
 enum Position {
     Tail(Vec<(String, EntryId)>),
     Group {
-        membership: GroupMembership,
+        membership: Box<GroupMembership>,
         cursors: Vec<(String, GroupCursor)>,
         /// Flow control: present when the member has an in-flight limit.
         leases: Option<Leases>,
@@ -124,7 +124,7 @@ impl<S: Store> Member<S> {
                 });
                 Position::Group {
                     cursors: spec.streams.iter().cloned().zip(cursors).collect(),
-                    membership,
+                    membership: Box::new(membership),
                     leases,
                     stored,
                     own,

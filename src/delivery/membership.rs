@@ -33,6 +33,8 @@ pub struct GroupMembership {
     /// The stored subscription's filter: messages that do not match are acknowledged without
     /// delivery.
     pub filter: Option<Arc<Filter>>,
+    /// The stored subscription is ordered: per ordering key, one message outstanding at a time.
+    pub ordered: bool,
 }
 
 /// The delivery settings a request named explicitly: those a stored subscription's policy may
@@ -86,6 +88,7 @@ impl GroupMembership {
             self.max_in_flight = own.max_in_flight;
             self.paused = false;
             self.filter = None;
+            self.ordered = false;
             return Ok(());
         };
         let policy = stored.delivery();
@@ -144,6 +147,7 @@ impl GroupMembership {
             stored.max_in_flight
         };
         self.paused = stored.paused;
+        self.ordered = stored.ordered;
         self.filter = match &stored.filter {
             None => None,
             Some(text) => Some(Arc::new(Filter::parse(text).map_err(|err| {

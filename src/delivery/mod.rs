@@ -12,6 +12,7 @@
 //! - [`redelivery`]: ack deadlines, backoff, nack, dead letters, hand-back, consumer clean-up;
 //! - [`reading`]: the XREAD / XREADGROUP reads under every batch;
 //! - [`membership`]: who reads a group, under which policy;
+//! - [`ordering`]: per-key order for ordered subscriptions;
 //! - [`policies`]: stored subscriptions, the policy every member of a group applies;
 //! - [`seek`]: moving a group to an id or a point in time;
 //! - [`topics`]: partitioned topics.
@@ -22,6 +23,7 @@ mod group_read;
 pub mod leases;
 pub mod member;
 pub mod membership;
+pub mod ordering;
 pub mod policies;
 pub mod reading;
 pub mod redelivery;
@@ -180,6 +182,7 @@ impl<S: Store> DeliveryCore<S> {
         crate::metrics::acked(stream, acknowledged);
         if acknowledged > 0 {
             self.parts.books.released(stream, group, ids);
+            self.settled(stream, group, ids).await?;
         }
         Ok(acknowledged)
     }
@@ -207,8 +210,24 @@ impl<S: Store> DeliveryCore<S> {
         crate::metrics::acked(stream, acked.len() as u64);
         if !acked.is_empty() {
             self.parts.books.released(stream, group, &acked);
+            self.settled(stream, group, &acked).await?;
         }
         Ok(outcomes)
+    }
+
+    /// After acks: in an ordered subscription, the next message of each acknowledged one's
+    /// ordering key is released (see [`ordering`]).
+    async fn settled(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<()> {
+        let ordered = self
+            .parts
+            .policies
+            .current(stream, group)
+            .await?
+            .is_some_and(|policy| policy.ordered);
+        if ordered {
+            self.parts.redelivery.settled(stream, group, ids).await?;
+        }
+        Ok(())
     }
 
     /// Nack: the messages go back to the group (to the parked consumer, see

@@ -30,10 +30,11 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use super::membership::GroupMembership;
+use super::ordering;
 use crate::error::BrokerResult;
 use crate::model::{
-    Backoff, Delivery, EntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, RangeBound, SweepRequest,
-    millis,
+    Backoff, Delivery, EntryId, HELD_CONSUMER, PARKED_CONSUMER, PARKED_HORIZON_MS, RangeBound,
+    SweepRequest, millis,
 };
 use crate::store::Store;
 
@@ -93,6 +94,8 @@ struct GroupSweep {
     next: Instant,
     cursor: RangeBound,
     next_cleanup: Instant,
+    /// When an ordered group's heads are next repaired (see [`ordering`](super::ordering)).
+    next_heal: Instant,
     /// Made due by an event on this instance (nack, hand-back): sweep without the lease.
     forced: bool,
 }
@@ -167,6 +170,7 @@ impl<S: Store> Redelivery<S> {
                             next: now,
                             cursor: RangeBound::Unbounded,
                             next_cleanup: now + cleanup,
+                            next_heal: now + ordering::HEAL_INTERVAL,
                             forced: false,
                         });
                 if sweep.next > now {
@@ -298,6 +302,16 @@ impl<S: Store> Redelivery<S> {
                 &swept.dead_lettered,
                 &swept.lost,
             );
+            if membership.ordered {
+                let settled: Vec<EntryId> =
+                    [swept.dead_lettered.as_slice(), swept.lost.as_slice()].concat();
+                if !settled.is_empty() {
+                    self.settled(&stream, &membership.group, &settled).await?;
+                }
+                if !forced {
+                    self.heal_if_due(&stream, &membership.group).await?;
+                }
+            }
             crate::metrics::redelivery(
                 &stream,
                 swept.claimed.len(),
@@ -399,7 +413,10 @@ impl<S: Store> Redelivery<S> {
             }
         };
         for consumer in consumers {
-            if consumer.name == PARKED_CONSUMER || consumer.idle_ms < millis(timeout) {
+            if consumer.name == PARKED_CONSUMER
+                || consumer.name == HELD_CONSUMER
+                || consumer.idle_ms < millis(timeout)
+            {
                 continue;
             }
             match self
@@ -460,6 +477,69 @@ impl<S: Store> Redelivery<S> {
             self.wake_group(streams, &membership.group);
         }
         Ok(handed_back)
+    }
+
+    /// Ordered delivery's admission of new entries a member of `group` read (see
+    /// [`ordering`](super::ordering)): what may be delivered now. Messages released on the way
+    /// make their group's sweep due at once.
+    pub async fn admit(&self, group: &str, read: Vec<Delivery>) -> BrokerResult<Vec<Delivery>> {
+        let admitted = ordering::admit(
+            &self.store,
+            self.settings.slot_safe_dead_letters,
+            group,
+            read,
+        )
+        .await?;
+        for stream in &admitted.promoted {
+            self.nacked(stream, group, Some(Duration::ZERO));
+        }
+        if !admitted.held.is_empty() {
+            let held: usize = admitted.held.iter().map(|(_, ids)| ids.len()).sum();
+            tracing::debug!(
+                group,
+                held,
+                "messages wait behind an earlier one of their ordering key"
+            );
+        }
+        Ok(admitted.kept)
+    }
+
+    /// Messages of an ordered group left its pending list (acknowledged, dead-lettered, lost):
+    /// the next message of each one's ordering key becomes due at once.
+    pub async fn settled(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<()> {
+        let slot_safe = self.settings.slot_safe_dead_letters;
+        if ordering::release(&self.store, slot_safe, stream, group, ids).await? > 0 {
+            self.nacked(stream, group, Some(Duration::ZERO));
+        }
+        Ok(())
+    }
+
+    /// Repairs an ordered group's heads once per [`ordering::HEAL_INTERVAL`], on the instance
+    /// that sweeps it.
+    async fn heal_if_due(&self, stream: &str, group: &str) -> BrokerResult<()> {
+        {
+            let now = Instant::now();
+            let mut sweeps = lock(&self.sweeps);
+            let Some(sweep) = sweeps.get_mut(&(stream.to_owned(), group.to_owned())) else {
+                return Ok(());
+            };
+            if sweep.next_heal > now {
+                return Ok(());
+            }
+            sweep.next_heal = now + ordering::HEAL_INTERVAL;
+        }
+        let state = ordering::state(stream, group, self.settings.slot_safe_dead_letters);
+        let promoted = ordering::heal(&self.store, &state, stream, group).await?;
+        if promoted > 0 {
+            tracing::warn!(
+                stream,
+                group,
+                promoted,
+                "released ordered messages whose predecessor was settled without their release (a broker died between the two)"
+            );
+            self.nacked(stream, group, Some(Duration::ZERO));
+        }
+        Ok(())
     }
 
     /// After a nack: the group's sweep looks again when the earliest nacked message is due

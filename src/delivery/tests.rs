@@ -75,6 +75,7 @@ async fn member(
                 },
                 paused: false,
                 filter: None,
+                ordered: false,
             },
             cursors: replay_everything(1),
         },

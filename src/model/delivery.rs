@@ -82,7 +82,7 @@ impl DeliveryPolicy {
 }
 
 /// Whether a key has a Redis Cluster hash tag (`{...}` with something inside).
-fn has_hash_tag(key: &str) -> bool {
+pub(super) fn has_hash_tag(key: &str) -> bool {
     key.find('{')
         .and_then(|open| key[open + 1..].find('}'))
         .is_some_and(|len| len > 0)

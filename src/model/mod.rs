@@ -1,16 +1,18 @@
 //! Domain types shared by the gRPC layer and the store: stream entry ids and positions
 //! ([`ids`]), entries and what the store reports back (here), how a group's messages are
-//! delivered again ([`delivery`]), and stored subscriptions ([`subscription`]). Nothing here
+//! delivered again ([`delivery`]), per-key order ([`ordering`]), and stored subscriptions ([`subscription`]). Nothing here
 //! knows about tonic or Redis.
 
 mod delivery;
 mod filter;
 mod ids;
+mod ordering;
 mod subscription;
 
 pub use delivery::*;
 pub use filter::{Filter, FilterError};
 pub use ids::*;
+pub use ordering::*;
 pub use subscription::*;
 
 use bytes::Bytes;

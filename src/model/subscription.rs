@@ -28,6 +28,9 @@ pub struct SubscriptionPolicy {
     pub paused: bool,
     /// Only matching messages are delivered (see [`Filter`](super::Filter)); the text as given.
     pub filter: Option<String>,
+    /// Messages with the same ordering key are delivered in order, one outstanding at a time
+    /// per key (see `delivery::ordering`).
+    pub ordered: bool,
 }
 
 impl Default for SubscriptionPolicy {
@@ -41,6 +44,7 @@ impl Default for SubscriptionPolicy {
             max_in_flight: 1_000,
             paused: false,
             filter: None,
+            ordered: false,
         }
     }
 }

@@ -27,8 +27,9 @@ pub use wakeups::{StreamWatch, Wakeups};
 
 use crate::model::{
     AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
-    EntryId, Field, GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary,
-    StartId, StreamInfo, SweepRequest, Swept, TrimPolicy,
+    EntryId, Field, GroupInfo, IdRange, OrderStep, Ordered, OrderingState, PendingEntry,
+    PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest, Swept,
+    TrimPolicy,
 };
 
 /// A store failure, classified by what the caller can do about it.
@@ -390,6 +391,17 @@ pub trait Store: Clone + Send + Sync + 'static {
         consumer: &str,
         request: &SweepRequest,
     ) -> impl Future<Output = StoreResult<Swept>> + Send;
+
+    /// One atomic step of ordered delivery for `group` on `stream`, on its ordering `state`
+    /// (see [`OrderStep`]): admitting what a member read, releasing what was settled, or
+    /// healing. Atomic, so two broker instances never both let a key's next message through.
+    fn order(
+        &self,
+        stream: &str,
+        group: &str,
+        state: &OrderingState,
+        step: &OrderStep,
+    ) -> impl Future<Output = StoreResult<Ordered>> + Send;
 
     /// Moves pending entries between consumers and sets their idle time (nack, extend, hand
     /// back), skipping ids not pending or not held by `movement.holder`. Returns the ids moved.

@@ -14,8 +14,8 @@ use super::{
 };
 use crate::model::{
     AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
-    EntryId, GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary, StartId,
-    StreamInfo, SweepRequest, Swept, TrimPolicy,
+    EntryId, GroupInfo, IdRange, OrderStep, Ordered, OrderingState, PendingEntry, PendingMove,
+    PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy,
 };
 
 /// A store whose keys all start with `prefix` (empty: no change at all).
@@ -440,6 +440,23 @@ impl<S: Store> Store for Namespaced<S> {
         };
         self.inner
             .sweep(&self.key(stream), group, consumer, &request)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn order(
+        &self,
+        stream: &str,
+        group: &str,
+        state: &OrderingState,
+        step: &OrderStep,
+    ) -> StoreResult<Ordered> {
+        let state = OrderingState {
+            heads: self.key(&state.heads),
+            held: self.key(&state.held),
+        };
+        self.inner
+            .order(&self.key(stream), group, &state, step)
             .await
             .map_err(|e| self.unkey(e))
     }

@@ -26,6 +26,7 @@ pub fn numbered(stream: &str, range: std::ops::Range<usize>) -> pb::ProduceReque
             .map(|i| pb::OutgoingMessage {
                 id: String::new(),
                 fields: fields(&[("n", &i.to_string())]),
+                ..Default::default()
             })
             .collect(),
         trim: None,

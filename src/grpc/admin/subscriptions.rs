@@ -41,6 +41,7 @@ impl<S: Store> AdminService<S> {
             max_in_flight: u64::from(limits.default_max_in_flight),
             paused: false,
             filter: None,
+            ordered: false,
         }
     }
 

@@ -25,8 +25,8 @@ use crate::delivery::MAX_DELAY;
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::pb;
 use crate::model::{
-    Append, ClaimOptions, EntryId, Field, IdRange, NewMessage, ParseIdError, RangeBound,
-    TrimPolicy, TrimThreshold,
+    Append, ClaimOptions, EntryId, Field, IdRange, NewMessage, ORDERING_KEY_FIELD, ParseIdError,
+    RangeBound, TrimPolicy, TrimThreshold, ordering_key_problem,
 };
 
 /// A stream, group or consumer name: not empty, not over the length limit, no control or
@@ -230,8 +230,40 @@ fn outgoing_message(
                 value: f.value,
             })
         })
-        .collect::<BrokerResult<_>>()?;
+        .collect::<BrokerResult<Vec<Field>>>()?;
+    let fields = with_ordering_key(fields, message.ordering_key, &field(".ordering_key"))?;
     Ok(NewMessage { id, fields })
+}
+
+/// Adds a message's ordering key as the field [`ORDERING_KEY_FIELD`] (Produce here, Pub/Sub's
+/// Publish too), refusing a bad key or a second, different one among the fields.
+pub fn with_ordering_key(
+    mut fields: Vec<Field>,
+    key: String,
+    field_name: &str,
+) -> BrokerResult<Vec<Field>> {
+    if key.is_empty() {
+        return Ok(fields);
+    }
+    if let Some(problem) = ordering_key_problem(&key) {
+        return Err(BrokerError::invalid(field_name, problem));
+    }
+    if let Some(given) = fields.iter().find(|f| f.name == ORDERING_KEY_FIELD) {
+        if given.value != key.as_bytes() {
+            return Err(BrokerError::invalid(
+                field_name,
+                format!(
+                    "differs from the field `{ORDERING_KEY_FIELD}` of the same message; set one of them"
+                ),
+            ));
+        }
+        return Ok(fields);
+    }
+    fields.push(Field {
+        name: ORDERING_KEY_FIELD.to_owned(),
+        value: key.into(),
+    });
+    Ok(fields)
 }
 
 /// The messages an Ack, Nack or ExtendDeadline is about.

@@ -155,6 +155,7 @@ impl ReadOptions<'_> {
             },
             paused: false,
             filter: None,
+            ordered: false,
         })
     }
 }

@@ -57,6 +57,9 @@ pub fn policy(
     if let Some(paused) = requested.paused {
         base.paused = paused;
     }
+    if let Some(ordered) = requested.ordered {
+        base.ordered = ordered;
+    }
     if let Some(filter) = &requested.filter {
         base.filter = match filter.trim() {
             "" => None,
@@ -84,6 +87,7 @@ impl From<SubscriptionPolicy> for pb::SubscriptionPolicy {
             max_in_flight: Some(clamp(policy.max_in_flight)),
             paused: Some(policy.paused),
             filter: Some(policy.filter.unwrap_or_default()),
+            ordered: Some(policy.ordered),
         }
     }
 }

@@ -32,6 +32,7 @@ fn message(fields: &[(&str, &str)]) -> pb::OutgoingMessage {
                 value: Bytes::from(v.to_string()),
             })
             .collect(),
+        ..Default::default()
     }
 }
 

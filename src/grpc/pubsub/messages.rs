@@ -3,8 +3,8 @@
 //! - `data` is the field `data` (always written, empty when the message has none, so that an
 //!   attributes-only message is still an entry with fields);
 //! - each attribute is a field of its own name, its value the attribute's UTF-8 text;
-//! - the ordering key, when set, is the field `goog.ordering_key` (Pub/Sub reserves attribute
-//!   keys starting with `goog`, so no attribute can collide with it);
+//! - the ordering key, when set, is the field `sg.ordering_key`, the one our own Produce writes
+//!   (so ordered subscriptions of either API order by it);
 //! - the message id is the entry id (`1700000000000-0`), and `publish_time` its milliseconds.
 //!
 //! Read back, an entry written by any other client becomes a message the same way: its `data`
@@ -18,13 +18,12 @@ use bytes::Bytes;
 
 use super::pb;
 use crate::error::{BrokerError, BrokerResult};
-use crate::model::{Entry, EntryId, Field, NewEntryId, NewMessage};
+use crate::model::{
+    Entry, EntryId, Field, NewEntryId, NewMessage, ORDERING_KEY_FIELD, ordering_key_problem,
+};
 
 /// The field that holds a message's data.
 pub(super) const DATA: &str = "data";
-
-/// The field that holds a message's ordering key.
-pub(super) const ORDERING_KEY: &str = "goog.ordering_key";
 
 /// Pub/Sub's own limits on attributes, so that what is accepted here is accepted there.
 const MAX_ATTRIBUTES: usize = 100;
@@ -64,10 +63,11 @@ pub(super) fn to_entry(index: usize, message: pb::PubsubMessage) -> BrokerResult
     let mut attributes: Vec<(String, String)> = message.attributes.into_iter().collect();
     attributes.sort_unstable();
     for (key, value) in attributes {
-        if key.is_empty() || key == DATA || key.starts_with("goog") {
+        if key.is_empty() || key == DATA || key == ORDERING_KEY_FIELD || key.starts_with("goog") {
             return Err(BrokerError::invalid(
                 field(&format!("attributes[{key:?}]")),
-                "attribute keys must not be empty, `data` (the field holding the data) or start with `goog` (reserved)",
+                "attribute keys must not be empty, `data` (the field holding the data), \
+                 `sg.ordering_key` (the field holding the ordering key) or start with `goog` (reserved)",
             ));
         }
         if key.len() > MAX_ATTRIBUTE_KEY_BYTES || value.len() > MAX_ATTRIBUTE_VALUE_BYTES {
@@ -85,8 +85,11 @@ pub(super) fn to_entry(index: usize, message: pb::PubsubMessage) -> BrokerResult
         });
     }
     if !message.ordering_key.is_empty() {
+        if let Some(problem) = ordering_key_problem(&message.ordering_key) {
+            return Err(BrokerError::invalid(field("ordering_key"), problem));
+        }
         fields.push(Field {
-            name: ORDERING_KEY.to_owned(),
+            name: ORDERING_KEY_FIELD.to_owned(),
             value: Bytes::from(message.ordering_key),
         });
     }
@@ -107,7 +110,7 @@ pub(super) fn from_entry(entry: Entry) -> pb::PubsubMessage {
     for field in entry.fields {
         match field.name.as_str() {
             DATA if message.data.is_empty() => message.data = field.value.to_vec(),
-            ORDERING_KEY => {
+            ORDERING_KEY_FIELD => {
                 message.ordering_key = String::from_utf8_lossy(&field.value).into_owned()
             }
             _ => {
@@ -143,7 +146,7 @@ mod tests {
         };
         let entry = to_entry(0, message).unwrap();
         let names: Vec<&str> = entry.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["data", "kind", "goog.ordering_key"]);
+        assert_eq!(names, ["data", "kind", "sg.ordering_key"]);
         let id = EntryId {
             ms: 1_700_000_000_123,
             seq: 4,

@@ -8,6 +8,7 @@
 //! | `dead_letter_policy` topic, `max_delivery_attempts` (5–100, default 5) | dead-letter stream, `max_deliveries` |
 //! | `filter` (attributes) | `filter`, rewritten to streamgate's grammar (attributes are fields) |
 //! | `enable_exactly_once_delivery` | acks held to the consumer that holds the message |
+//! | `enable_message_ordering` | `ordered` (per ordering key, one message outstanding) |
 
 use std::time::Duration;
 
@@ -69,13 +70,6 @@ pub(super) fn refuse_unsupported_subscription(subscription: &pb::Subscription) -
         return Err(unimplemented(
             "message_transforms",
             "no transforms run in the broker",
-        ));
-    }
-    if subscription.enable_message_ordering {
-        return Err(unimplemented(
-            "enable_message_ordering",
-            "per-key ordered delivery is not served yet; publish with ordering keys works, \
-             and the key is delivered with each message",
         ));
     }
     if subscription
@@ -224,6 +218,7 @@ pub(super) fn policy(
         max_deliveries,
         dead_letter_stream,
         filter,
+        ordered: subscription.enable_message_ordering,
         ..defaults
     })
 }

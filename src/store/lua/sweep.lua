@@ -4,14 +4,15 @@
 -- KEYS[1] source stream, KEYS[2] dead-letter stream
 -- ARGV: group, claiming consumer, parked consumer, ack deadline ms, backoff min ms,
 --       backoff max ms, parked horizon ms, max deliveries (0 = no limit), cursor, scan, claim,
---       the stream's name as clients know it (recorded in dead letters; the key may be prefixed)
+--       the stream's name as clients know it (recorded in dead letters; the key may be prefixed),
+--       the held consumer (its entries wait behind their ordering key's head: never due)
 -- Returns {next cursor, {{id, fields, delivery count}...}, {dead-lettered ids}, {lost ids}}.
 local stream, dlq = KEYS[1], KEYS[2]
 local group, consumer, parked = ARGV[1], ARGV[2], ARGV[3]
 local deadline, backoff_min, backoff_max = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local horizon, max_deliveries = tonumber(ARGV[7]), tonumber(ARGV[8])
 local cursor, scan, want = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
-local label = ARGV[12]
+local label, held_by = ARGV[12], ARGV[13]
 
 local rows = redis.call('XPENDING', stream, group, 'IDLE', math.min(deadline, horizon),
   cursor, '+', scan)
@@ -24,7 +25,9 @@ for _, row in ipairs(rows) do
     break
   end
   local due
-  if owner == parked then
+  if owner == held_by then
+    due = false
+  elseif owner == parked then
     due = idle >= horizon
   else
     due = idle >= deadline + math.min(backoff_max, backoff_min * 2 ^ math.min(count - 1, 62))

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 
+mod ordering;
 mod pending;
 mod records;
 mod state;
@@ -33,8 +34,9 @@ use super::{
 };
 use crate::model::{
     AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
-    EntryId, Field, GroupInfo, IdRange, PendingEntry, PendingMove, PendingQuery, PendingSummary,
-    StartId, StreamInfo, SweepRequest, Swept, TrimPolicy,
+    EntryId, Field, GroupInfo, IdRange, OrderStep, Ordered, OrderingState, PendingEntry,
+    PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest, Swept,
+    TrimPolicy,
 };
 
 /// The embedded store; cheap to clone (all clones share the data).
@@ -583,6 +585,19 @@ impl Store for MemoryStore {
     ) -> StoreResult<Swept> {
         let now = self.clock.now_ms();
         pending::sweep(&mut self.streams(), stream, group, consumer, request, now)
+    }
+
+    async fn order(
+        &self,
+        stream: &str,
+        group: &str,
+        _state: &OrderingState,
+        step: &OrderStep,
+    ) -> StoreResult<Ordered> {
+        let now = self.clock.now_ms();
+        self.with_group(stream, group, |s, group| {
+            Ok(ordering::order(s, group, step, now))
+        })
     }
 
     async fn move_pending(

@@ -8,8 +8,8 @@ use std::ops::Bound;
 use super::state::{Lease, Stream, Transfer, no_group, transfer};
 use crate::model::{
     AckOutcome, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, Entry, EntryId, Field,
-    IdleAfterMove, NewEntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove, RangeBound,
-    SweepRequest, Swept, millis,
+    HELD_CONSUMER, IdleAfterMove, NewEntryId, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingMove,
+    RangeBound, SweepRequest, Swept, millis,
 };
 use crate::store::{Released, StoreError, StoreResult};
 
@@ -264,7 +264,9 @@ pub(super) fn sweep(
                 break;
             }
             let parked = owner == PARKED_CONSUMER;
-            let due = if parked {
+            let due = if owner == HELD_CONSUMER {
+                false
+            } else if parked {
                 *idle >= PARKED_HORIZON_MS
             } else {
                 *idle >= deadline_ms + policy.backoff.after_ms(*count)

@@ -27,6 +27,8 @@ pub(super) struct Group {
     pub(super) pending: BTreeMap<EntryId, Lease>,
     /// Consumer name → when it was last seen (ms since the epoch).
     pub(super) consumers: BTreeMap<String, u64>,
+    /// Ordered delivery's state (Redis keeps it in two keys beside the stream).
+    pub(super) ordering: super::ordering::OrderBook,
 }
 
 /// One pending entry: who holds it, since when, how many deliveries.
@@ -290,6 +292,7 @@ impl Group {
             entries_read,
             pending: BTreeMap::new(),
             consumers: BTreeMap::new(),
+            ordering: super::ordering::OrderBook::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! Over 600 lines because it is one `impl Store` block (Rust cannot split a trait
 //! implementation across files): 38 methods of a few lines each, plus the per-slot helpers they
 //! share. Parsing lives in `replies.rs`, error classification in `errors.rs`, registry records,
-//! leases and confirmed acks in `records.rs`.
+//! leases and confirmed acks in `records.rs`, ordered delivery in `ordering.rs`.
 
 use redis::{Script, Value, cmd};
 use tokio_util::sync::CancellationToken;
@@ -14,9 +14,9 @@ use super::errors::Ctx;
 use super::replies::*;
 use crate::model::{
     AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
-    EntryId, GroupInfo, IdRange, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry,
-    PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest, Swept,
-    TrimPolicy, millis,
+    EntryId, GroupInfo, HELD_CONSUMER, IdRange, IdleAfterMove, OrderStep, Ordered, OrderingState,
+    PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry, PendingMove, PendingQuery, PendingSummary,
+    StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, millis,
 };
 use crate::store::{
     GroupCursor, GroupEntry, Released, Store, StoreError, StoreResult, StreamPage, StreamWatch,
@@ -630,11 +630,22 @@ impl Store for RedisStore {
             .arg(request.cursor.to_arg("-"))
             .arg(request.scan.max(1))
             .arg(request.claim.max(1))
-            .arg(&request.stream_label);
+            .arg(&request.stream_label)
+            .arg(HELD_CONSUMER);
         let reply: Value = self
             .run_script(&invocation, Ctx::group(stream, group), "EVALSHA sweep.lua")
             .await?;
         parse_swept(reply)
+    }
+
+    async fn order(
+        &self,
+        stream: &str,
+        group: &str,
+        state: &OrderingState,
+        step: &OrderStep,
+    ) -> StoreResult<Ordered> {
+        self.ordering_step(stream, group, state, step).await
     }
 
     async fn move_pending(

@@ -101,6 +101,7 @@ impl redis::aio::ConnectionLike for Conn {
 mod cluster;
 mod commands;
 mod errors;
+mod ordering;
 mod records;
 mod replies;
 mod watcher;

@@ -121,6 +121,7 @@ pub(crate) async fn latency(
                             value: payload(100),
                         },
                     ],
+                    ..Default::default()
                 }],
                 trim: None,
                 require_existing_stream: false,

@@ -72,6 +72,7 @@ fn request(stream: &str, batch: usize, value: &Bytes) -> pb::ProduceRequest {
                     name: "v".into(),
                     value: value.clone(),
                 }],
+                ..Default::default()
             })
             .collect(),
         trim: None,

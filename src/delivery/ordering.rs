@@ -1,0 +1,159 @@
+//! Ordered delivery: messages with the same ordering key reach a subscription's members in the
+//! order they were produced, one outstanding at a time per key (Pub/Sub's rule), while messages
+//! of other keys flow past them.
+//!
+//! Redis Streams keeps one pending list per group and hands new entries out in id order, so the
+//! design keeps every message in that pending list (nothing is lost if a broker dies, and every
+//! instance sees the same state) and adds two keys beside the stream ([`OrderingState`]):
+//! - `heads`, a hash from ordering key to the id of the key's outstanding message;
+//! - `held`, a sorted set of the messages waiting behind their key's head, by key then id.
+//!
+//! Each step is one atomic script ([`Store::order`]), so two broker instances never both let a
+//! key's next message through:
+//! 1. **Admit** (a member read new entries): an entry whose key has a head still pending is
+//!    *held*: moved in the pending list to [`HELD_CONSUMER`](crate::model::HELD_CONSUMER),
+//!    which the redelivery sweep never claims from, and added to `held`; any other becomes its
+//!    key's head and is delivered.
+//! 2. **Release** (an ack, a dead letter, a deleted entry): the settled message's key gets its
+//!    next held message as head, handed to the parked consumer due at once, and the group's
+//!    sweep delivers it like any redelivery (to whichever member sweeps; with its delivery
+//!    count, deadline and dead-letter limit).
+//! 3. A nack or an expired deadline changes nothing here: the head stays the head, so the later
+//!    messages of its key wait until it is redelivered and settled.
+//! 4. **Heal**: a broker that died between an ack and its release leaves a head that is no
+//!    longer pending; admit and release check for that on every key they touch, and the sweeping
+//!    instance pages through all heads once per [`HEAL_INTERVAL`].
+//!
+//! Messages without an ordering key are not affected. Throughput per key is one message per
+//! ack round trip plus a sweep hand-over: ordering trades speed within a key for order.
+
+use std::time::Duration;
+
+use crate::model::{Delivery, EntryId, ORDERING_KEY_FIELD, OrderStep, Ordered, OrderingState};
+use crate::store::{Store, StoreResult};
+
+/// How often the instance that sweeps an ordered group repairs heads left behind by a broker
+/// that died between an ack and its release.
+pub const HEAL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where `group`'s ordering state on `stream` lives.
+pub fn state(stream: &str, group: &str, slot_safe: bool) -> OrderingState {
+    OrderingState::of(stream, group, slot_safe)
+}
+
+/// The ordering key of a delivery, `None` for a message without one.
+pub fn key_of(delivery: &Delivery) -> Option<String> {
+    delivery
+        .entry
+        .fields
+        .iter()
+        .find(|f| f.name == ORDERING_KEY_FIELD)
+        .map(|f| String::from_utf8_lossy(&f.value).into_owned())
+}
+
+/// What admitting a batch did.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// What may be delivered now, in order.
+    pub kept: Vec<Delivery>,
+    /// What was held back, per stream.
+    pub held: Vec<(String, Vec<EntryId>)>,
+    /// Streams where held messages were released on the way (their sweep is due now).
+    pub promoted: Vec<String>,
+}
+
+/// Step 1 of the module docs for new entries a member of `group` just read.
+pub async fn admit<S: Store>(
+    store: &S,
+    slot_safe: bool,
+    group: &str,
+    deliveries: Vec<Delivery>,
+) -> StoreResult<Admitted> {
+    let mut admitted = Admitted::default();
+    let mut keyed_by_stream: Vec<(String, Vec<(EntryId, String)>)> = Vec::new();
+    for delivery in &deliveries {
+        if let Some(key) = key_of(delivery) {
+            match keyed_by_stream
+                .iter_mut()
+                .find(|(s, _)| *s == delivery.stream)
+            {
+                Some((_, keyed)) => keyed.push((delivery.entry.id, key)),
+                None => {
+                    keyed_by_stream.push((delivery.stream.clone(), vec![(delivery.entry.id, key)]))
+                }
+            }
+        }
+    }
+    if keyed_by_stream.is_empty() {
+        admitted.kept = deliveries;
+        return Ok(admitted);
+    }
+    for (stream, keyed) in keyed_by_stream {
+        let Ordered { held, promoted, .. } = store
+            .order(
+                &stream,
+                group,
+                &state(&stream, group, slot_safe),
+                &OrderStep::Admit(keyed),
+            )
+            .await?;
+        if promoted > 0 {
+            admitted.promoted.push(stream.clone());
+        }
+        if !held.is_empty() {
+            admitted.held.push((stream, held));
+        }
+    }
+    admitted.kept = deliveries
+        .into_iter()
+        .filter(|d| {
+            !admitted
+                .held
+                .iter()
+                .any(|(stream, ids)| *stream == d.stream && ids.contains(&d.entry.id))
+        })
+        .collect();
+    Ok(admitted)
+}
+
+/// Step 2 of the module docs: `ids` of `stream` are settled. Returns how many held messages
+/// were released.
+pub async fn release<S: Store>(
+    store: &S,
+    slot_safe: bool,
+    stream: &str,
+    group: &str,
+    ids: &[EntryId],
+) -> StoreResult<u64> {
+    let state = state(stream, group, slot_safe);
+    let released = store
+        .order(stream, group, &state, &OrderStep::Release(ids.to_vec()))
+        .await?;
+    let mut promoted = released.promoted;
+    if released.heal_from.is_some() {
+        promoted += heal(store, &state, stream, group).await?;
+    }
+    Ok(promoted)
+}
+
+/// Step 4 of the module docs, over every head of the group. Returns how many held messages
+/// were released.
+pub async fn heal<S: Store>(
+    store: &S,
+    state: &OrderingState,
+    stream: &str,
+    group: &str,
+) -> StoreResult<u64> {
+    let mut promoted = 0;
+    let mut cursor = 0;
+    loop {
+        let page = store
+            .order(stream, group, state, &OrderStep::Heal { cursor })
+            .await?;
+        promoted += page.promoted;
+        match page.heal_from {
+            Some(next) => cursor = next,
+            None => return Ok(promoted),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+-- Ordered delivery for one consumer group on one stream (streamgate): per ordering key, one
+-- message outstanding at a time; the later ones wait in the group's pending list, held by the
+-- held consumer (never due), until the one ahead of them is settled. Atomic, so two broker
+-- instances admitting or releasing the same key never both let a message through.
+--
+-- KEYS[1] stream, KEYS[2] heads (hash: ordering key -> id of its outstanding message),
+-- KEYS[3] held (sorted set, score 0: key .. '\0' .. zero-padded ms .. '-' .. zero-padded seq)
+-- ARGV: mode ('admit' | 'release' | 'heal'), group, held consumer, parked consumer, parked
+--       horizon ms, the field that holds the ordering key, then
+--   admit:   id, key, id, key... (entries a member just read, in id order)
+--   release: ids no longer pending (acknowledged, dead-lettered, lost)
+--   heal:    HSCAN cursor, page size
+-- Returns {held ids (admit), promoted, heal cursor or '' for none}.
+local stream, heads, held = KEYS[1], KEYS[2], KEYS[3]
+local mode, group, held_by, parked = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local horizon, field = ARGV[5], ARGV[6]
+
+local function pad(n) return string.rep('0', 20 - #n) .. n end
+local function member(key, id)
+  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+  return key .. '\0' .. pad(ms) .. '-' .. pad(seq)
+end
+local function unpad(n) return (string.gsub(n, '^0+(%d)', '%1')) end
+local function id_of(m)
+  local ms, seq = string.match(m, '%z(%d+)%-(%d+)$')
+  return unpad(ms) .. '-' .. unpad(seq)
+end
+local function owner(id)
+  local row = redis.call('XPENDING', stream, group, id, id, 1)[1]
+  if row then return row[2] end
+  return nil
+end
+
+local promoted = 0
+-- Makes the key's head a message that is still pending: while it is not, the next held message
+-- of the key becomes the head and goes to the parked consumer, due at once (the sweep delivers
+-- it with its real delivery count). Returns the head, nil when the key has none.
+local function settle(key)
+  local head = redis.call('HGET', heads, key)
+  while head and not owner(head) do
+    local nxt = redis.call('ZRANGEBYLEX', held, '[' .. key .. '\0', '(' .. key .. '\1', 'LIMIT', 0, 1)[1]
+    if nxt then
+      redis.call('ZREM', held, nxt)
+      head = id_of(nxt)
+      redis.call('HSET', heads, key, head)
+      if owner(head) == held_by then
+        redis.call('XCLAIM', stream, group, parked, 0, head, 'IDLE', horizon, 'JUSTID')
+        promoted = promoted + 1
+      end
+    else
+      redis.call('HDEL', heads, key)
+      head = nil
+    end
+  end
+  return head
+end
+
+if mode == 'admit' then
+  local out = {}
+  for i = 7, #ARGV, 2 do
+    local id, key = ARGV[i], ARGV[i + 1]
+    local head = settle(key)
+    if head and head ~= id then
+      redis.call('ZADD', held, 0, member(key, id))
+      -- RETRYCOUNT 0: its first real delivery, after release, counts as its first.
+      redis.call('XCLAIM', stream, group, held_by, 0, id, 'RETRYCOUNT', 0, 'JUSTID')
+      out[#out + 1] = id
+    else
+      redis.call('HSET', heads, key, id)
+    end
+  end
+  return {out, promoted, ''}
+elseif mode == 'release' then
+  local heal = ''
+  for i = 7, #ARGV do
+    local entry = redis.call('XRANGE', stream, ARGV[i], ARGV[i])[1]
+    if entry then
+      local fields = entry[2]
+      for j = 1, #fields, 2 do
+        if fields[j] == field then
+          settle(fields[j + 1])
+          break
+        end
+      end
+    else
+      -- Deleted: its key cannot be read; a heal pass finds it.
+      heal = '0'
+    end
+  end
+  return {{}, promoted, heal}
+else
+  local page = redis.call('HSCAN', heads, ARGV[7], 'COUNT', ARGV[8])
+  local fields = page[2]
+  for j = 1, #fields, 2 do settle(fields[j]) end
+  local next_cursor = page[1]
+  if next_cursor == '0' then next_cursor = '' end
+  return {{}, promoted, next_cursor}
+end

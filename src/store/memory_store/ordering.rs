@@ -1,0 +1,124 @@
+//! The twin of `ordering.lua`: ordered delivery's admit, release and heal steps on a group of
+//! the embedded store (see [`crate::store::Store::order`]).
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::state::{Group, Lease, Stream};
+use crate::model::{
+    EntryId, HELD_CONSUMER, ORDERING_KEY_FIELD, OrderStep, Ordered, PARKED_CONSUMER,
+    PARKED_HORIZON_MS,
+};
+
+/// A group's ordering state: each key's outstanding message, and the messages held back by
+/// key then id.
+#[derive(Default)]
+pub(super) struct OrderBook {
+    heads: HashMap<String, EntryId>,
+    held: BTreeSet<(String, EntryId)>,
+}
+
+/// Applies `step` to `group` of `stream` (which exists).
+pub(super) fn order(stream: &mut Stream, group: &str, step: &OrderStep, now: u64) -> Ordered {
+    let key_of = |stream: &Stream, id: &EntryId| {
+        stream.entries.get(id).map(|fields| {
+            fields
+                .iter()
+                .find(|f| f.name == ORDERING_KEY_FIELD)
+                .map(|f| String::from_utf8_lossy(&f.value).into_owned())
+        })
+    };
+    let mut outcome = Ordered::default();
+    match step {
+        OrderStep::Admit(keyed) => {
+            let Some(g) = stream.groups.get_mut(group) else {
+                return outcome;
+            };
+            for (id, key) in keyed {
+                match settle(g, key, now, &mut outcome.promoted) {
+                    Some(head) if head != *id => {
+                        g.ordering.held.insert((key.clone(), *id));
+                        if let Some(lease) = g.pending.get_mut(id) {
+                            lease.consumer = HELD_CONSUMER.to_owned();
+                            lease.delivered_at = now;
+                            lease.count = 0;
+                        }
+                        g.touch(HELD_CONSUMER, now);
+                        outcome.held.push(*id);
+                    }
+                    _ => {
+                        g.ordering.heads.insert(key.clone(), *id);
+                    }
+                }
+            }
+        }
+        OrderStep::Release(ids) => {
+            let keys: Vec<Option<Option<String>>> =
+                ids.iter().map(|id| key_of(stream, id)).collect();
+            let Some(g) = stream.groups.get_mut(group) else {
+                return outcome;
+            };
+            for key in keys {
+                match key {
+                    Some(Some(key)) => {
+                        settle(g, &key, now, &mut outcome.promoted);
+                    }
+                    Some(None) => {}
+                    None => outcome.heal_from = Some(0),
+                }
+            }
+        }
+        OrderStep::Heal { .. } => {
+            let Some(g) = stream.groups.get_mut(group) else {
+                return outcome;
+            };
+            // One page is everything here: the state is in memory.
+            let keys: Vec<String> = g.ordering.heads.keys().cloned().collect();
+            for key in keys {
+                settle(g, &key, now, &mut outcome.promoted);
+            }
+        }
+    }
+    outcome
+}
+
+/// Makes `key`'s head a message still pending, promoting the next held one (to the parked
+/// consumer, due at once) while it is not; the head, `None` when the key has none.
+fn settle(g: &mut Group, key: &str, now: u64, promoted: &mut u64) -> Option<EntryId> {
+    let mut head = g.ordering.heads.get(key).copied();
+    while let Some(id) = head {
+        if g.pending.contains_key(&id) {
+            break;
+        }
+        let next = g
+            .ordering
+            .held
+            .range((key.to_owned(), EntryId::ZERO)..)
+            .next()
+            .filter(|(k, _)| k == key)
+            .cloned();
+        match next {
+            Some(entry) => {
+                g.ordering.held.remove(&entry);
+                let id = entry.1;
+                g.ordering.heads.insert(key.to_owned(), id);
+                if let Some(lease) = g.pending.get_mut(&id)
+                    && lease.consumer == HELD_CONSUMER
+                {
+                    *lease = Lease {
+                        consumer: PARKED_CONSUMER.to_owned(),
+                        delivered_at: now.saturating_sub(PARKED_HORIZON_MS),
+                        count: lease.count,
+                    };
+                    g.touch(PARKED_CONSUMER, now);
+                    *promoted += 1;
+                }
+                head = Some(id);
+            }
+            None => {
+                g.ordering.heads.remove(key);
+                head = None;
+            }
+        }
+    }
+    head
+}
