@@ -295,3 +295,71 @@ conformance!(
     a_held_key_does_not_hold_others_back,
     bad_ordering_keys_are_refused,
 );
+
+/// A head settled behind the broker's back (a plain Redis client's XACK, as a broker that died
+/// between an ack and its release leaves it) is repaired the next time its key is touched: the
+/// held message is released rather than stuck.
+#[tokio::test]
+async fn a_head_settled_without_its_release_is_repaired() {
+    let redis = RedisServer::start();
+    let mut broker = TestBroker::start(&redis).await;
+    let mut env_admin = broker.admin.clone();
+    env_admin
+        .create_subscription(pb::CreateSubscriptionRequest {
+            stream: STREAM.into(),
+            group: "g".into(),
+            policy: Some(pb::SubscriptionPolicy {
+                ordered: Some(true),
+                ..Default::default()
+            }),
+            start_id: "0".into(),
+        })
+        .await
+        .unwrap();
+    let produce = |messages: Vec<pb::OutgoingMessage>| pb::ProduceRequest {
+        stream: STREAM.into(),
+        messages,
+        ..Default::default()
+    };
+    broker
+        .broker
+        .produce(produce(vec![keyed(1, 0), keyed(1, 1)]))
+        .await
+        .unwrap();
+    let mut client = broker.broker.clone();
+    let mut member = Subscription::open(
+        &mut client,
+        pb::SubscribeRequest {
+            create_group: false,
+            group_start_id: String::new(),
+            ..group_request(&[STREAM], "g", "only")
+        },
+    )
+    .await;
+    let head = member.next().await;
+    assert_eq!(field(&head, "seq").as_deref(), Some("0"));
+    member.expect_quiet(Duration::from_millis(300)).await;
+    let acked: u64 = redis.cmd(&["XACK", STREAM, "g", &head.id]).await;
+    assert_eq!(acked, 1);
+    // The next message of the key finds the stale head, releases the held one, and waits
+    // behind it.
+    broker
+        .broker
+        .produce(produce(vec![keyed(1, 2)]))
+        .await
+        .unwrap();
+    let next = member.next().await;
+    assert_eq!(field(&next, "seq").as_deref(), Some("1"));
+    member.expect_quiet(Duration::from_millis(300)).await;
+    broker
+        .broker
+        .ack(pb::AckRequest {
+            stream: STREAM.into(),
+            group: "g".into(),
+            ids: vec![next.id],
+        })
+        .await
+        .unwrap();
+    let last = member.next().await;
+    assert_eq!(field(&last, "seq").as_deref(), Some("2"));
+}
