@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first: redis-server (tests start their own on
 # free loopback ports; a Redis already on 6379 is never touched), nginx (the proxy tests start
-# their own), and the Python client packages for the polyglot and Pub/Sub tests, in ./.venv.
+# their own), the Python client packages for the polyglot and Pub/Sub tests, in ./.venv, and
+# Google's Node.js Pub/Sub client, in tests/node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,5 +14,10 @@ if ! .venv/bin/python -c "import grpc, grpc_reflection, google.cloud.pubsub_v1" 
   rm -rf .venv
   python3 -m venv .venv 2>/dev/null || { apt_install python3-venv; python3 -m venv .venv; }
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+command -v node >/dev/null || apt_install nodejs npm
+if [ ! -d tests/node/node_modules/@google-cloud/pubsub ]; then
+  say "installing Google's Node.js Pub/Sub client for the Pub/Sub tests (npm ci)"
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 fi
 exec cargo test --all-targets "$@"
