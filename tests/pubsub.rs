@@ -41,9 +41,10 @@ enum Client {
 }
 
 impl Client {
-    /// The command that runs the flows, after checking that the client library is installed
-    /// (failing loudly with how to install it otherwise).
-    fn command(self) -> Command {
+    /// The command that runs `script` (`tests/python/<script>.py`, `tests/node/<script>.js`),
+    /// after checking that the client library is installed (failing loudly with how to install
+    /// it otherwise).
+    fn command(self, script: &str) -> Command {
         let install = "Install the test packages with `bash scripts/test.sh`";
         match self {
             Client::Python => {
@@ -60,7 +61,7 @@ impl Client {
                     ),
                 }
                 let mut command = Command::new(python);
-                command.arg(repository().join("tests/python/pubsub_flows.py"));
+                command.arg(repository().join(format!("tests/python/{script}.py")));
                 command
             }
             Client::Node => {
@@ -72,7 +73,7 @@ impl Client {
                 );
                 let mut command = Command::new("node");
                 command
-                    .arg(repository().join("tests/node/pubsub_flows.js"))
+                    .arg(repository().join(format!("tests/node/{script}.js")))
                     // Not on Google Cloud: no metadata server to look for.
                     .env("METADATA_SERVER_DETECTION", "none");
                 command
@@ -83,7 +84,7 @@ impl Client {
 
 /// Runs `client`'s flows against the broker at `addr`; what the client saw.
 async fn run_flows(client: Client, addr: std::net::SocketAddr, project: &str) -> Value {
-    let mut command = client.command();
+    let mut command = client.command("pubsub_flows");
     command
         .arg(project)
         .arg(MESSAGES.to_string())
@@ -213,4 +214,46 @@ async fn the_official_node_client_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_node_client_on_the_embedded_store() {
     on_the_embedded_store(Client::Node, "proj-node-memory").await;
+}
+
+/// A broker SIGKILLed while Google's Python client publishes and streaming-pulls through it,
+/// started again at the same address a second later: nothing the publisher got an id for is
+/// lost, and the subscriber's stream reconnects by itself (the script never reopens it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_rides_through_a_broker_sigkill() {
+    const CRASH_MESSAGES: usize = 600;
+    let redis = RedisServer::start();
+    let mut broker = BrokerProcess::start(&redis, &[]);
+    let mut command = Client::Python.command("pubsub_crash");
+    command
+        .args(["proj-crash", &CRASH_MESSAGES.to_string()])
+        .env("PUBSUB_EMULATOR_HOST", broker.addr.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().expect("start the Python client");
+    // The trickle lasts 10 s or so; the broker dies 2.5 s in and is back a second later.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    broker.kill();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    broker.restart();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .expect("the Python client's output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the crash flow failed:\n{stdout}\n{stderr}"
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("no result ({err}):\n{stdout}\n{stderr}"));
+    println!("through a broker SIGKILL: {seen}");
+    let published = seen["published"].as_u64().unwrap();
+    assert!(published > 0, "{seen}");
+    assert_eq!(seen["received"], published, "lost messages: {seen}");
+    assert_eq!(seen["missing"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["stream_ended_by_itself"], false, "{seen}");
+    // Every publish got an id in the end (the client retries UNAVAILABLE by itself).
+    assert_eq!(published as usize, CRASH_MESSAGES, "{seen}");
 }
