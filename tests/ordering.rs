@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use streamgate::grpc::pb;
+use streamgate::grpc::pb::admin_client::AdminClient;
+use streamgate::grpc::pb::broker_client::BrokerClient;
 use support::*;
 use tonic::Code;
+use tonic::transport::Channel;
 
 const STREAM: &str = "{k}.orders";
 const KEYS: usize = 20;
@@ -34,9 +37,8 @@ fn field(message: &pb::ReceivedMessage, name: &str) -> Option<String> {
         .map(|f| String::from_utf8_lossy(&f.value).into_owned())
 }
 
-async fn create_ordered(env: &mut Env, group: &str) {
-    env.broker
-        .admin
+async fn create_ordered(admin: &mut AdminClient<Channel>, group: &str) {
+    admin
         .create_subscription(pb::CreateSubscriptionRequest {
             stream: STREAM.into(),
             group: group.into(),
@@ -49,6 +51,31 @@ async fn create_ordered(env: &mut Env, group: &str) {
         })
         .await
         .expect("create an ordered subscription");
+}
+
+fn produce(messages: Vec<pb::OutgoingMessage>) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        stream: STREAM.into(),
+        messages,
+        ..Default::default()
+    }
+}
+
+/// A member of an existing subscription, with no delivery options of its own.
+async fn open_member(
+    client: &mut BrokerClient<Channel>,
+    group: &str,
+    consumer: &str,
+) -> Subscription {
+    Subscription::open(
+        client,
+        pb::SubscribeRequest {
+            create_group: false,
+            group_start_id: String::new(),
+            ..group_request(&[STREAM], group, consumer)
+        },
+    )
+    .await
 }
 
 /// What the members saw, shared between them.
@@ -66,7 +93,7 @@ struct Seen {
 
 async fn several_members_see_each_keys_messages_in_order(backend: Backend) {
     let mut env = start(backend).await;
-    create_ordered(&mut env, "billing").await;
+    create_ordered(&mut env.broker.admin, "billing").await;
     // Keys interleaved, in a few batches, with keyless messages between them.
     let mut messages = Vec::new();
     for seq in 0..PER_KEY {
@@ -83,11 +110,7 @@ async fn several_members_see_each_keys_messages_in_order(backend: Backend) {
     for batch in messages.chunks(37) {
         env.broker
             .broker
-            .produce(pb::ProduceRequest {
-                stream: STREAM.into(),
-                messages: batch.to_vec(),
-                ..Default::default()
-            })
+            .produce(produce(batch.to_vec()))
             .await
             .expect("produce");
     }
@@ -97,15 +120,8 @@ async fn several_members_see_each_keys_messages_in_order(backend: Backend) {
         let mut client = env.broker.broker.clone();
         let seen = seen.clone();
         members.push(tokio::spawn(async move {
-            let mut subscription = Subscription::open(
-                &mut client,
-                pb::SubscribeRequest {
-                    create_group: false,
-                    group_start_id: String::new(),
-                    ..group_request(&[STREAM], "billing", &format!("member-{member}"))
-                },
-            )
-            .await;
+            let mut subscription =
+                open_member(&mut client, "billing", &format!("member-{member}")).await;
             loop {
                 let message = subscription.next().await;
                 let key = field(&message, "sg.ordering_key");
@@ -209,12 +225,7 @@ async fn several_members_see_each_keys_messages_in_order(backend: Backend) {
 /// messages of other keys are delivered meanwhile; after the ack, the held one comes.
 async fn a_held_key_does_not_hold_others_back(backend: Backend) {
     let mut env = start(backend).await;
-    create_ordered(&mut env, "g").await;
-    let produce = |messages: Vec<pb::OutgoingMessage>| pb::ProduceRequest {
-        stream: STREAM.into(),
-        messages,
-        ..Default::default()
-    };
+    create_ordered(&mut env.broker.admin, "g").await;
     env.broker
         .broker
         .produce(produce(vec![
@@ -227,15 +238,7 @@ async fn a_held_key_does_not_hold_others_back(backend: Backend) {
         .await
         .unwrap();
     let mut client = env.broker.broker.clone();
-    let mut member = Subscription::open(
-        &mut client,
-        pb::SubscribeRequest {
-            create_group: false,
-            group_start_id: String::new(),
-            ..group_request(&[STREAM], "g", "only")
-        },
-    )
-    .await;
+    let mut member = open_member(&mut client, "g", "only").await;
     let first = member.take(2).await;
     let got: Vec<(String, String)> = first
         .iter()
@@ -276,11 +279,7 @@ async fn bad_ordering_keys_are_refused(backend: Backend) {
     let status = env
         .broker
         .broker
-        .produce(pb::ProduceRequest {
-            stream: STREAM.into(),
-            messages: vec![message],
-            ..Default::default()
-        })
+        .produce(produce(vec![message]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -303,39 +302,14 @@ conformance!(
 async fn a_head_settled_without_its_release_is_repaired() {
     let redis = RedisServer::start();
     let mut broker = TestBroker::start(&redis).await;
-    let mut env_admin = broker.admin.clone();
-    env_admin
-        .create_subscription(pb::CreateSubscriptionRequest {
-            stream: STREAM.into(),
-            group: "g".into(),
-            policy: Some(pb::SubscriptionPolicy {
-                ordered: Some(true),
-                ..Default::default()
-            }),
-            start_id: "0".into(),
-        })
-        .await
-        .unwrap();
-    let produce = |messages: Vec<pb::OutgoingMessage>| pb::ProduceRequest {
-        stream: STREAM.into(),
-        messages,
-        ..Default::default()
-    };
+    create_ordered(&mut broker.admin, "g").await;
     broker
         .broker
         .produce(produce(vec![keyed(1, 0), keyed(1, 1)]))
         .await
         .unwrap();
     let mut client = broker.broker.clone();
-    let mut member = Subscription::open(
-        &mut client,
-        pb::SubscribeRequest {
-            create_group: false,
-            group_start_id: String::new(),
-            ..group_request(&[STREAM], "g", "only")
-        },
-    )
-    .await;
+    let mut member = open_member(&mut client, "g", "only").await;
     let head = member.next().await;
     assert_eq!(field(&head, "seq").as_deref(), Some("0"));
     member.expect_quiet(Duration::from_millis(300)).await;

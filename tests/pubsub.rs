@@ -121,6 +121,13 @@ fn check(client: Client, seen: &Value) {
     let confirmed = seen["exactly_once"].as_array().unwrap();
     assert_eq!(confirmed.len(), 20, "{seen}");
     assert!(confirmed.iter().all(|c| c == "SUCCESS"), "{seen}");
+    if client == Client::Python {
+        assert_eq!(
+            seen["exactly_once_second_ack"],
+            serde_json::json!(["INVALID_ACK_ID"]),
+            "{seen}"
+        );
+    }
     assert_eq!(seen["replayed"], serde_json::json!([10, 10]), "{seen}");
     let kept: Vec<String> = (0..10).map(|i| format!("keep {i}")).collect();
     let mut kept_sorted = kept.clone();

@@ -88,9 +88,13 @@ class Streamgate:
         await publisher.close()
 
     async def prefill(self, stream, messages):
+        await self.prefill_field(stream, messages, "body")
+
+    async def prefill_field(self, stream, messages, field):
+        """`messages` entries of one `field` holding the payload, 500 per Produce."""
         pb = self.pb
         batch = pb.ProduceRequest(stream=stream, messages=[
-            pb.OutgoingMessage(fields=[pb.Field(name="body", value=PAYLOAD)])] * 500)
+            pb.OutgoingMessage(fields=[pb.Field(name=field, value=PAYLOAD)])] * 500)
         for _ in range(messages // 500):
             await self.broker.Produce(batch)
 

@@ -279,10 +279,24 @@ impl<S: Store> DeliveryCore<S> {
         consumer: &str,
         ids: &[EntryId],
     ) -> BrokerResult<Vec<EntryId>> {
+        self.extend_from(stream, group, consumer, ids, 0).await
+    }
+
+    /// ExtendDeadline as if the messages had been delivered `idle_ms` ago: a deadline shorter
+    /// than the group's (Pub/Sub's ModifyAckDeadline to N seconds is the group's deadline
+    /// minus N). Returns the ids extended.
+    pub async fn extend_from(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[EntryId],
+        idle_ms: u64,
+    ) -> BrokerResult<Vec<EntryId>> {
         let movement = PendingMove {
             holder: Some(consumer.to_owned()),
             to: consumer.to_owned(),
-            idle: IdleAfterMove::Set(0),
+            idle: IdleAfterMove::Set(idle_ms),
             horizon_ms: PARKED_HORIZON_MS,
         };
         let extended = self

@@ -113,6 +113,7 @@ async function main() {
   }, () => confirmed.length >= 20, 60);
   result.exactly_once = confirmed;
 
+
   // Ordering keys: an ordering publisher, 100 keys, each key's messages in publish order.
   const KEYS = 100;
   const PER_KEY = 10;

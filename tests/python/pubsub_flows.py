@@ -150,6 +150,23 @@ def ack_confirmed(message):
 receive(once_sub, ack_confirmed, lambda: len(confirmed) >= 20, seconds=60)
 result["exactly_once"] = confirmed
 
+# ... and an ack id that no longer holds its message is refused: the second ack of a message.
+publisher.publish(once, b"twice").result()
+second_ack = []
+
+
+def ack_twice(message):
+    message.ack_with_response().result(timeout=30)
+    try:
+        message.ack_with_response().result(timeout=30)
+        second_ack.append("SUCCESS")
+    except sub_exceptions.AcknowledgeError as err:
+        second_ack.append(err.error_code.name)
+
+
+receive(once_sub, ack_twice, lambda: second_ack, seconds=30)
+result["exactly_once_second_ack"] = second_ack
+
 # Seek to a time replays what was published after it.
 replay = topic("replay")
 replay_sub = subscription("replay-sub", replay)

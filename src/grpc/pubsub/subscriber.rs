@@ -19,7 +19,9 @@ use crate::delivery::SeekTarget;
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert;
 use crate::grpc::pb as sg;
-use crate::model::{Delivery, EntryId, StartId, Subscription, SubscriptionPolicy, millis};
+use crate::model::{
+    AckOutcome, Delivery, EntryId, StartId, Subscription, SubscriptionPolicy, millis,
+};
 use crate::store::{Store, StoreError};
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -347,8 +349,13 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
         }
         let by_consumer = Self::ack_ids_by_consumer("ack_ids", &request.ack_ids)?;
         let core = &self.shared.core;
+        // A deadline of N seconds from now: the message counts as delivered (the subscription's
+        // deadline − N) ago; longer than the subscription's deadline is its whole deadline.
+        let deadline_ms = u64::from(target.subscription.ack_deadline_seconds.max(0) as u32) * 1000;
+        let wanted_ms = u64::from(request.ack_deadline_seconds as u32) * 1000;
+        let mut failed = Vec::new();
         for (consumer, ids) in by_consumer {
-            if request.ack_deadline_seconds == 0 {
+            let applied = if request.ack_deadline_seconds == 0 {
                 core.nack(
                     &target.stream,
                     target.group(),
@@ -356,11 +363,20 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
                     &ids,
                     None,
                 )
-                .await?;
+                .await?
             } else {
-                core.extend(&target.stream, target.group(), consumer, &ids)
-                    .await?;
-            }
+                let idle_ms = deadline_ms.saturating_sub(wanted_ms);
+                core.extend_from(&target.stream, target.group(), consumer, &ids, idle_ms)
+                    .await?
+            };
+            failed.extend(
+                ids.iter()
+                    .filter(|id| !applied.contains(id))
+                    .map(|id| ack_ids::encode(*id, consumer)),
+            );
+        }
+        if target.subscription.enable_exactly_once_delivery && !failed.is_empty() {
+            return Err(ack_ids::exactly_once_failure(&failed));
         }
         Ok(Response::new(()))
     }
@@ -371,8 +387,10 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             .target(Permission::Consume, &request.subscription)
             .await?;
         let exactly_once = target.subscription.enable_exactly_once_delivery;
+        let mut failed = Vec::new();
         for (consumer, ids) in Self::ack_ids_by_consumer("ack_ids", &request.ack_ids)? {
-            self.shared
+            let outcomes = self
+                .shared
                 .core
                 .ack_confirmed(
                     &target.stream,
@@ -381,6 +399,16 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
                     &ids,
                 )
                 .await?;
+            failed.extend(
+                ids.iter()
+                    .zip(outcomes)
+                    .filter(|(_, outcome)| *outcome != AckOutcome::Acked)
+                    .map(|(id, _)| ack_ids::encode(*id, consumer)),
+            );
+        }
+        // Without exactly-once, an ack of a message no longer pending is fine (Pub/Sub's rule).
+        if exactly_once && !failed.is_empty() {
+            return Err(ack_ids::exactly_once_failure(&failed));
         }
         Ok(Response::new(()))
     }
