@@ -43,8 +43,8 @@ class PubsubClient:
 
     def fresh(self):
         self.round += 1
-        topic = self.publisher.topic_path(PROJECT, f"t{self.round}")
-        subscription = self.subscriber.subscription_path(PROJECT, f"s{self.round}")
+        topic = self.publisher.topic_path(PROJECT, f"topic-{self.round}")
+        subscription = self.subscriber.subscription_path(PROJECT, f"subscription-{self.round}")
         self.publisher.create_topic(request={"name": topic})
         self.subscriber.create_subscription(request={"name": subscription, "topic": topic})
         return topic, subscription
