@@ -96,6 +96,11 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_IDLE_RECHECK", default_value = "10s", value_parser = humantime::parse_duration)]
     pub idle_recheck: Duration,
 
+    /// How often stored retention policies are applied (by one broker instance at a time, the
+    /// holder of a lease in Redis).
+    #[arg(long, env = "STREAMGATE_RETENTION_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
+
     /// A Subscribe stream with nothing to send for this long gets a heartbeat item, so proxies
     /// that cut quiet streams (nginx grpc_read_timeout 60 s, Envoy idle timeouts) keep it. 0s
     /// turns heartbeats off.

@@ -58,6 +58,20 @@ pub fn filtered(stream: &str, count: usize) {
         .increment(count as u64);
 }
 
+/// Entries a stream's retention policy deleted, by reason (`acked`, `max_age`, `max_len`).
+pub fn trimmed(stream: &str, trimmed: &crate::model::Trimmed) {
+    for (reason, count) in [
+        ("acked", trimmed.acked),
+        ("max_age", trimmed.max_age),
+        ("max_len", trimmed.max_len),
+    ] {
+        if count > 0 {
+            counter!("streamgate_entries_trimmed_total", "stream" => stream.to_owned(), "reason" => reason)
+                .increment(count);
+        }
+    }
+}
+
 /// Messages redelivered, dead-lettered, or found deleted before ack, by this broker's sweeps.
 pub fn redelivery(stream: &str, redelivered: usize, dead_lettered: usize, lost: usize) {
     let stream = stream.to_owned();

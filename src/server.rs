@@ -257,6 +257,12 @@ impl<S: Store> BrokerOn<S> {
             background.clone(),
         ));
         let watcher_task = tokio::spawn(self.store.clone().run_watcher(background.clone()));
+        tokio::spawn(
+            self.core
+                .retention()
+                .clone()
+                .run(self.config.retention_interval, background.clone()),
+        );
         if self.config.metrics_addr.is_some() {
             tokio::spawn(crate::gauges::sample(
                 self.store.clone(),

@@ -333,3 +333,80 @@ fn subscriptions_and_consume_with_the_cli_alone() {
     let gone = cli(&broker, &["subscription", "get", "jobs", "workers"]);
     assert!(!gone.status.success());
 }
+
+#[test]
+fn ordering_keys_and_retention_with_the_cli_alone() {
+    let broker = BrokerProcess::start_in_memory(&[]);
+    stdout(&cli(
+        &broker,
+        &[
+            "subscription",
+            "create",
+            "orders",
+            "billing",
+            "--from",
+            "0",
+            "--ordered",
+            "true",
+        ],
+    ));
+    for step in ["created", "paid"] {
+        stdout(&cli(
+            &broker,
+            &[
+                "produce",
+                "orders",
+                "--ordering-key",
+                "customer-7",
+                &format!("kind={step}"),
+            ],
+        ));
+    }
+    let got = json_lines(&cli(
+        &broker,
+        &[
+            "--json",
+            "subscribe",
+            "orders",
+            "--group",
+            "billing",
+            "--count",
+            "2",
+        ],
+    ));
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|m| {
+            m["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f[0] == "kind")
+                .unwrap()[1]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(kinds, ["created", "paid"]);
+    assert!(
+        got[0]["fields"].to_string().contains("sg.ordering_key"),
+        "{got:?}"
+    );
+
+    let set = stdout(&cli(
+        &broker,
+        &["retention", "set", "orders", "--acked", "--max-len", "1000"],
+    ));
+    assert!(
+        set.contains("acked: true") && set.contains("maxLen: 1000"),
+        "{set}"
+    );
+    let applied = stdout(&cli(&broker, &["retention", "apply", "orders"]));
+    assert!(applied.contains("trimmedAcked"), "{applied}");
+    let missing = cli(&broker, &["retention", "get", "nothing-here"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("has no retention policy"),
+        "{missing:?}"
+    );
+}

@@ -10,6 +10,7 @@
 mod admin;
 mod consume;
 mod render;
+mod retention;
 mod subscription;
 
 use std::path::PathBuf;
@@ -87,6 +88,13 @@ pub enum ClientCommand {
     Admin(AdminArgs),
     /// Exit 0 if the broker reports SERVING, 1 otherwise (for container health checks).
     Health(HealthArgs),
+    /// Retention that respects consumers: delete what every group acknowledged, by age, by
+    /// length.
+    Retention {
+        /// What to do.
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
+    },
     /// Stored subscriptions: a group with the delivery policy every member applies.
     Subscription {
         /// What to do.
@@ -210,6 +218,9 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> anyhow::Res
         ClientCommand::Nack(args) => nack(channel, args, &mut out).await?,
         ClientCommand::Admin(args) => admin::run(channel, args, &mut out).await?,
         ClientCommand::Health(args) => return health(channel, args, &mut out).await,
+        ClientCommand::Retention { command } => {
+            retention::run(channel, command, &mut out).await?;
+        }
         ClientCommand::Subscription { command } => {
             subscription::run(channel, command, &mut out).await?;
         }

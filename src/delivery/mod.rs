@@ -14,6 +14,7 @@
 //! - [`membership`]: who reads a group, under which policy;
 //! - [`ordering`]: per-key order for ordered subscriptions;
 //! - [`policies`]: stored subscriptions, the policy every member of a group applies;
+//! - [`retention`]: stored retention policies that respect consumers;
 //! - [`seek`]: moving a group to an id or a point in time;
 //! - [`topics`]: partitioned topics.
 
@@ -27,6 +28,7 @@ pub mod ordering;
 pub mod policies;
 pub mod reading;
 pub mod redelivery;
+pub mod retention;
 pub mod seek;
 pub mod topics;
 
@@ -42,6 +44,7 @@ pub use member::{Batch, Member, MemberSpec, Reading, Resume};
 pub use membership::{GroupMembership, OwnSettings, Requested, generate_consumer_name};
 pub use policies::{POLICY_TTL, Policies, SUBSCRIPTIONS_REGISTRY};
 pub use redelivery::{MAX_DELAY, Redelivery, RedeliveryCounters, RedeliverySettings};
+pub use retention::{RETENTION_REGISTRY, Retention};
 pub use seek::{SeekTarget, Seeked};
 pub use topics::Topics;
 
@@ -91,6 +94,7 @@ struct Parts<S> {
     redelivery: Redelivery<S>,
     topics: Topics<S>,
     policies: Policies<S>,
+    retention: Retention<S>,
     books: LeaseBooks,
     appender: Appender<S>,
 }
@@ -103,6 +107,11 @@ impl<S: Store> DeliveryCore<S> {
                 redelivery: Redelivery::new(store.clone(), settings),
                 topics: Topics::new(store.clone()),
                 policies: Policies::new(store.clone()),
+                retention: Retention::new(
+                    store.clone(),
+                    Topics::new(store.clone()),
+                    crate::delivery::generate_consumer_name(),
+                ),
                 appender: Appender::new(store.clone()),
                 store,
                 books: LeaseBooks::default(),
@@ -128,6 +137,11 @@ impl<S: Store> DeliveryCore<S> {
     /// Stored subscriptions.
     pub fn policies(&self) -> &Policies<S> {
         &self.parts.policies
+    }
+
+    /// Stored retention policies.
+    pub fn retention(&self) -> &Retention<S> {
+        &self.parts.retention
     }
 
     /// The backoff of every delivery policy this broker builds.

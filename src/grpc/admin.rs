@@ -17,6 +17,7 @@ use crate::model::{AutoClaimOptions, EntryId, PendingQuery, StartId};
 use crate::store::Store;
 use crate::store::StoreError;
 
+mod retention;
 mod subscriptions;
 
 /// The control-plane service over any [`Store`].
@@ -439,6 +440,27 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
                 })
                 .collect(),
         }))
+    }
+
+    async fn set_retention(
+        &self,
+        request: Request<pb::SetRetentionRequest>,
+    ) -> RpcResult<pb::RetentionPolicy> {
+        self.set_retention_call(request).await
+    }
+
+    async fn get_retention(
+        &self,
+        request: Request<pb::GetRetentionRequest>,
+    ) -> RpcResult<pb::RetentionPolicy> {
+        self.get_retention_call(request).await
+    }
+
+    async fn apply_retention(
+        &self,
+        request: Request<pb::GetRetentionRequest>,
+    ) -> RpcResult<pb::ApplyRetentionResponse> {
+        self.apply_retention_call(request).await
     }
 
     async fn create_topic(

@@ -7,12 +7,14 @@ mod delivery;
 mod filter;
 mod ids;
 mod ordering;
+mod retention;
 mod subscription;
 
 pub use delivery::*;
 pub use filter::{Filter, FilterError};
 pub use ids::*;
 pub use ordering::*;
+pub use retention::*;
 pub use subscription::*;
 
 use bytes::Bytes;

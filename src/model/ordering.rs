@@ -1,9 +1,9 @@
 //! Ordered delivery's vocabulary: which field carries a message's ordering key, who holds the
 //! messages waiting behind an earlier one of their key, where a group's ordering state lives,
-//! and the steps a store applies to it atomically (see `delivery::ordering` for the design).
+//! and the steps a store applies to it atomically (the delivery core's `ordering` module has the design).
 
 use super::EntryId;
-use super::delivery::has_hash_tag;
+use super::has_hash_tag;
 
 /// The stream field that carries a message's ordering key (Produce's `ordering_key`, Pub/Sub's
 /// `ordering_key`): a plain field, so any Redis client can set or read it.

@@ -29,7 +29,7 @@ pub struct SubscriptionPolicy {
     /// Only matching messages are delivered (see [`Filter`](super::Filter)); the text as given.
     pub filter: Option<String>,
     /// Messages with the same ordering key are delivered in order, one outstanding at a time
-    /// per key (see `delivery::ordering`).
+    /// per key (the delivery core's `ordering` module).
     pub ordered: bool,
 }
 

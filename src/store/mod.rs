@@ -28,8 +28,8 @@ pub use wakeups::{StreamWatch, Wakeups};
 use crate::model::{
     AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
     EntryId, Field, GroupInfo, IdRange, OrderStep, Ordered, OrderingState, PendingEntry,
-    PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest, Swept,
-    TrimPolicy,
+    PendingMove, PendingQuery, PendingSummary, RetentionCut, StartId, StreamInfo, SweepRequest,
+    Swept, TrimPolicy, Trimmed,
 };
 
 /// A store failure, classified by what the caller can do about it.
@@ -391,6 +391,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         consumer: &str,
         request: &SweepRequest,
     ) -> impl Future<Output = StoreResult<Swept>> + Send;
+
+    /// One application of a stream's retention policy (see [`RetentionCut`]): looks at every
+    /// group and trims, atomically, so that `acked` never deletes an entry a group has not read
+    /// and acknowledged. A missing stream trims nothing.
+    fn retain(
+        &self,
+        stream: &str,
+        cut: &RetentionCut,
+    ) -> impl Future<Output = StoreResult<Trimmed>> + Send;
 
     /// One atomic step of ordered delivery for `group` on `stream`, on its ordering `state`
     /// (see [`OrderStep`]): admitting what a member read, releasing what was settled, or

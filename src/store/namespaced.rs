@@ -15,7 +15,8 @@ use super::{
 use crate::model::{
     AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
     EntryId, GroupInfo, IdRange, OrderStep, Ordered, OrderingState, PendingEntry, PendingMove,
-    PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy,
+    PendingQuery, PendingSummary, RetentionCut, StartId, StreamInfo, SweepRequest, Swept,
+    TrimPolicy, Trimmed,
 };
 
 /// A store whose keys all start with `prefix` (empty: no change at all).
@@ -440,6 +441,13 @@ impl<S: Store> Store for Namespaced<S> {
         };
         self.inner
             .sweep(&self.key(stream), group, consumer, &request)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn retain(&self, stream: &str, cut: &RetentionCut) -> StoreResult<Trimmed> {
+        self.inner
+            .retain(&self.key(stream), cut)
             .await
             .map_err(|e| self.unkey(e))
     }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 mod ordering;
 mod pending;
 mod records;
+mod retention;
 mod state;
 
 use state::{Clock, Group, Stream, bounds, is_empty_range, no_group, no_stream, redis_glob};
@@ -35,8 +36,8 @@ use super::{
 use crate::model::{
     AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
     EntryId, Field, GroupInfo, IdRange, OrderStep, Ordered, OrderingState, PendingEntry,
-    PendingMove, PendingQuery, PendingSummary, StartId, StreamInfo, SweepRequest, Swept,
-    TrimPolicy,
+    PendingMove, PendingQuery, PendingSummary, RetentionCut, StartId, StreamInfo, SweepRequest,
+    Swept, TrimPolicy, Trimmed,
 };
 
 /// The embedded store; cheap to clone (all clones share the data).
@@ -585,6 +586,14 @@ impl Store for MemoryStore {
     ) -> StoreResult<Swept> {
         let now = self.clock.now_ms();
         pending::sweep(&mut self.streams(), stream, group, consumer, request, now)
+    }
+
+    async fn retain(&self, stream: &str, cut: &RetentionCut) -> StoreResult<Trimmed> {
+        Ok(self
+            .streams()
+            .get_mut(stream)
+            .map(|s| retention::retain(s, cut))
+            .unwrap_or_default())
     }
 
     async fn order(

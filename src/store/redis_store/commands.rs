@@ -3,7 +3,8 @@
 //! Over 600 lines because it is one `impl Store` block (Rust cannot split a trait
 //! implementation across files): 38 methods of a few lines each, plus the per-slot helpers they
 //! share. Parsing lives in `replies.rs`, error classification in `errors.rs`, registry records,
-//! leases and confirmed acks in `records.rs`, ordered delivery in `ordering.rs`.
+//! leases and confirmed acks in `records.rs`, ordered delivery in `ordering.rs`, retention in
+//! `retention.rs`.
 
 use redis::{Script, Value, cmd};
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,7 @@ use crate::model::{
     AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
     EntryId, GroupInfo, HELD_CONSUMER, IdRange, IdleAfterMove, OrderStep, Ordered, OrderingState,
     PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry, PendingMove, PendingQuery, PendingSummary,
-    StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, millis,
+    RetentionCut, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, Trimmed, millis,
 };
 use crate::store::{
     GroupCursor, GroupEntry, Released, Store, StoreError, StoreResult, StreamPage, StreamWatch,
@@ -636,6 +637,10 @@ impl Store for RedisStore {
             .run_script(&invocation, Ctx::group(stream, group), "EVALSHA sweep.lua")
             .await?;
         parse_swept(reply)
+    }
+
+    async fn retain(&self, stream: &str, cut: &RetentionCut) -> StoreResult<Trimmed> {
+        self.apply_retention(stream, cut).await
     }
 
     async fn order(

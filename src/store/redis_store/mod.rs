@@ -104,6 +104,7 @@ mod errors;
 mod ordering;
 mod records;
 mod replies;
+mod retention;
 mod watcher;
 
 pub use cluster::key_slot;
