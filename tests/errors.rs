@@ -30,6 +30,7 @@ fn produce_with_id(stream: &str, id: &str) -> pb::ProduceRequest {
         trim: None,
         require_existing_stream: false,
         partition_key: String::new(),
+        ..Default::default()
     }
 }
 
@@ -139,6 +140,7 @@ async fn invalid_arguments_name_the_field_and_send_nothing_to_redis() {
         trim: None,
         require_existing_stream: false,
         partition_key: String::new(),
+        ..Default::default()
     };
     assert_status(
         b.produce(empty).await,
@@ -165,6 +167,7 @@ async fn invalid_arguments_name_the_field_and_send_nothing_to_redis() {
         trim: None,
         require_existing_stream: false,
         partition_key: String::new(),
+        ..Default::default()
     };
     assert_status(
         b.produce(big).await,
@@ -215,6 +218,7 @@ async fn a_request_over_the_transport_limit_is_refused_whole() {
         trim: None,
         require_existing_stream: false,
         partition_key: String::new(),
+        ..Default::default()
     };
     let status = broker.broker.produce(big).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");

@@ -21,6 +21,7 @@ fn request(stream: &str, messages: Vec<pb::OutgoingMessage>) -> pb::ProduceReque
         trim: None,
         require_existing_stream: false,
         partition_key: String::new(),
+        ..Default::default()
     }
 }
 

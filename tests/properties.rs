@@ -85,6 +85,7 @@ proptest! {
                 .map(|id| NewMessage {
                     id: NewEntryId::Explicit(*id),
                     fields: vec![Field { name: "f".into(), value: "v".into() }],
+                    ..Default::default()
                 })
                 .collect();
             if !ids.is_empty() {
@@ -94,6 +95,7 @@ proptest! {
                         messages,
                         trim: None,
                         require_existing_stream: false,
+                        ..Default::default()
                     }])
                     .await
                     .unwrap()

@@ -598,6 +598,7 @@ async fn flow_control_counts_only_live_leases_through_a_long_pending_list() {
                     name: "n".into(),
                     value: bytes::Bytes::from_static(b"x"),
                 }],
+                ..Default::default()
             })
             .collect();
         let appended = store
@@ -606,6 +607,7 @@ async fn flow_control_counts_only_live_leases_through_a_long_pending_list() {
                 messages,
                 trim: None,
                 require_existing_stream: false,
+                ..Default::default()
             }])
             .await
             .unwrap();

@@ -126,6 +126,10 @@ pub struct ProduceArgs {
     /// Ordering key: ordered subscriptions deliver messages with the same key in order.
     #[arg(long, default_value = "")]
     pub ordering_key: String,
+    /// Dedupe key: producing again with the same key within the stream's dedupe window stores
+    /// nothing and prints the first message's id.
+    #[arg(long, default_value = "")]
+    pub dedupe_key: String,
 }
 
 /// `streamgate subscribe`.
@@ -271,6 +275,7 @@ async fn produce(channel: Transport, args: ProduceArgs, out: &mut Output) -> any
             id: args.id,
             fields,
             ordering_key: args.ordering_key,
+            dedupe_key: args.dedupe_key,
         }],
         trim: args.max_len.map(|n| pb::TrimPolicy {
             threshold: Some(pb::trim_policy::Threshold::MaxLen(n)),
@@ -279,6 +284,7 @@ async fn produce(channel: Transport, args: ProduceArgs, out: &mut Output) -> any
         }),
         require_existing_stream: false,
         partition_key: args.key.unwrap_or_default(),
+        atomic: false,
     };
     let ids = BrokerClient::new(channel)
         .produce(request)

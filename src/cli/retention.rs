@@ -31,6 +31,9 @@ pub enum RetentionCommand {
         /// Keep at most this many entries.
         #[arg(long)]
         max_len: Option<u64>,
+        /// How long a dedupe key is remembered (default 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        dedupe_window: Option<Duration>,
     },
     /// Show a stream's retention policy.
     Get(StreamArg),
@@ -43,6 +46,14 @@ pub enum RetentionCommand {
 pub struct StreamArg {
     /// Stream or topic.
     pub stream: String,
+}
+
+/// A duration flag in milliseconds; 0 when not given.
+fn ms(duration: Option<Duration>, flag: &str) -> anyhow::Result<u64> {
+    Ok(duration
+        .map(|d| u64::try_from(d.as_millis()).with_context(|| format!("{flag} is too long")))
+        .transpose()?
+        .unwrap_or(0))
 }
 
 /// Runs one retention command.
@@ -62,18 +73,17 @@ pub(super) async fn run(
             max_age,
             keep_pending,
             max_len,
+            dedupe_window,
         } => (
             "SetRetention",
             pb::SetRetentionRequest {
                 stream: stream.clone(),
                 policy: Some(pb::RetentionPolicy {
                     acked: *acked,
-                    max_age_ms: max_age
-                        .map(|age| u64::try_from(age.as_millis()).context("--max-age is too long"))
-                        .transpose()?
-                        .unwrap_or(0),
+                    max_age_ms: ms(*max_age, "--max-age")?,
                     keep_pending: *keep_pending,
                     max_len: max_len.unwrap_or(0),
+                    dedupe_window_ms: ms(*dedupe_window, "--dedupe-window")?,
                 }),
             }
             .encode_to_vec(),

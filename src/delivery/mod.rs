@@ -50,8 +50,8 @@ pub use topics::Topics;
 
 use crate::error::BrokerResult;
 use crate::model::{
-    AckOutcome, Append, Backoff, EntryId, IdleAfterMove, PARKED_CONSUMER, PARKED_HORIZON_MS,
-    PendingMove, millis,
+    AckOutcome, Append, Backoff, Dedupe, EntryId, IdleAfterMove, PARKED_CONSUMER,
+    PARKED_HORIZON_MS, PendingMove, millis,
 };
 use crate::store::{GroupCursor, Store, StoreResult};
 use appender::{Appender, append_counted};
@@ -180,14 +180,42 @@ impl<S: Store> DeliveryCore<S> {
 
     /// Appends `requests` in one pipelined round trip (see [`Store::append`]), counting what was
     /// produced.
-    pub async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
-        append_counted(&self.parts.store, requests).await
+    pub async fn append(
+        &self,
+        requests: &[Append],
+    ) -> BrokerResult<Vec<StoreResult<Vec<EntryId>>>> {
+        if !requests.iter().any(needs_dedupe) {
+            return Ok(append_counted(&self.parts.store, requests).await?);
+        }
+        let mut prepared = Vec::with_capacity(requests.len());
+        for request in requests {
+            prepared.push(self.with_dedupe(request.clone()).await?);
+        }
+        Ok(append_counted(&self.parts.store, &prepared).await?)
+    }
+
+    /// A request whose messages carry dedupe keys gets where and for how long they are
+    /// remembered (its stream's policy).
+    async fn with_dedupe(&self, mut request: Append) -> BrokerResult<Append> {
+        if needs_dedupe(&request) {
+            let slot_safe = self.parts.redelivery.settings().slot_safe_dead_letters;
+            request.dedupe = Some(Dedupe {
+                prefix: Dedupe::prefix_for(&request.stream, slot_safe),
+                window_ms: self
+                    .parts
+                    .retention
+                    .dedupe_window_ms(&request.stream)
+                    .await?,
+            });
+        }
+        Ok(request)
     }
 
     /// Appends one request (a unary Produce) in a round trip it shares with the other calls
     /// waiting at the same moment (see [`appender`]), counting what was produced.
-    pub async fn append_one(&self, request: Append) -> StoreResult<Vec<EntryId>> {
-        self.parts.appender.append(request).await
+    pub async fn append_one(&self, request: Append) -> BrokerResult<Vec<EntryId>> {
+        let request = self.with_dedupe(request).await?;
+        Ok(self.parts.appender.append(request).await?)
     }
 
     /// Ack: the messages leave the group's pending list; their holders get room again.
@@ -321,6 +349,10 @@ impl<S: Store> DeliveryCore<S> {
         self.parts.books.renewed(stream, group, &extended);
         Ok(extended)
     }
+}
+
+fn needs_dedupe(request: &Append) -> bool {
+    request.dedupe.is_none() && request.messages.iter().any(|m| m.dedupe_key.is_some())
 }
 
 /// Per-stream values for the expanded streams: each takes the value of the name it came from.

@@ -149,6 +149,11 @@ impl<S: Store> Redelivery<S> {
         self.counters.clone()
     }
 
+    /// The server-wide settings.
+    pub fn settings(&self) -> &RedeliverySettings {
+        &self.settings
+    }
+
     /// The backoff every delivery policy of this broker uses.
     pub fn backoff(&self) -> Backoff {
         self.settings.backoff

@@ -8,13 +8,19 @@
 //! atomic script ([`Store::retain`]) looks at the groups and trims, so no group can read
 //! between the look and the trim.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::topics::Topics;
+use super::policies::POLICY_TTL;
+use super::topics::{Topics, topic_of_partition};
 use crate::error::{BrokerError, BrokerResult};
-use crate::model::{EntryId, RetentionCut, RetentionPolicy, Trimmed, now_ms};
+use crate::model::{
+    DEFAULT_DEDUPE_WINDOW_MS, EntryId, RetentionCut, RetentionPolicy, Trimmed, now_ms,
+};
 use crate::store::Store;
 
 /// Where retention policies are stored: a hash from stream (or topic) to its policy as JSON.
@@ -29,6 +35,8 @@ pub struct Retention<S> {
     store: S,
     topics: Topics<S>,
     holder: String,
+    /// Dedupe windows by stream, as read at most [`POLICY_TTL`] ago.
+    windows: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
 }
 
 impl<S: Store> Retention<S> {
@@ -38,7 +46,31 @@ impl<S: Store> Retention<S> {
             store,
             topics,
             holder,
+            windows: Arc::default(),
         }
+    }
+
+    /// How long `stream`'s dedupe keys are remembered, in ms: its stored policy's window (a
+    /// partition's is its topic's), else [`DEFAULT_DEDUPE_WINDOW_MS`]; read at most once per
+    /// [`POLICY_TTL`].
+    pub async fn dedupe_window_ms(&self, stream: &str) -> BrokerResult<u64> {
+        let cached = lock(&self.windows).get(stream).copied();
+        if let Some((window, at)) = cached
+            && at.elapsed() < POLICY_TTL
+        {
+            return Ok(window);
+        }
+        let mut policy = self.get(stream).await?;
+        if policy.is_none()
+            && let Some(topic) = topic_of_partition(stream)
+        {
+            policy = self.get(topic).await?;
+        }
+        let window = policy
+            .and_then(|p| p.dedupe_window_ms)
+            .unwrap_or(DEFAULT_DEDUPE_WINDOW_MS);
+        lock(&self.windows).insert(stream.to_owned(), (window, Instant::now()));
+        Ok(window)
     }
 
     /// Stores `policy` for `stream` (a stream or a topic); an empty policy removes it.
@@ -157,6 +189,11 @@ impl<S: Store> Retention<S> {
             }
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update is a single insert: a panic elsewhere cannot leave the map half-written.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn decode(stream: &str, text: &str) -> BrokerResult<RetentionPolicy> {

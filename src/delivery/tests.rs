@@ -33,6 +33,7 @@ async fn produce(core: &DeliveryCore<MemoryStore>, range: std::ops::Range<usize>
                 name: "n".into(),
                 value: Bytes::from(i.to_string()),
             }],
+            ..Default::default()
         })
         .collect();
     let answers = core
@@ -41,6 +42,7 @@ async fn produce(core: &DeliveryCore<MemoryStore>, range: std::ops::Range<usize>
             messages,
             trim: None,
             require_existing_stream: false,
+            ..Default::default()
         }])
         .await
         .unwrap();

@@ -72,9 +72,10 @@ impl FromStr for EntryId {
 }
 
 /// The id a producer asks for when appending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum NewEntryId {
     /// `*`: Redis generates the whole id.
+    #[default]
     Auto,
     /// `<ms>-*`: the producer fixes the time, Redis picks the sequence.
     AutoSequence(u64),

@@ -60,16 +60,19 @@ pub enum AckOutcome {
 }
 
 /// A message to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewMessage {
     /// The id to append under.
     pub id: NewEntryId,
     /// Its fields; never empty.
     pub fields: Vec<Field>,
+    /// Idempotent produce: a second message with the same key within the stream's dedupe
+    /// window is not stored; the first one's id is answered instead.
+    pub dedupe_key: Option<String>,
 }
 
 /// One Produce request as the store takes it: messages for one stream, appended in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Append {
     /// Target stream.
     pub stream: String,
@@ -79,6 +82,40 @@ pub struct Append {
     pub trim: Option<TrimPolicy>,
     /// NOMKSTREAM: fail instead of creating the stream.
     pub require_existing_stream: bool,
+    /// Store every message or none (checked before anything is written, in one atomic step).
+    pub atomic: bool,
+    /// Where the dedupe keys of its messages are remembered, and for how long: set by the core
+    /// when a message has a key.
+    pub dedupe: Option<Dedupe>,
+}
+
+/// Where a stream's dedupe keys live and how long they are remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedupe {
+    /// Each key is remembered under this prefix followed by the key (beside the stream, in its
+    /// slot on a Redis Cluster).
+    pub prefix: String,
+    /// How long, in milliseconds.
+    pub window_ms: u64,
+}
+
+impl Dedupe {
+    /// The prefix for `stream`'s dedupe keys; on a Redis Cluster (`slot_safe`) in the stream's
+    /// slot.
+    pub fn prefix_for(stream: &str, slot_safe: bool) -> String {
+        if slot_safe && !has_hash_tag(stream) {
+            format!("{{{stream}}}:dedupe:")
+        } else {
+            format!("{stream}:dedupe:")
+        }
+    }
+}
+
+impl Append {
+    /// Whether it takes the scripted path: all-or-nothing, or deduplicated.
+    pub fn is_scripted(&self) -> bool {
+        self.atomic || self.messages.iter().any(|m| m.dedupe_key.is_some())
+    }
 }
 
 /// What a trim evicts by.

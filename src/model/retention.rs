@@ -1,4 +1,5 @@
-//! Retention that respects consumers: what a stream's stored retention policy says, and the
+//! Retention that respects consumers: what a stream's stored policy says (its retention, and
+//! how long its dedupe keys are remembered), and the
 //! one atomic trim a store applies for it (the delivery core's `retention` module applies them).
 
 use serde::{Deserialize, Serialize};
@@ -18,12 +19,21 @@ pub struct RetentionPolicy {
     pub keep_pending: bool,
     /// Keep at most this many entries.
     pub max_len: Option<u64>,
+    /// How long a dedupe key is remembered (idempotent produce); `None`: the default,
+    /// [`DEFAULT_DEDUPE_WINDOW_MS`].
+    pub dedupe_window_ms: Option<u64>,
 }
 
+/// How long a dedupe key is remembered when the stream's policy does not say: five minutes.
+pub const DEFAULT_DEDUPE_WINDOW_MS: u64 = 300_000;
+
 impl RetentionPolicy {
-    /// Whether it trims anything at all.
+    /// Whether it says anything at all.
     pub fn is_empty(&self) -> bool {
-        !self.acked && self.max_age_ms.is_none() && self.max_len.is_none()
+        !self.acked
+            && self.max_age_ms.is_none()
+            && self.max_len.is_none()
+            && self.dedupe_window_ms.is_none()
     }
 }
 

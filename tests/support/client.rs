@@ -32,6 +32,7 @@ pub fn numbered(stream: &str, range: std::ops::Range<usize>) -> pb::ProduceReque
         trim: None,
         require_existing_stream: false,
         partition_key: String::new(),
+        ..Default::default()
     }
 }
 

@@ -17,6 +17,7 @@ impl From<pb::RetentionPolicy> for RetentionPolicy {
             max_age_ms: (policy.max_age_ms > 0).then_some(policy.max_age_ms),
             keep_pending: policy.keep_pending,
             max_len: (policy.max_len > 0).then_some(policy.max_len),
+            dedupe_window_ms: (policy.dedupe_window_ms > 0).then_some(policy.dedupe_window_ms),
         }
     }
 }
@@ -28,6 +29,7 @@ impl From<RetentionPolicy> for pb::RetentionPolicy {
             max_age_ms: policy.max_age_ms.unwrap_or(0),
             keep_pending: policy.keep_pending,
             max_len: policy.max_len.unwrap_or(0),
+            dedupe_window_ms: policy.dedupe_window_ms.unwrap_or(0),
         }
     }
 }

@@ -183,6 +183,8 @@ pub fn produce(request: pb::ProduceRequest, limits: &Limits) -> BrokerResult<App
         messages,
         trim,
         require_existing_stream: request.require_existing_stream,
+        atomic: request.atomic,
+        dedupe: None,
     })
 }
 
@@ -232,8 +234,25 @@ fn outgoing_message(
         })
         .collect::<BrokerResult<Vec<Field>>>()?;
     let fields = with_ordering_key(fields, message.ordering_key, &field(".ordering_key"))?;
-    Ok(NewMessage { id, fields })
+    let dedupe_key = match message.dedupe_key.len() {
+        0 => None,
+        1..=MAX_DEDUPE_KEY_BYTES => Some(message.dedupe_key),
+        n => {
+            return Err(BrokerError::invalid(
+                field(".dedupe_key"),
+                format!("is {n} bytes, over the limit of {MAX_DEDUPE_KEY_BYTES}"),
+            ));
+        }
+    };
+    Ok(NewMessage {
+        id,
+        fields,
+        dedupe_key,
+    })
 }
+
+/// The longest dedupe key, in bytes.
+const MAX_DEDUPE_KEY_BYTES: usize = 512;
 
 /// Adds a message's ordering key as the field [`ORDERING_KEY_FIELD`] (Produce here, Pub/Sub's
 /// Publish too), refusing a bad key or a second, different one among the fields.

@@ -44,6 +44,7 @@ fn produce_errors_name_the_field() {
         trim: None,
         require_existing_stream: false,
         partition_key: String::new(),
+        ..Default::default()
     };
     let cases = [
         (
@@ -92,6 +93,7 @@ fn size_limits_are_enforced() {
         trim: None,
         require_existing_stream: false,
         partition_key: String::new(),
+        ..Default::default()
     };
     assert!(produce(req(2, "123456789"), &limits).is_ok());
     assert!(

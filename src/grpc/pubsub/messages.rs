@@ -96,6 +96,7 @@ pub(super) fn to_entry(index: usize, message: pb::PubsubMessage) -> BrokerResult
     Ok(NewMessage {
         id: NewEntryId::Auto,
         fields,
+        dedupe_key: None,
     })
 }
 

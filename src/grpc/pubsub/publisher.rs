@@ -148,9 +148,9 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
                 messages,
                 trim: retention_trim(&topic),
                 require_existing_stream: false,
+                ..Append::default()
             })
-            .await
-            .map_err(BrokerError::from)?;
+            .await?;
         Ok(Response::new(pb::PublishResponse {
             message_ids: convert::id_strings(&ids),
         }))

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 mod ordering;
 mod pending;
+mod produce;
 mod records;
 mod retention;
 mod state;
@@ -117,25 +118,7 @@ impl Store for MemoryStore {
         {
             let mut streams = self.streams();
             for request in requests {
-                let answer = (|| {
-                    if request.require_existing_stream && !streams.contains_key(&request.stream) {
-                        return Err(no_stream(&request.stream));
-                    }
-                    let stream = streams.entry(request.stream.clone()).or_default();
-                    let mut ids = Vec::with_capacity(request.messages.len());
-                    for message in &request.messages {
-                        let id = stream.next_id(message.id, &request.stream, now)?;
-                        stream.entries.insert(id, message.fields.clone());
-                        stream.last_id = id;
-                        stream.entries_added += 1;
-                        if let Some(policy) = &request.trim {
-                            stream.trim(policy);
-                        }
-                        ids.push(id);
-                    }
-                    Ok(ids)
-                })();
-                answers.push(answer);
+                answers.push(produce::append(&mut streams, request, now));
             }
         }
         for (request, answer) in requests.iter().zip(&answers) {

@@ -18,6 +18,8 @@ pub(super) struct Stream {
     pub(super) max_deleted_id: EntryId,
     pub(super) entries_added: u64,
     pub(super) groups: BTreeMap<String, Group>,
+    /// Idempotent produce's remembered keys (Redis keeps them as keys beside the stream).
+    pub(super) dedupe: super::produce::DedupeKeys,
 }
 
 pub(super) struct Group {

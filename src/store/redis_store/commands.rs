@@ -87,7 +87,7 @@ impl Store for RedisStore {
 
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
         if !self.is_cluster() {
-            return self.append_pipelined(requests).await;
+            return self.append_in_order(requests).await;
         }
         // A cluster pipeline must stay on one slot: one pipeline per slot, all at once; the
         // order of requests on one stream is kept within its pipeline.
@@ -95,7 +95,7 @@ impl Store for RedisStore {
         let groups = by_slot(indexed, |(_, r)| r.stream.as_str());
         let runs = groups.iter().map(|group| async move {
             let batch: Vec<Append> = group.iter().map(|(_, r)| (*r).clone()).collect();
-            let answers = self.append_pipelined(&batch).await;
+            let answers = self.append_in_order(&batch).await;
             (group.iter().map(|(i, _)| *i).collect::<Vec<_>>(), answers)
         });
         let mut answers: Vec<Option<StoreResult<Vec<EntryId>>>> =

@@ -102,6 +102,7 @@ mod cluster;
 mod commands;
 mod errors;
 mod ordering;
+mod produce;
 mod records;
 mod replies;
 mod retention;

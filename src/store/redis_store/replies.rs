@@ -165,18 +165,24 @@ pub(super) fn parse_claimed(value: Value, just_id: bool) -> StoreResult<Claimed>
 }
 
 pub(super) fn push_trim(command: &mut Cmd, policy: &TrimPolicy) {
-    match policy.threshold {
-        TrimThreshold::MaxLen(_) => command.arg("MAXLEN"),
-        TrimThreshold::MinId(_) => command.arg("MINID"),
+    command.arg(trim_args(policy));
+}
+
+/// XADD's and XTRIM's trim arguments: `MAXLEN|MINID =|~ threshold [LIMIT l]`.
+pub(super) fn trim_args(policy: &TrimPolicy) -> Vec<String> {
+    let (kind, threshold) = match policy.threshold {
+        TrimThreshold::MaxLen(len) => ("MAXLEN", len.to_string()),
+        TrimThreshold::MinId(id) => ("MINID", id.to_string()),
     };
-    command.arg(if policy.approximate { "~" } else { "=" });
-    match policy.threshold {
-        TrimThreshold::MaxLen(len) => command.arg(len),
-        TrimThreshold::MinId(id) => command.arg(id.to_string()),
-    };
+    let mut args = vec![
+        kind.to_owned(),
+        if policy.approximate { "~" } else { "=" }.to_owned(),
+        threshold,
+    ];
     if let Some(limit) = policy.limit {
-        command.arg("LIMIT").arg(limit);
+        args.extend(["LIMIT".to_owned(), limit.to_string()]);
     }
+    args
 }
 
 pub(super) fn push_entries_read(command: &mut Cmd, entries_read: Option<i64>) {

@@ -126,6 +126,7 @@ pub(crate) async fn latency(
                 trim: None,
                 require_existing_stream: false,
                 partition_key: String::new(),
+                ..Default::default()
             };
             sender.send(bench, sent as usize, request).await?;
             sent += 1;

@@ -78,6 +78,7 @@ fn request(stream: &str, batch: usize, value: &Bytes) -> pb::ProduceRequest {
         trim: None,
         require_existing_stream: false,
         partition_key: String::new(),
+        ..Default::default()
     }
 }
 
