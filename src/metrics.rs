@@ -58,6 +58,12 @@ pub fn filtered(stream: &str, count: usize) {
         .increment(count as u64);
 }
 
+/// Messages past their expiry, not delivered (acknowledged for the group, or dead-lettered).
+pub fn expired(stream: &str, count: usize) {
+    counter!("streamgate_messages_expired_total", "stream" => stream.to_owned())
+        .increment(count as u64);
+}
+
 /// Entries a stream's retention policy deleted, by reason (`acked`, `max_age`, `max_len`).
 pub fn trimmed(stream: &str, trimmed: &crate::model::Trimmed) {
     for (reason, count) in [

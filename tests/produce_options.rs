@@ -1,6 +1,6 @@
 //! Produce's options for a message's life, on every store: idempotent produce (a dedupe key
-//! within its stream's window stores one message; batches and ProduceStream included) and
-//! all-or-nothing batches. On Redis, a producer that sends every request twice through a broker
+//! within its stream's window stores one message; batches and ProduceStream included),
+//! all-or-nothing batches, and expiry (not delivered once past, acknowledged or dead-lettered). On Redis, a producer that sends every request twice through a broker
 //! SIGKILL loop stores each key once.
 
 mod support;
@@ -202,7 +202,111 @@ async fn bad_dedupe_keys_are_refused_by_name(backend: Backend) {
     );
 }
 
+async fn expired_messages_are_not_delivered(backend: Backend) {
+    let mut env = start(backend).await;
+    let now = streamgate::model::now_ms();
+    let message = |n: usize, ttl_ms: u64, expire_at_ms: u64| pb::OutgoingMessage {
+        fields: fields(&[("n", &n.to_string())]),
+        ttl_ms,
+        expire_at_ms,
+        ..Default::default()
+    };
+    // A dead-lettering subscription, and plain groups created on first use.
+    env.broker
+        .admin
+        .create_subscription(pb::CreateSubscriptionRequest {
+            stream: STREAM.into(),
+            group: "dead-lettering".into(),
+            policy: Some(pb::SubscriptionPolicy {
+                dead_letter_expired: Some(true),
+                ..Default::default()
+            }),
+            start_id: "0".into(),
+        })
+        .await
+        .unwrap();
+    env.broker
+        .broker
+        .produce(request(vec![
+            message(0, 200, 0),
+            message(1, 0, 0),
+            message(2, 0, now - 1000),
+            message(3, 3_600_000, 0),
+        ]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let fetch = |group: &str| pb::FetchRequest {
+        streams: vec![pb::StreamStart {
+            stream: STREAM.into(),
+            after_id: if group.is_empty() { "0" } else { ">" }.into(),
+        }],
+        group: group.into(),
+        consumer: if group.is_empty() { "" } else { "c" }.into(),
+        create_group: group == "g",
+        group_start_id: if group == "g" { "0" } else { "" }.into(),
+        count: 10,
+        ..Default::default()
+    };
+    for group in ["g", "dead-lettering", ""] {
+        let got: Vec<usize> = env
+            .broker
+            .broker
+            .fetch(fetch(group))
+            .await
+            .unwrap()
+            .into_inner()
+            .messages
+            .iter()
+            .map(number)
+            .collect();
+        assert_eq!(got, [1, 3], "group {group:?}");
+    }
+    // The expired ones were acknowledged for the groups: only what was delivered is pending.
+    assert_eq!(pending_count(&mut env.broker.admin, STREAM, "g").await, 2);
+    assert_eq!(
+        pending_count(&mut env.broker.admin, STREAM, "dead-lettering").await,
+        2
+    );
+    // The dead-lettering subscription's went to its dead-letter stream, saying why.
+    let dead = env
+        .broker
+        .admin
+        .query_messages(pb::QueryMessagesRequest {
+            // The stream has a hash tag: its dead-letter stream shares it on every store.
+            stream: format!("{STREAM}:dlq"),
+            count: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let reason = dead[0]
+        .fields
+        .iter()
+        .find(|f| f.name == "dlq.reason")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&reason.value).starts_with("expired at"),
+        "{reason:?}"
+    );
+    let status = env
+        .broker
+        .broker
+        .produce(request(vec![message(9, 10, now)]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("messages[0].ttl_ms"),
+        "{status:?}"
+    );
+}
+
 conformance!(
+    expired_messages_are_not_delivered,
     a_dedupe_key_stores_one_message_within_its_window,
     an_atomic_batch_is_stored_whole_or_not_at_all,
     bad_dedupe_keys_are_refused_by_name,

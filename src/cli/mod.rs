@@ -130,6 +130,9 @@ pub struct ProduceArgs {
     /// nothing and prints the first message's id.
     #[arg(long, default_value = "")]
     pub dedupe_key: String,
+    /// Not delivered after this long (`30s`, `10m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// `streamgate subscribe`.
@@ -276,6 +279,12 @@ async fn produce(channel: Transport, args: ProduceArgs, out: &mut Output) -> any
             fields,
             ordering_key: args.ordering_key,
             dedupe_key: args.dedupe_key,
+            ttl_ms: args
+                .ttl
+                .map(|ttl| u64::try_from(ttl.as_millis()).context("--ttl is too long"))
+                .transpose()?
+                .unwrap_or(0),
+            expire_at_ms: 0,
         }],
         trim: args.max_len.map(|n| pb::TrimPolicy {
             threshold: Some(pb::trim_policy::Threshold::MaxLen(n)),

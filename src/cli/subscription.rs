@@ -100,6 +100,9 @@ pub struct PolicyArgs {
     /// Deliver messages with the same ordering key in order, one at a time per key.
     #[arg(long)]
     pub ordered: Option<bool>,
+    /// Send expired messages to the dead-letter stream (else they are only acknowledged).
+    #[arg(long)]
+    pub dead_letter_expired: Option<bool>,
 }
 
 fn ms(duration: Option<Duration>, flag: &str) -> anyhow::Result<Option<u32>> {
@@ -120,6 +123,7 @@ impl PolicyArgs {
             paused: None,
             filter: self.filter.clone(),
             ordered: self.ordered,
+            dead_letter_expired: self.dead_letter_expired,
         })
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::DeliveryCore;
+use super::expiry::expire_out;
 use super::group_read::{GroupRead, Replay, filter_out, refresh_policy};
 use super::leases::Leases;
 use super::membership::{GroupMembership, OwnSettings};
@@ -191,7 +192,13 @@ impl<S: Store> Member<S> {
                 if sweep_only {
                     return Ok(Batch::Empty);
                 }
-                reading::read_tail(self.core.store(), cursors, room).await?
+                loop {
+                    let read = reading::read_tail(self.core.store(), cursors, room).await?;
+                    // All expired: there may be more behind them; read on.
+                    if let Some(kept) = expire_out(&self.core, None, read).await? {
+                        break kept;
+                    }
+                }
             }
             Position::Group {
                 membership,
@@ -218,8 +225,11 @@ impl<S: Store> Member<S> {
                     let Some(deliveries) = read.next_batch(cursors, room, sweep_only).await? else {
                         return Ok(Batch::AtLimit);
                     };
-                    let kept = filter_out(&self.core, membership, deliveries).await?;
-                    // All filtered out: there may be more behind them; read on.
+                    let kept = match filter_out(&self.core, membership, deliveries).await? {
+                        Some(kept) => expire_out(&self.core, Some(membership), kept).await?,
+                        None => None,
+                    };
+                    // All filtered out or expired: there may be more behind them; read on.
                     if let Some(kept) = kept {
                         break kept;
                     }

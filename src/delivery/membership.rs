@@ -35,6 +35,8 @@ pub struct GroupMembership {
     pub filter: Option<Arc<Filter>>,
     /// The stored subscription is ordered: per ordering key, one message outstanding at a time.
     pub ordered: bool,
+    /// Expired messages go to the dead-letter stream rather than only being acknowledged.
+    pub dead_letter_expired: bool,
 }
 
 /// The delivery settings a request named explicitly: those a stored subscription's policy may
@@ -89,6 +91,7 @@ impl GroupMembership {
             self.paused = false;
             self.filter = None;
             self.ordered = false;
+            self.dead_letter_expired = false;
             return Ok(());
         };
         let policy = stored.delivery();
@@ -148,6 +151,7 @@ impl GroupMembership {
         };
         self.paused = stored.paused;
         self.ordered = stored.ordered;
+        self.dead_letter_expired = stored.dead_letter_expired;
         self.filter = match &stored.filter {
             None => None,
             Some(text) => Some(Arc::new(Filter::parse(text).map_err(|err| {

@@ -7,6 +7,7 @@
 //! - [`member`]: a member and its one batch order (own pending, in-flight limit, redeliveries,
 //!   new entries);
 //! - [`appender`]: concurrent Produce calls sharing one round trip (group commit);
+//! - [`expiry`]: messages past their expiry are not delivered;
 //! - [`credit`]: flow-control credit a client grants (Consume);
 //! - [`leases`]: flow control from a book of what each member holds, not a Redis walk per read;
 //! - [`redelivery`]: ack deadlines, backoff, nack, dead letters, hand-back, consumer clean-up;
@@ -20,6 +21,7 @@
 
 mod appender;
 pub mod credit;
+mod expiry;
 mod group_read;
 pub mod leases;
 pub mod member;

@@ -78,6 +78,7 @@ async fn member(
                 paused: false,
                 filter: None,
                 ordered: false,
+                dead_letter_expired: false,
             },
             cursors: replay_everything(1),
         },

@@ -9,6 +9,10 @@ use super::has_hash_tag;
 /// `ordering_key`): a plain field, so any Redis client can set or read it.
 pub const ORDERING_KEY_FIELD: &str = "sg.ordering_key";
 
+/// The stream field that carries a message's expiry, in milliseconds since the Unix epoch
+/// (Produce's `expire_at_ms` / `ttl_ms`): past it, the message is not delivered.
+pub const EXPIRES_AT_FIELD: &str = "sg.expires_at";
+
 /// The consumer that holds the messages of an ordered subscription waiting behind an earlier
 /// message of their ordering key. They are in the group's pending list (so nothing is lost if
 /// a broker dies) but never due: the redelivery sweep and consumer clean-up leave them alone

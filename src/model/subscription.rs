@@ -31,6 +31,9 @@ pub struct SubscriptionPolicy {
     /// Messages with the same ordering key are delivered in order, one outstanding at a time
     /// per key (the delivery core's `ordering` module).
     pub ordered: bool,
+    /// Messages past their expiry go to the dead-letter stream (else they are acknowledged
+    /// without delivery and counted).
+    pub dead_letter_expired: bool,
 }
 
 impl Default for SubscriptionPolicy {
@@ -45,6 +48,7 @@ impl Default for SubscriptionPolicy {
             paused: false,
             filter: None,
             ordered: false,
+            dead_letter_expired: false,
         }
     }
 }

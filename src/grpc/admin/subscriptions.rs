@@ -42,6 +42,7 @@ impl<S: Store> AdminService<S> {
             paused: false,
             filter: None,
             ordered: false,
+            dead_letter_expired: false,
         }
     }
 

@@ -25,8 +25,9 @@ use crate::delivery::MAX_DELAY;
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::pb;
 use crate::model::{
-    Append, ClaimOptions, EntryId, Field, IdRange, NewMessage, ORDERING_KEY_FIELD, ParseIdError,
-    RangeBound, TrimPolicy, TrimThreshold, ordering_key_problem,
+    Append, ClaimOptions, EXPIRES_AT_FIELD, EntryId, Field, IdRange, NewMessage,
+    ORDERING_KEY_FIELD, ParseIdError, RangeBound, TrimPolicy, TrimThreshold, now_ms,
+    ordering_key_problem,
 };
 
 /// A stream, group or consumer name: not empty, not over the length limit, no control or
@@ -233,7 +234,30 @@ fn outgoing_message(
             })
         })
         .collect::<BrokerResult<Vec<Field>>>()?;
-    let fields = with_ordering_key(fields, message.ordering_key, &field(".ordering_key"))?;
+    let mut fields = with_ordering_key(fields, message.ordering_key, &field(".ordering_key"))?;
+    let expires_at = match (message.expire_at_ms, message.ttl_ms) {
+        (0, 0) => None,
+        (at, 0) => Some(at),
+        (0, ttl) => Some(now_ms().saturating_add(ttl)),
+        _ => {
+            return Err(BrokerError::invalid(
+                field(".ttl_ms"),
+                "set expire_at_ms or ttl_ms, not both",
+            ));
+        }
+    };
+    if let Some(at) = expires_at {
+        if fields.iter().any(|f| f.name == EXPIRES_AT_FIELD) {
+            return Err(BrokerError::invalid(
+                field(".expire_at_ms"),
+                format!("the message has a field `{EXPIRES_AT_FIELD}` already"),
+            ));
+        }
+        fields.push(Field {
+            name: EXPIRES_AT_FIELD.to_owned(),
+            value: at.to_string().into(),
+        });
+    }
     let dedupe_key = match message.dedupe_key.len() {
         0 => None,
         1..=MAX_DEDUPE_KEY_BYTES => Some(message.dedupe_key),

@@ -156,6 +156,7 @@ impl ReadOptions<'_> {
             paused: false,
             filter: None,
             ordered: false,
+            dead_letter_expired: false,
         })
     }
 }

@@ -60,6 +60,9 @@ pub fn policy(
     if let Some(ordered) = requested.ordered {
         base.ordered = ordered;
     }
+    if let Some(dead_letter_expired) = requested.dead_letter_expired {
+        base.dead_letter_expired = dead_letter_expired;
+    }
     if let Some(filter) = &requested.filter {
         base.filter = match filter.trim() {
             "" => None,
@@ -88,6 +91,7 @@ impl From<SubscriptionPolicy> for pb::SubscriptionPolicy {
             paused: Some(policy.paused),
             filter: Some(policy.filter.unwrap_or_default()),
             ordered: Some(policy.ordered),
+            dead_letter_expired: Some(policy.dead_letter_expired),
         }
     }
 }
