@@ -200,6 +200,10 @@ pub struct ServeConfig {
 /// naming the field and the limit.
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
+    /// The longest delivery delay a Produce may ask for.
+    #[arg(long, env = "STREAMGATE_MAX_DELIVERY_DELAY", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub max_delivery_delay: std::time::Duration,
+
     /// Most messages in one Produce call.
     #[arg(long, env = "STREAMGATE_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,

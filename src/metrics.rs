@@ -58,6 +58,14 @@ pub fn filtered(stream: &str, count: usize) {
         .increment(count as u64);
 }
 
+/// Delayed messages `held` by a Produce, or `delivered` (appended to their stream when due).
+pub fn delayed(what: &'static str, stream: &str, count: usize) {
+    if count > 0 {
+        counter!("streamgate_messages_delayed_total", "stream" => stream.to_owned(), "event" => what)
+            .increment(count as u64);
+    }
+}
+
 /// Messages past their expiry, not delivered (acknowledged for the group, or dead-lettered).
 pub fn expired(stream: &str, count: usize) {
     counter!("streamgate_messages_expired_total", "stream" => stream.to_owned())

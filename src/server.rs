@@ -257,6 +257,7 @@ impl<S: Store> BrokerOn<S> {
             background.clone(),
         ));
         let watcher_task = tokio::spawn(self.store.clone().run_watcher(background.clone()));
+        tokio::spawn(self.core.delayed().clone().run(background.clone()));
         tokio::spawn(
             self.core
                 .retention()

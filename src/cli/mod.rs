@@ -133,6 +133,9 @@ pub struct ProduceArgs {
     /// Not delivered after this long (`30s`, `10m`).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub ttl: Option<std::time::Duration>,
+    /// Appended to the stream (and delivered) only after this long (`10m`); prints the token.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<std::time::Duration>,
 }
 
 /// `streamgate subscribe`.
@@ -294,6 +297,12 @@ async fn produce(channel: Transport, args: ProduceArgs, out: &mut Output) -> any
         require_existing_stream: false,
         partition_key: args.key.unwrap_or_default(),
         atomic: false,
+        deliver_at_ms: 0,
+        delay_ms: args
+            .delay
+            .map(|delay| u64::try_from(delay.as_millis()).context("--delay is too long"))
+            .transpose()?
+            .unwrap_or(0),
     };
     let ids = BrokerClient::new(channel)
         .produce(request)

@@ -8,6 +8,7 @@
 //!   new entries);
 //! - [`appender`]: concurrent Produce calls sharing one round trip (group commit);
 //! - [`expiry`]: messages past their expiry are not delivered;
+//! - [`delayed`]: messages held until their delivery time;
 //! - [`credit`]: flow-control credit a client grants (Consume);
 //! - [`leases`]: flow control from a book of what each member holds, not a Redis walk per read;
 //! - [`redelivery`]: ack deadlines, backoff, nack, dead letters, hand-back, consumer clean-up;
@@ -21,6 +22,7 @@
 
 mod appender;
 pub mod credit;
+pub mod delayed;
 mod expiry;
 mod group_read;
 pub mod leases;
@@ -41,6 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use credit::Credit;
+pub use delayed::{DELAYED_REGISTRY, DelayedDelivery};
 pub use group_read::Replay;
 pub use member::{Batch, Member, MemberSpec, Reading, Resume};
 pub use membership::{GroupMembership, OwnSettings, Requested, generate_consumer_name};
@@ -97,6 +100,7 @@ struct Parts<S> {
     topics: Topics<S>,
     policies: Policies<S>,
     retention: Retention<S>,
+    delayed: DelayedDelivery<S>,
     books: LeaseBooks,
     appender: Appender<S>,
 }
@@ -109,6 +113,11 @@ impl<S: Store> DeliveryCore<S> {
                 redelivery: Redelivery::new(store.clone(), settings),
                 topics: Topics::new(store.clone()),
                 policies: Policies::new(store.clone()),
+                delayed: DelayedDelivery::new(
+                    store.clone(),
+                    settings.slot_safe_dead_letters,
+                    crate::delivery::generate_consumer_name(),
+                ),
                 retention: Retention::new(
                     store.clone(),
                     Topics::new(store.clone()),
@@ -139,6 +148,11 @@ impl<S: Store> DeliveryCore<S> {
     /// Stored subscriptions.
     pub fn policies(&self) -> &Policies<S> {
         &self.parts.policies
+    }
+
+    /// Messages held until their delivery time.
+    pub fn delayed(&self) -> &DelayedDelivery<S> {
+        &self.parts.delayed
     }
 
     /// Stored retention policies.

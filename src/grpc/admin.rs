@@ -17,6 +17,7 @@ use crate::model::{AutoClaimOptions, EntryId, PendingQuery, StartId};
 use crate::store::Store;
 use crate::store::StoreError;
 
+mod delayed;
 mod retention;
 mod subscriptions;
 
@@ -461,6 +462,20 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::GetRetentionRequest>,
     ) -> RpcResult<pb::ApplyRetentionResponse> {
         self.apply_retention_call(request).await
+    }
+
+    async fn list_delayed(
+        &self,
+        request: Request<pb::ListDelayedRequest>,
+    ) -> RpcResult<pb::ListDelayedResponse> {
+        self.list_delayed_call(request).await
+    }
+
+    async fn cancel_delayed(
+        &self,
+        request: Request<pb::CancelDelayedRequest>,
+    ) -> RpcResult<pb::CancelDelayedResponse> {
+        self.cancel_delayed_call(request).await
     }
 
     async fn create_topic(

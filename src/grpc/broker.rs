@@ -97,6 +97,12 @@ async fn append_in_order<S: Store>(
     let slots: Vec<Option<Status>> = requests
         .into_iter()
         .map(|request| match request {
+            Ok(append) if append.deliver_at_ms.is_some() => {
+                Some(Status::from(BrokerError::invalid(
+                    "deliver_at_ms",
+                    "a delayed Produce is served by the unary Produce, not ProduceStream",
+                )))
+            }
             Ok(append) => {
                 valid.push(append);
                 None
@@ -127,6 +133,7 @@ async fn append_in_order<S: Store>(
             })?;
             Ok(pb::ProduceResponse {
                 ids: convert::id_strings(&ids),
+                delayed: Vec::new(),
             })
         })
         .collect()
@@ -256,9 +263,22 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let producer = self.producer(request.metadata());
         tracing::Span::current().record("stream", request.get_ref().stream.as_str());
         let append = producer.prepare(request.into_inner()).await?;
+        if let Some(due_ms) = append.deliver_at_ms {
+            let messages = append.messages.into_iter().map(|m| m.fields).collect();
+            let delayed = self
+                .core
+                .delayed()
+                .hold(&append.stream, due_ms, messages)
+                .await?;
+            return Ok(Response::new(pb::ProduceResponse {
+                ids: Vec::new(),
+                delayed,
+            }));
+        }
         let ids = self.core.append_one(append).await?;
         Ok(Response::new(pb::ProduceResponse {
             ids: convert::id_strings(&ids),
+            delayed: Vec::new(),
         }))
     }
 

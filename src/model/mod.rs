@@ -3,6 +3,7 @@
 //! delivered again ([`delivery`]), per-key order ([`ordering`]), and stored subscriptions ([`subscription`]). Nothing here
 //! knows about tonic or Redis.
 
+mod delayed;
 mod delivery;
 mod filter;
 mod ids;
@@ -10,6 +11,7 @@ mod ordering;
 mod retention;
 mod subscription;
 
+pub use delayed::*;
 pub use delivery::*;
 pub use filter::{Filter, FilterError};
 pub use ids::*;
@@ -87,6 +89,8 @@ pub struct Append {
     /// Where the dedupe keys of its messages are remembered, and for how long: set by the core
     /// when a message has a key.
     pub dedupe: Option<Dedupe>,
+    /// Delayed delivery: hold the messages until this time (ms since the epoch).
+    pub deliver_at_ms: Option<u64>,
 }
 
 /// Where a stream's dedupe keys live and how long they are remembered.

@@ -26,10 +26,10 @@ pub use redis_store::{RedisStore, RedisStoreConfig, key_slot};
 pub use wakeups::{StreamWatch, Wakeups};
 
 use crate::model::{
-    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
-    EntryId, Field, GroupInfo, IdRange, OrderStep, Ordered, OrderingState, PendingEntry,
-    PendingMove, PendingQuery, PendingSummary, RetentionCut, StartId, StreamInfo, SweepRequest,
-    Swept, TrimPolicy, Trimmed,
+    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo,
+    DelayStep, Delayed, DelayedKeys, Entry, EntryId, Field, GroupInfo, IdRange, OrderStep, Ordered,
+    OrderingState, PendingEntry, PendingMove, PendingQuery, PendingSummary, RetentionCut,
+    ScheduleStep, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, Trimmed,
 };
 
 /// A store failure, classified by what the caller can do about it.
@@ -391,6 +391,23 @@ pub trait Store: Clone + Send + Sync + 'static {
         consumer: &str,
         request: &SweepRequest,
     ) -> impl Future<Output = StoreResult<Swept>> + Send;
+
+    /// One atomic step on `stream`'s delayed messages, kept in `keys` (see [`DelayStep`]): a
+    /// move appends what is due and forgets it in the same step.
+    fn delay(
+        &self,
+        stream: &str,
+        keys: &DelayedKeys,
+        step: &DelayStep,
+    ) -> impl Future<Output = StoreResult<Delayed>> + Send;
+
+    /// One step on the sorted set `registry` of streams with delayed messages (see
+    /// [`ScheduleStep`]): what is due, as (stream, earliest due ms).
+    fn schedule(
+        &self,
+        registry: &str,
+        step: &ScheduleStep,
+    ) -> impl Future<Output = StoreResult<Vec<(String, u64)>>> + Send;
 
     /// One application of a stream's retention policy (see [`RetentionCut`]): looks at every
     /// group and trims, atomically, so that `acked` never deletes an entry a group has not read

@@ -13,10 +13,10 @@ use super::{
     Wakeups,
 };
 use crate::model::{
-    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
-    EntryId, GroupInfo, IdRange, OrderStep, Ordered, OrderingState, PendingEntry, PendingMove,
-    PendingQuery, PendingSummary, RetentionCut, StartId, StreamInfo, SweepRequest, Swept,
-    TrimPolicy, Trimmed,
+    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo,
+    DelayStep, Delayed, DelayedKeys, Entry, EntryId, GroupInfo, IdRange, OrderStep, Ordered,
+    OrderingState, PendingEntry, PendingMove, PendingQuery, PendingSummary, RetentionCut,
+    ScheduleStep, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, Trimmed,
 };
 
 /// A store whose keys all start with `prefix` (empty: no change at all).
@@ -441,6 +441,35 @@ impl<S: Store> Store for Namespaced<S> {
         };
         self.inner
             .sweep(&self.key(stream), group, consumer, &request)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn delay(
+        &self,
+        stream: &str,
+        keys: &DelayedKeys,
+        step: &DelayStep,
+    ) -> StoreResult<Delayed> {
+        let keys = DelayedKeys {
+            due: self.key(&keys.due),
+            messages: self.key(&keys.messages),
+        };
+        self.inner
+            .delay(&self.key(stream), &keys, step)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    /// The registry holds stream names as callers give them (unprefixed); only its own key is
+    /// under the prefix.
+    async fn schedule(
+        &self,
+        registry: &str,
+        step: &ScheduleStep,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        self.inner
+            .schedule(&self.key(registry), step)
             .await
             .map_err(|e| self.unkey(e))
     }

@@ -26,7 +26,7 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::pb;
 use crate::model::{
     Append, ClaimOptions, EXPIRES_AT_FIELD, EntryId, Field, IdRange, NewMessage,
-    ORDERING_KEY_FIELD, ParseIdError, RangeBound, TrimPolicy, TrimThreshold, now_ms,
+    ORDERING_KEY_FIELD, ParseIdError, RangeBound, TrimPolicy, TrimThreshold, millis, now_ms,
     ordering_key_problem,
 };
 
@@ -168,12 +168,13 @@ pub fn produce(request: pb::ProduceRequest, limits: &Limits) -> BrokerResult<App
         "must hold at least one message",
         ("holds", "messages", "batch limit"),
     )?;
+    let deliver_at_ms = delivery_time(&request, limits)?;
     let messages = request
         .messages
         .into_iter()
         .enumerate()
         .map(|(i, message)| outgoing_message(i, message, limits))
-        .collect::<BrokerResult<_>>()?;
+        .collect::<BrokerResult<Vec<_>>>()?;
     let trim = request
         .trim
         .as_ref()
@@ -186,6 +187,7 @@ pub fn produce(request: pb::ProduceRequest, limits: &Limits) -> BrokerResult<App
         require_existing_stream: request.require_existing_stream,
         atomic: request.atomic,
         dedupe: None,
+        deliver_at_ms,
     })
 }
 
@@ -273,6 +275,57 @@ fn outgoing_message(
         fields,
         dedupe_key,
     })
+}
+
+/// When a delayed Produce is due, `None` for one that is not delayed; refuses what a held
+/// message cannot keep (explicit ids, trimming, all-or-nothing, dedupe keys).
+fn delivery_time(request: &pb::ProduceRequest, limits: &Limits) -> BrokerResult<Option<u64>> {
+    let due = match (request.deliver_at_ms, request.delay_ms) {
+        (0, 0) => return Ok(None),
+        (at, 0) => at,
+        (0, delay) => {
+            let most = millis(limits.max_delivery_delay);
+            if delay > most {
+                return Err(BrokerError::invalid(
+                    "delay_ms",
+                    format!("is over the server's --max-delivery-delay of {most} ms"),
+                ));
+            }
+            now_ms().saturating_add(delay)
+        }
+        _ => {
+            return Err(BrokerError::invalid(
+                "delay_ms",
+                "set deliver_at_ms or delay_ms, not both",
+            ));
+        }
+    };
+    if due > now_ms().saturating_add(millis(limits.max_delivery_delay)) {
+        return Err(BrokerError::invalid(
+            "deliver_at_ms",
+            "is further away than the server's --max-delivery-delay",
+        ));
+    }
+    let conflict = if request.trim.is_some() {
+        Some("trim")
+    } else if request.require_existing_stream {
+        Some("require_existing_stream")
+    } else if request.atomic {
+        Some("atomic")
+    } else if request.messages.iter().any(|m| !m.id.is_empty()) {
+        Some("messages[].id")
+    } else if request.messages.iter().any(|m| !m.dedupe_key.is_empty()) {
+        Some("messages[].dedupe_key")
+    } else {
+        None
+    };
+    if let Some(field) = conflict {
+        return Err(BrokerError::invalid(
+            field,
+            "does not apply to a delayed Produce (the messages are appended, and get their ids, when due)",
+        ));
+    }
+    Ok(Some(due))
 }
 
 /// The longest dedupe key, in bytes.

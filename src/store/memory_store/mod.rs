@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 
+mod delayed;
 mod ordering;
 mod pending;
 mod produce;
@@ -35,10 +36,10 @@ use super::{
     Wakeups,
 };
 use crate::model::{
-    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
-    EntryId, Field, GroupInfo, IdRange, OrderStep, Ordered, OrderingState, PendingEntry,
-    PendingMove, PendingQuery, PendingSummary, RetentionCut, StartId, StreamInfo, SweepRequest,
-    Swept, TrimPolicy, Trimmed,
+    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo,
+    DelayStep, Delayed, DelayedKeys, Entry, EntryId, Field, GroupInfo, IdRange, OrderStep, Ordered,
+    OrderingState, PendingEntry, PendingMove, PendingQuery, PendingSummary, RetentionCut,
+    ScheduleStep, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, Trimmed,
 };
 
 /// The embedded store; cheap to clone (all clones share the data).
@@ -49,6 +50,8 @@ pub struct MemoryStore {
     topics: Arc<Mutex<HashMap<(String, String), u32>>>,
     records: Arc<records::Records>,
     leases: Arc<records::Leases>,
+    /// Delayed messages and their registries (locked before `streams` when both are).
+    delayed: Arc<Mutex<delayed::Book>>,
     wakeups: Wakeups,
     clock: Clock,
 }
@@ -569,6 +572,36 @@ impl Store for MemoryStore {
     ) -> StoreResult<Swept> {
         let now = self.clock.now_ms();
         pending::sweep(&mut self.streams(), stream, group, consumer, request, now)
+    }
+
+    async fn delay(
+        &self,
+        stream: &str,
+        _keys: &DelayedKeys,
+        step: &DelayStep,
+    ) -> StoreResult<Delayed> {
+        // Entry ids follow the store's own clock.
+        let now = self.clock.now_ms();
+        let delayed = {
+            let mut book = self.delayed.lock().unwrap_or_else(PoisonError::into_inner);
+            book.delay(&mut self.streams(), stream, step, now)?
+        };
+        if !delayed.moved.is_empty() {
+            self.wakeups.notify(stream);
+        }
+        Ok(delayed)
+    }
+
+    async fn schedule(
+        &self,
+        registry: &str,
+        step: &ScheduleStep,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        Ok(self
+            .delayed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .schedule(registry, step))
     }
 
     async fn retain(&self, stream: &str, cut: &RetentionCut) -> StoreResult<Trimmed> {

@@ -4,7 +4,7 @@
 //! implementation across files): 38 methods of a few lines each, plus the per-slot helpers they
 //! share. Parsing lives in `replies.rs`, error classification in `errors.rs`, registry records,
 //! leases and confirmed acks in `records.rs`, ordered delivery in `ordering.rs`, retention in
-//! `retention.rs`.
+//! `retention.rs`, delayed messages in `delayed.rs`.
 
 use redis::{Script, Value, cmd};
 use tokio_util::sync::CancellationToken;
@@ -14,10 +14,11 @@ use super::cluster::{by_slot, one_slot};
 use super::errors::Ctx;
 use super::replies::*;
 use crate::model::{
-    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Entry,
-    EntryId, GroupInfo, HELD_CONSUMER, IdRange, IdleAfterMove, OrderStep, Ordered, OrderingState,
-    PARKED_CONSUMER, PARKED_HORIZON_MS, PendingEntry, PendingMove, PendingQuery, PendingSummary,
-    RetentionCut, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, Trimmed, millis,
+    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo,
+    DelayStep, Delayed, DelayedKeys, Entry, EntryId, GroupInfo, HELD_CONSUMER, IdRange,
+    IdleAfterMove, OrderStep, Ordered, OrderingState, PARKED_CONSUMER, PARKED_HORIZON_MS,
+    PendingEntry, PendingMove, PendingQuery, PendingSummary, RetentionCut, ScheduleStep, StartId,
+    StreamInfo, SweepRequest, Swept, TrimPolicy, Trimmed, millis,
 };
 use crate::store::{
     GroupCursor, GroupEntry, Released, Store, StoreError, StoreResult, StreamPage, StreamWatch,
@@ -637,6 +638,27 @@ impl Store for RedisStore {
             .run_script(&invocation, Ctx::group(stream, group), "EVALSHA sweep.lua")
             .await?;
         parse_swept(reply)
+    }
+
+    async fn delay(
+        &self,
+        stream: &str,
+        keys: &DelayedKeys,
+        step: &DelayStep,
+    ) -> StoreResult<Delayed> {
+        let delayed = self.delayed_step(stream, keys, step).await?;
+        if !delayed.moved.is_empty() {
+            self.wakeups.notify(stream);
+        }
+        Ok(delayed)
+    }
+
+    async fn schedule(
+        &self,
+        registry: &str,
+        step: &ScheduleStep,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        self.schedule_step(registry, step).await
     }
 
     async fn retain(&self, stream: &str, cut: &RetentionCut) -> StoreResult<Trimmed> {

@@ -100,6 +100,7 @@ impl redis::aio::ConnectionLike for Conn {
 
 mod cluster;
 mod commands;
+mod delayed;
 mod errors;
 mod ordering;
 mod produce;
