@@ -485,3 +485,60 @@ async fn admin_sees_each_consumer_and_the_entries_it_holds() {
         .into_inner();
     assert_eq!(dropped.pending_dropped, auto.claimed_ids.len() as u64);
 }
+
+/// A nacked message reads as what it is: parked, due in about its delay, held by the parked
+/// consumer; not as a delivered message idle for an hour.
+#[tokio::test]
+async fn a_parked_entry_says_when_it_is_due() {
+    let redis = RedisServer::start();
+    let mut broker = TestBroker::start(&redis).await;
+    produce_numbered(&mut broker.broker, "jobs", 0..2).await;
+    let fetched = broker
+        .broker
+        .fetch(pb::FetchRequest {
+            streams: vec![pb::StreamStart {
+                stream: "jobs".into(),
+                after_id: ">".into(),
+            }],
+            group: "g".into(),
+            consumer: "worker".into(),
+            create_group: true,
+            group_start_id: "0".into(),
+            count: 2,
+            ack_deadline_ms: 60_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    broker
+        .broker
+        .nack(pb::NackRequest {
+            stream: "jobs".into(),
+            group: "g".into(),
+            ids: vec![fetched[0].id.clone()],
+            delay_ms: Some(30_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let entries = broker
+        .admin
+        .list_pending(pb::ListPendingRequest {
+            stream: "jobs".into(),
+            group: "g".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let parked = &entries[0];
+    assert_eq!(parked.state, pb::PendingState::Parked as i32, "{entries:?}");
+    let due = parked.due_in_ms.unwrap();
+    assert!((25_000..=30_000).contains(&due), "due in {due} ms");
+    let delivered = &entries[1];
+    assert_eq!(delivered.state, pb::PendingState::Delivered as i32);
+    assert!(delivered.due_in_ms.is_some());
+}

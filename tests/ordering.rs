@@ -246,8 +246,55 @@ async fn a_held_key_does_not_hold_others_back(backend: Backend) {
         .collect();
     assert_eq!(got, [("1".into(), "0".into()), ("2".into(), "0".into())]);
     member.expect_quiet(Duration::from_millis(500)).await;
-    // The held messages wait in the group's pending list, held by the held consumer.
+    // The held messages wait in the group's pending list, held by the held consumer, and
+    // ListPending says what each waits for.
     assert_eq!(pending_count(&mut env.broker.admin, STREAM, "g").await, 5);
+    let listed = env
+        .broker
+        .admin
+        .list_pending(pb::ListPendingRequest {
+            stream: STREAM.into(),
+            group: "g".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let states: Vec<(i32, bool)> = listed
+        .iter()
+        .map(|e| (e.state, e.due_in_ms.is_some()))
+        .collect();
+    let (delivered, waiting) = (
+        pb::PendingState::Delivered as i32,
+        pb::PendingState::WaitingForKey as i32,
+    );
+    assert_eq!(
+        states,
+        [
+            (delivered, true),
+            (waiting, false),
+            (delivered, true),
+            (waiting, false),
+            (waiting, false)
+        ]
+    );
+    let consumers = env
+        .broker
+        .admin
+        .list_consumers(pb::ListConsumersRequest {
+            stream: STREAM.into(),
+            group: "g".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .consumers;
+    assert!(
+        consumers.iter().any(|c| c.name == "streamgate:held"
+            && c.role == pb::ConsumerRole::WaitingForKeyMessages as i32),
+        "{consumers:?}"
+    );
     let ack = |id: &str| pb::AckRequest {
         stream: STREAM.into(),
         group: "g".into(),

@@ -1,5 +1,6 @@
 // A streamgate client in Node.js: produce, subscribe as a consumer group member, ack; then a
-// consumer loop on the bidirectional Consume call that acks on the stream with confirmation.
+// consumer loop on the bidirectional Consume call that acks on the stream with confirmation; then a
+// message's life: a dedupe key, an expiry and a delayed delivery.
 // The protos are loaded at run time from the repository's proto/ with @grpc/proto-loader.
 //
 //   npm ci --prefix examples/node
@@ -83,6 +84,7 @@ async function main(address) {
   if (fetched.messages.length !== 0) throw new Error("messages left pending");
 
   await consumeWithConfirmedAcks(broker, `${stream}-jobs`);
+  await messageLifecycle(broker, `${stream}-life`);
   broker.close();
   console.log("node example: ok");
 }
@@ -127,6 +129,35 @@ async function consumeWithConfirmedAcks(broker, stream) {
   });
   if (jobs.join(",") !== "0,1,2,3,4") throw new Error(`consumed ${jobs}`);
   console.log("consumed 5 jobs over Consume, every ack confirmed");
+}
+
+// A retried Produce with a dedupe key stores one message; a message with a ttl is not delivered
+// once expired; a delayed one is appended when due (README, "Message lifecycle").
+async function messageLifecycle(broker, stream) {
+  const produce = (kind, message = {}, options = {}) =>
+    call(broker, "produce", {
+      stream,
+      messages: [{ fields: [{ name: "kind", value: Buffer.from(kind) }], ...message }],
+      ...options,
+    });
+  const first = await produce("payment", { dedupeKey: "payment-42" });
+  const retry = await produce("payment", { dedupeKey: "payment-42" });
+  if (first.ids.join() !== retry.ids.join()) throw new Error(`dedupe: ${first.ids} vs ${retry.ids}`);
+  await produce("quote", { ttlMs: "1" });
+  const held = await produce("reminder", {}, { delayMs: "300" });
+  if (held.delayed.length !== 1 || held.ids.length !== 0) throw new Error(`delayed: ${JSON.stringify(held)}`);
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  const fetched = await call(broker, "fetch", {
+    streams: [{ stream }],
+    group: "life",
+    consumer: "node-3",
+    createGroup: true,
+    groupStartId: "0",
+    count: 10,
+  });
+  const kinds = fetched.messages.map((m) => m.fields[0].value.toString());
+  if (kinds.join() !== "payment,reminder") throw new Error(`lifecycle: ${kinds}`);
+  console.log(`dedupe stored one payment, the expired quote was skipped, the reminder came: ${kinds}`);
 }
 
 main(process.argv[2] || "127.0.0.1:50051").catch((err) => {

@@ -1,5 +1,6 @@
 """A streamgate client in Python: produce, subscribe as a consumer group member, ack; then a
-consumer loop on the bidirectional Consume call that acks on the stream with confirmation.
+consumer loop on the bidirectional Consume call that acks on the stream with confirmation; then
+a message's life: a dedupe key, an expiry and a delayed delivery.
 
 Stubs are generated from the repository's proto/ with grpcio-tools at start-up (into a temporary
 directory), so the example always matches the protos. Run against a broker:
@@ -13,6 +14,7 @@ import pathlib
 import queue
 import sys
 import tempfile
+import time
 import uuid
 
 import grpc
@@ -78,7 +80,32 @@ def main(address):
         assert len(fetched.messages) == 0, fetched
 
         consume_with_confirmed_acks(pb, broker, f"{stream}-jobs")
+        message_lifecycle(pb, broker, f"{stream}-life")
     print("python example: ok")
+
+
+def message_lifecycle(pb, broker, stream):
+    """A retried Produce with a dedupe key stores one message; a message with a ttl is not
+    delivered once expired; a delayed one is appended when due (README, "Message lifecycle")."""
+    def produce(**options):
+        fields = options.pop("fields")
+        return broker.Produce(pb.ProduceRequest(stream=stream, messages=[pb.OutgoingMessage(
+            fields=[pb.Field(name=k, value=v.encode()) for k, v in fields.items()],
+            **options.pop("message", {}))], **options), timeout=10)
+
+    first = produce(fields={"kind": "payment"}, message={"dedupe_key": "payment-42"})
+    retry = produce(fields={"kind": "payment"}, message={"dedupe_key": "payment-42"})
+    assert list(first.ids) == list(retry.ids), (first, retry)
+    produce(fields={"kind": "quote"}, message={"ttl_ms": 1})
+    held = produce(fields={"kind": "reminder"}, delay_ms=300)
+    assert len(held.delayed) == 1 and not held.ids, held
+    time.sleep(0.6)
+    fetched = broker.Fetch(pb.FetchRequest(
+        streams=[pb.StreamStart(stream=stream)], group="life", consumer="py-3",
+        create_group=True, group_start_id="0", count=10), timeout=10)
+    kinds = [m.fields[0].value.decode() for m in fetched.messages]
+    assert kinds == ["payment", "reminder"], kinds
+    print(f"dedupe stored one payment, the expired quote was skipped, the reminder came: {kinds}")
 
 
 def consume_with_confirmed_acks(pb, broker, stream):

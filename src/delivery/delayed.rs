@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::BrokerResult;
@@ -30,6 +31,10 @@ pub const DELAYED_LEASE: &str = "streamgate:delayed-lease";
 
 /// How often the lease holder looks for due messages: the precision of delivery times.
 pub const MOVE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How often the mover's lease is taken or renewed; it lasts four times that, and a holder
+/// stops moving after three without a renewal, so two instances never both think they hold it.
+const LEASE_RENEWAL: Duration = Duration::from_millis(250);
 
 /// Most streams, and most messages per stream, one look moves.
 const MOVE_BATCH: usize = 1000;
@@ -113,20 +118,18 @@ impl<S: Store> DelayedDelivery<S> {
         Ok(cancelled)
     }
 
-    /// Moves everything due now; how many messages were appended.
-    pub async fn move_due(&self) -> BrokerResult<u64> {
-        let now = now_ms();
+    /// The streams with something due now.
+    async fn due_streams(&self, now: u64) -> BrokerResult<Vec<(String, u64)>> {
+        let step = ScheduleStep::Due {
+            now_ms: now,
+            limit: MOVE_BATCH,
+        };
+        Ok(self.store.schedule(DELAYED_REGISTRY, &step).await?)
+    }
+
+    /// Moves everything due now on `due` streams; how many messages were appended.
+    async fn move_due(&self, now: u64, due: Vec<(String, u64)>) -> BrokerResult<u64> {
         let mut moved = 0;
-        let due = self
-            .store
-            .schedule(
-                DELAYED_REGISTRY,
-                &ScheduleStep::Due {
-                    now_ms: now,
-                    limit: MOVE_BATCH,
-                },
-            )
-            .await?;
         for (stream, _) in due {
             let keys = self.keys(&stream);
             let step = DelayStep::Move {
@@ -159,21 +162,36 @@ impl<S: Store> DelayedDelivery<S> {
     }
 
     /// Moves due messages every [`MOVE_INTERVAL`] while this instance holds the lease, until
-    /// `shutdown`. Failures are logged and retried at the next turn.
+    /// `shutdown`. The lease is taken or renewed only when something is due, and then every
+    /// [`LEASE_RENEWAL`], so an idle broker costs Redis one cheap read per turn. Failures are logged and retried at
+    /// the next turn.
     pub async fn run(self, shutdown: CancellationToken) {
-        let lease_ms = millis(MOVE_INTERVAL * 20);
+        let lease_ms = millis(LEASE_RENEWAL * 4);
+        let mut holds_until: Option<Instant> = None;
+        let mut next_try = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(MOVE_INTERVAL) => {}
             }
             let turn = async {
-                if self
-                    .store
-                    .hold_lease(DELAYED_LEASE, &self.holder, lease_ms)
-                    .await?
-                {
-                    self.move_due().await?;
+                // Idle: one cheap read per turn, no lease traffic.
+                let clock = now_ms();
+                let due = self.due_streams(clock).await?;
+                if due.is_empty() {
+                    return BrokerResult::Ok(());
+                }
+                let now = Instant::now();
+                if now >= next_try || holds_until.is_none_or(|until| now >= until) {
+                    next_try = now + LEASE_RENEWAL;
+                    holds_until = self
+                        .store
+                        .hold_lease(DELAYED_LEASE, &self.holder, lease_ms)
+                        .await?
+                        .then(|| now + LEASE_RENEWAL * 3);
+                }
+                if holds_until.is_some_and(|until| Instant::now() < until) {
+                    self.move_due(clock, due).await?;
                 }
                 BrokerResult::Ok(())
             };

@@ -132,16 +132,19 @@ async fn read_new<S: Store>(
     new: &[(String, GroupCursor)],
     room: usize,
 ) -> BrokerResult<Vec<Delivery>> {
-    loop {
-        let read = reading::read_group(core.store(), membership, new, room)
+    if !membership.ordered || membership.no_ack {
+        return Ok(reading::read_group(core.store(), membership, new, room)
             .await?
-            .deliveries;
-        if !membership.ordered || membership.no_ack || read.is_empty() {
-            return Ok(read);
-        }
-        let whole = read.len() >= room;
-        let kept = core.redelivery().admit(&membership.group, read).await?;
-        if !kept.is_empty() || !whole {
+            .deliveries);
+    }
+    let streams: Vec<String> = new.iter().map(|(s, _)| s.clone()).collect();
+    loop {
+        let (kept, held) = core
+            .redelivery()
+            .read_ordered(membership, &streams, room)
+            .await?;
+        // Held back entirely: read on, more may be waiting behind them.
+        if !kept.is_empty() || held == 0 {
             return Ok(kept);
         }
     }

@@ -10,8 +10,9 @@
 //!
 //! Each step is one atomic script ([`Store::order`]), so two broker instances never both let a
 //! key's next message through:
-//! 1. **Admit** (a member read new entries): an entry whose key has a head still pending is
-//!    *held*: moved in the pending list to [`HELD_CONSUMER`](crate::model::HELD_CONSUMER),
+//! 1. **Admit** (a member reads new entries, XREADGROUP inside the same script, so that two
+//!    members reading at once cannot admit a key's later message before its earlier one): an
+//!    entry whose key has a head still pending is *held*: moved in the pending list to [`HELD_CONSUMER`](crate::model::HELD_CONSUMER),
 //!    which the redelivery sweep never claims from, and added to `held`; any other becomes its
 //!    key's head and is delivered.
 //! 2. **Release** (an ack, a dead letter, a deleted entry): the settled message's key gets its
@@ -29,7 +30,7 @@
 
 use std::time::Duration;
 
-use crate::model::{Delivery, EntryId, ORDERING_KEY_FIELD, OrderStep, Ordered, OrderingState};
+use crate::model::{Delivery, EntryId, OrderStep, Ordered, OrderingState};
 use crate::store::{Store, StoreResult};
 
 /// How often the instance that sweeps an ordered group repairs heads left behind by a broker
@@ -41,78 +42,51 @@ pub fn state(stream: &str, group: &str, slot_safe: bool) -> OrderingState {
     OrderingState::of(stream, group, slot_safe)
 }
 
-/// The ordering key of a delivery, `None` for a message without one.
-pub fn key_of(delivery: &Delivery) -> Option<String> {
-    delivery
-        .entry
-        .fields
-        .iter()
-        .find(|f| f.name == ORDERING_KEY_FIELD)
-        .map(|f| String::from_utf8_lossy(&f.value).into_owned())
-}
-
-/// What admitting a batch did.
+/// What reading new entries for an ordered member did.
 #[derive(Debug, Default)]
 pub struct Admitted {
     /// What may be delivered now, in order.
     pub kept: Vec<Delivery>,
-    /// What was held back, per stream.
-    pub held: Vec<(String, Vec<EntryId>)>,
+    /// How many were held back.
+    pub held: usize,
     /// Streams where held messages were released on the way (their sweep is due now).
     pub promoted: Vec<String>,
 }
 
-/// Step 1 of the module docs for new entries a member of `group` just read.
-pub async fn admit<S: Store>(
+/// Step 1 of the module docs: reads up to `count` new entries of each of `streams` as
+/// `consumer` of `group` and admits them, each stream in one atomic step.
+pub async fn read_new<S: Store>(
     store: &S,
     slot_safe: bool,
     group: &str,
-    deliveries: Vec<Delivery>,
+    consumer: &str,
+    streams: &[String],
+    count: usize,
 ) -> StoreResult<Admitted> {
     let mut admitted = Admitted::default();
-    let mut keyed_by_stream: Vec<(String, Vec<(EntryId, String)>)> = Vec::new();
-    for delivery in &deliveries {
-        if let Some(key) = key_of(delivery) {
-            match keyed_by_stream
-                .iter_mut()
-                .find(|(s, _)| *s == delivery.stream)
-            {
-                Some((_, keyed)) => keyed.push((delivery.entry.id, key)),
-                None => {
-                    keyed_by_stream.push((delivery.stream.clone(), vec![(delivery.entry.id, key)]))
-                }
-            }
-        }
-    }
-    if keyed_by_stream.is_empty() {
-        admitted.kept = deliveries;
-        return Ok(admitted);
-    }
-    for (stream, keyed) in keyed_by_stream {
-        let Ordered { held, promoted, .. } = store
-            .order(
-                &stream,
-                group,
-                &state(&stream, group, slot_safe),
-                &OrderStep::Admit(keyed),
-            )
+    for stream in streams {
+        let step = OrderStep::Read {
+            consumer: consumer.to_owned(),
+            count,
+        };
+        let Ordered {
+            held,
+            read,
+            promoted,
+            ..
+        } = store
+            .order(stream, group, &state(stream, group, slot_safe), &step)
             .await?;
         if promoted > 0 {
             admitted.promoted.push(stream.clone());
         }
-        if !held.is_empty() {
-            admitted.held.push((stream, held));
-        }
+        admitted.held += held.len();
+        admitted.kept.extend(read.into_iter().map(|entry| Delivery {
+            stream: stream.clone(),
+            entry,
+            delivery_count: 1,
+        }));
     }
-    admitted.kept = deliveries
-        .into_iter()
-        .filter(|d| {
-            !admitted
-                .held
-                .iter()
-                .any(|(stream, ids)| *stream == d.stream && ids.contains(&d.entry.id))
-        })
-        .collect();
     Ok(admitted)
 }
 

@@ -484,29 +484,36 @@ impl<S: Store> Redelivery<S> {
         Ok(handed_back)
     }
 
-    /// Ordered delivery's admission of new entries a member of `group` read (see
-    /// [`ordering`](super::ordering)): what may be delivered now. Messages released on the way
-    /// make their group's sweep due at once.
-    pub async fn admit(&self, group: &str, read: Vec<Delivery>) -> BrokerResult<Vec<Delivery>> {
-        let admitted = ordering::admit(
+    /// Ordered delivery's read of new entries for `membership` on `streams` (see
+    /// [`ordering`](super::ordering)): what may be delivered now, and how many were held back.
+    /// Messages released on the way make their group's sweep due at once.
+    pub async fn read_ordered(
+        &self,
+        membership: &GroupMembership,
+        streams: &[String],
+        count: usize,
+    ) -> BrokerResult<(Vec<Delivery>, usize)> {
+        let group = &membership.group;
+        let admitted = ordering::read_new(
             &self.store,
             self.settings.slot_safe_dead_letters,
             group,
-            read,
+            &membership.consumer,
+            streams,
+            count,
         )
         .await?;
         for stream in &admitted.promoted {
             self.nacked(stream, group, Some(Duration::ZERO));
         }
-        if !admitted.held.is_empty() {
-            let held: usize = admitted.held.iter().map(|(_, ids)| ids.len()).sum();
+        if admitted.held > 0 {
             tracing::debug!(
-                group,
-                held,
+                group = %group,
+                held = admitted.held,
                 "messages wait behind an earlier one of their ordering key"
             );
         }
-        Ok(admitted.kept)
+        Ok((admitted.kept, admitted.held))
     }
 
     /// Messages of an ordered group left its pending list (acknowledged, dead-lettered, lost):

@@ -175,6 +175,10 @@ impl<S: Store> Retention<S> {
                 () = tokio::time::sleep(interval) => {}
             }
             let turn = async {
+                // No policies: no lease traffic.
+                if self.store.records(RETENTION_REGISTRY).await?.is_empty() {
+                    return BrokerResult::Ok(());
+                }
                 if self
                     .store
                     .hold_lease(RETENTION_LEASE, &self.holder, lease_ms)

@@ -12,8 +12,8 @@ use crate::delivery::{DeliveryCore, Policies, Topics};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert::{self, id_strings};
 use crate::grpc::pb;
-use crate::model::Backoff;
 use crate::model::{AutoClaimOptions, EntryId, PendingQuery, StartId};
+use crate::model::{Backoff, DeliveryPolicy};
 use crate::store::Store;
 use crate::store::StoreError;
 
@@ -342,8 +342,20 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
             min_idle_ms: request.min_idle_ms,
         };
         let entries = self.store.pending(&stream, &group, &query).await?;
+        let policy = match self.policies.current(&stream, &group).await? {
+            Some(stored) => stored.delivery(),
+            None => DeliveryPolicy {
+                ack_deadline: self.limits.default_ack_deadline,
+                backoff: self.backoff,
+                max_deliveries: 0,
+                dead_letter_stream: None,
+            },
+        };
         Ok(Response::new(pb::ListPendingResponse {
-            entries: entries.into_iter().map(Into::into).collect(),
+            entries: entries
+                .into_iter()
+                .map(|entry| convert::pending_entry(entry, &policy))
+                .collect(),
         }))
     }
 

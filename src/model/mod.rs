@@ -8,6 +8,7 @@ mod delivery;
 mod filter;
 mod ids;
 mod ordering;
+mod pending_state;
 mod retention;
 mod subscription;
 
@@ -16,6 +17,7 @@ pub use delivery::*;
 pub use filter::{Filter, FilterError};
 pub use ids::*;
 pub use ordering::*;
+pub use pending_state::*;
 pub use retention::*;
 pub use subscription::*;
 

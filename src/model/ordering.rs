@@ -2,8 +2,8 @@
 //! messages waiting behind an earlier one of their key, where a group's ordering state lives,
 //! and the steps a store applies to it atomically (the delivery core's `ordering` module has the design).
 
-use super::EntryId;
 use super::has_hash_tag;
+use super::{Entry, EntryId};
 
 /// The stream field that carries a message's ordering key (Produce's `ordering_key`, Pub/Sub's
 /// `ordering_key`): a plain field, so any Redis client can set or read it.
@@ -67,10 +67,16 @@ impl OrderingState {
 /// One atomic step on a group's ordering state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderStep {
-    /// Entries a member just read, each with its ordering key, in id order: those whose key
-    /// has an earlier message outstanding are held back (moved to [`HELD_CONSUMER`]), the rest
-    /// become their key's head.
-    Admit(Vec<(EntryId, String)>),
+    /// Reads new entries as `consumer` (XREADGROUP `>`, at most `count`) and admits them in the
+    /// same atomic step: those whose key has an earlier message outstanding are held back
+    /// (moved to [`HELD_CONSUMER`]), the rest become their key's head. What two members read at
+    /// once is admitted in id order.
+    Read {
+        /// The reading member.
+        consumer: String,
+        /// Most entries read.
+        count: usize,
+    },
     /// Entries no longer pending (acknowledged, dead-lettered, lost): the next held message of
     /// each one's key is handed to the parked consumer, due at once.
     Release(Vec<EntryId>),
@@ -86,8 +92,10 @@ pub enum OrderStep {
 /// What an [`OrderStep`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ordered {
-    /// Admit: the entries held back (not to be delivered now).
+    /// Read: the entries held back (not to be delivered now).
     pub held: Vec<EntryId>,
+    /// Read: the entries read and not held back, to deliver, in id order.
+    pub read: Vec<Entry>,
     /// Held messages handed to the parked consumer, due now: the group's sweep delivers them.
     pub promoted: u64,
     /// Where healing continues (`Some(0)` after a release that met a deleted entry, whose key

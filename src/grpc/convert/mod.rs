@@ -12,7 +12,7 @@ pub mod subscriptions;
 mod tests;
 
 pub use reads::{fetch, fetch_wait, subscription};
-pub use responses::id_strings;
+pub use responses::{id_strings, pending_entry};
 
 /// The W3C trace-context header, and the message field it is stored in.
 pub const TRACEPARENT: &str = "traceparent";

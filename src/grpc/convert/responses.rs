@@ -5,8 +5,9 @@ use crate::delivery::Resume;
 use crate::fetch::Fetched;
 use crate::grpc::pb;
 use crate::model::{
-    AutoClaimed, ConsumerInfo, DeadLetter, Delivery, Entry, EntryId, Field, GroupInfo,
-    PendingEntry, PendingSummary, StreamInfo,
+    AutoClaimed, ConsumerInfo, DeadLetter, Delivery, DeliveryPolicy, Entry, EntryId, Field,
+    GroupInfo, HELD_CONSUMER, PARKED_CONSUMER, PendingEntry, PendingState, PendingSummary,
+    StreamInfo,
 };
 use crate::subscription::Event;
 
@@ -133,10 +134,16 @@ impl From<GroupInfo> for pb::GroupInfo {
 
 impl From<ConsumerInfo> for pb::ConsumerInfo {
     fn from(info: ConsumerInfo) -> Self {
+        let role = match info.name.as_str() {
+            PARKED_CONSUMER => pb::ConsumerRole::ParkedMessages,
+            HELD_CONSUMER => pb::ConsumerRole::WaitingForKeyMessages,
+            _ => pb::ConsumerRole::Member,
+        };
         Self {
             name: info.name,
             pending: info.pending,
             idle_ms: info.idle_ms,
+            role: role as i32,
         }
     }
 }
@@ -160,14 +167,21 @@ impl From<PendingSummary> for pb::PendingSummary {
     }
 }
 
-impl From<PendingEntry> for pb::PendingEntry {
-    fn from(entry: PendingEntry) -> Self {
-        Self {
-            id: entry.id.to_string(),
-            consumer: entry.consumer,
-            idle_ms: entry.idle_ms,
-            delivery_count: entry.delivery_count,
-        }
+/// A pending entry with its state and when it becomes due under `policy`, the group's.
+pub fn pending_entry(entry: PendingEntry, policy: &DeliveryPolicy) -> pb::PendingEntry {
+    let (state, due_in_ms) = entry.state(policy);
+    let state = match state {
+        PendingState::Delivered => pb::PendingState::Delivered,
+        PendingState::Parked => pb::PendingState::Parked,
+        PendingState::WaitingForKey => pb::PendingState::WaitingForKey,
+    };
+    pb::PendingEntry {
+        id: entry.id.to_string(),
+        consumer: entry.consumer,
+        idle_ms: entry.idle_ms,
+        delivery_count: entry.delivery_count,
+        state: state as i32,
+        due_in_ms,
     }
 }
 

@@ -5,12 +5,13 @@
 --
 -- KEYS[1] stream, KEYS[2] heads (hash: ordering key -> id of its outstanding message),
 -- KEYS[3] held (sorted set, score 0: key .. '\0' .. zero-padded ms .. '-' .. zero-padded seq)
--- ARGV: mode ('admit' | 'release' | 'heal'), group, held consumer, parked consumer, parked
+-- ARGV: mode ('read' | 'release' | 'heal'), group, held consumer, parked consumer, parked
 --       horizon ms, the field that holds the ordering key, then
---   admit:   id, key, id, key... (entries a member just read, in id order)
+--   read:    consumer, count: XREADGROUP `>` and admit what it returns, in one step
+--            (returns a fourth element: the entries kept, {id, fields}...)
 --   release: ids no longer pending (acknowledged, dead-lettered, lost)
 --   heal:    HSCAN cursor, page size
--- Returns {held ids (admit), promoted, heal cursor or '' for none}.
+-- Returns {held ids (read), promoted, heal cursor or '' for none[, entries kept (read)]}.
 local stream, heads, held = KEYS[1], KEYS[2], KEYS[3]
 local mode, group, held_by, parked = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local horizon, field = ARGV[5], ARGV[6]
@@ -55,21 +56,40 @@ local function settle(key)
   return head
 end
 
-if mode == 'admit' then
-  local out = {}
-  for i = 7, #ARGV, 2 do
-    local id, key = ARGV[i], ARGV[i + 1]
-    local head = settle(key)
-    if head and head ~= id then
-      redis.call('ZADD', held, 0, member(key, id))
-      -- RETRYCOUNT 0: its first real delivery, after release, counts as its first.
-      redis.call('XCLAIM', stream, group, held_by, 0, id, 'RETRYCOUNT', 0, 'JUSTID')
-      out[#out + 1] = id
-    else
-      redis.call('HSET', heads, key, id)
+-- Admits one entry just read: true when it is held back behind its key's head.
+local function admit(id, key)
+  local head = settle(key)
+  if head and head ~= id then
+    redis.call('ZADD', held, 0, member(key, id))
+    -- RETRYCOUNT 0: its first real delivery, after release, counts as its first.
+    redis.call('XCLAIM', stream, group, held_by, 0, id, 'RETRYCOUNT', 0, 'JUSTID')
+    return true
+  end
+  redis.call('HSET', heads, key, id)
+  return false
+end
+
+if mode == 'read' then
+  -- Reading and admitting in one step: two members reading at once cannot admit a key's later
+  -- message before its earlier one.
+  local reply = redis.call('XREADGROUP', 'GROUP', group, ARGV[7], 'COUNT', ARGV[8],
+    'STREAMS', stream, '>')
+  local kept, held_ids = {}, {}
+  if reply then
+    for _, entry in ipairs(reply[1][2]) do
+      local id, fields = entry[1], entry[2]
+      local key
+      for j = 1, #fields, 2 do
+        if fields[j] == field then key = fields[j + 1] break end
+      end
+      if key and admit(id, key) then
+        held_ids[#held_ids + 1] = id
+      else
+        kept[#kept + 1] = entry
+      end
     end
   end
-  return {out, promoted, ''}
+  return {held_ids, promoted, '', kept}
 elseif mode == 'release' then
   local heal = ''
   for i = 7, #ARGV do

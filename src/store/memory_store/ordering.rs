@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::state::{Group, Lease, Stream};
 use crate::model::{
-    EntryId, HELD_CONSUMER, ORDERING_KEY_FIELD, OrderStep, Ordered, PARKED_CONSUMER,
+    Entry, EntryId, HELD_CONSUMER, ORDERING_KEY_FIELD, OrderStep, Ordered, PARKED_CONSUMER,
     PARKED_HORIZON_MS,
 };
 
@@ -29,25 +29,28 @@ pub(super) fn order(stream: &mut Stream, group: &str, step: &OrderStep, now: u64
     };
     let mut outcome = Ordered::default();
     match step {
-        OrderStep::Admit(keyed) => {
+        OrderStep::Read { consumer, count } => {
+            let read = stream.deliver_new(group, consumer, *count, false, now);
             let Some(g) = stream.groups.get_mut(group) else {
                 return outcome;
             };
-            for (id, key) in keyed {
-                match settle(g, key, now, &mut outcome.promoted) {
-                    Some(head) if head != *id => {
-                        g.ordering.held.insert((key.clone(), *id));
-                        if let Some(lease) = g.pending.get_mut(id) {
-                            lease.consumer = HELD_CONSUMER.to_owned();
-                            lease.delivered_at = now;
-                            lease.count = 0;
-                        }
-                        g.touch(HELD_CONSUMER, now);
-                        outcome.held.push(*id);
+            g.touch(consumer, now);
+            for entry in read {
+                let Some(fields) = entry.fields else {
+                    continue;
+                };
+                let key = fields
+                    .iter()
+                    .find(|f| f.name == ORDERING_KEY_FIELD)
+                    .map(|f| String::from_utf8_lossy(&f.value).into_owned());
+                match key {
+                    Some(key) if admit(g, entry.id, &key, now, &mut outcome.promoted) => {
+                        outcome.held.push(entry.id);
                     }
-                    _ => {
-                        g.ordering.heads.insert(key.clone(), *id);
-                    }
+                    _ => outcome.read.push(Entry {
+                        id: entry.id,
+                        fields,
+                    }),
                 }
             }
         }
@@ -79,6 +82,26 @@ pub(super) fn order(stream: &mut Stream, group: &str, step: &OrderStep, now: u64
         }
     }
     outcome
+}
+
+/// Admits one entry just read: `true` when it is held back behind its key's head.
+fn admit(g: &mut Group, id: EntryId, key: &str, now: u64, promoted: &mut u64) -> bool {
+    match settle(g, key, now, promoted) {
+        Some(head) if head != id => {
+            g.ordering.held.insert((key.to_owned(), id));
+            if let Some(lease) = g.pending.get_mut(&id) {
+                lease.consumer = HELD_CONSUMER.to_owned();
+                lease.delivered_at = now;
+                lease.count = 0;
+            }
+            g.touch(HELD_CONSUMER, now);
+            true
+        }
+        _ => {
+            g.ordering.heads.insert(key.to_owned(), id);
+            false
+        }
+    }
 }
 
 /// Makes `key`'s head a message still pending, promoting the next held one (to the parked

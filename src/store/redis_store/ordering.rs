@@ -7,9 +7,9 @@ use redis::{Script, Value};
 
 use super::RedisStore;
 use super::errors::Ctx;
-use super::replies::{into_items, parse_ids, to_text, to_u64, unexpected};
+use super::replies::{into_items, parse_fields, parse_ids, to_id, to_text, to_u64, unexpected};
 use crate::model::{
-    HELD_CONSUMER, ORDERING_KEY_FIELD, OrderStep, Ordered, OrderingState, PARKED_CONSUMER,
+    Entry, HELD_CONSUMER, ORDERING_KEY_FIELD, OrderStep, Ordered, OrderingState, PARKED_CONSUMER,
     PARKED_HORIZON_MS,
 };
 use crate::store::{StoreError, StoreResult};
@@ -31,7 +31,7 @@ impl RedisStore {
         let mut invocation = ORDERING.key(stream);
         invocation.key(&state.heads).key(&state.held);
         let mode = match step {
-            OrderStep::Admit(_) => "admit",
+            OrderStep::Read { .. } => "read",
             OrderStep::Release(_) => "release",
             OrderStep::Heal { .. } => "heal",
         };
@@ -43,10 +43,8 @@ impl RedisStore {
             .arg(PARKED_HORIZON_MS)
             .arg(ORDERING_KEY_FIELD);
         match step {
-            OrderStep::Admit(keyed) => {
-                for (id, key) in keyed {
-                    invocation.arg(id.to_string()).arg(key);
-                }
+            OrderStep::Read { consumer, count } => {
+                invocation.arg(consumer).arg((*count).max(1));
             }
             OrderStep::Release(ids) => {
                 for id in ids {
@@ -74,6 +72,24 @@ fn parse_ordered(reply: Value) -> StoreResult<Ordered> {
     else {
         return Err(StoreError::Unexpected("short ordering.lua reply".into()));
     };
+    let read = match parts.next() {
+        Some(entries) => into_items(entries)?
+            .into_iter()
+            .map(|entry| {
+                let mut entry = into_items(entry)?.into_iter();
+                match (entry.next(), entry.next()) {
+                    (Some(id), Some(fields)) => Ok(Entry {
+                        id: to_id(&id)?,
+                        fields: parse_fields(fields)?,
+                    }),
+                    _ => Err(StoreError::Unexpected(
+                        "short entry in ordering.lua reply".into(),
+                    )),
+                }
+            })
+            .collect::<StoreResult<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let promoted = to_u64(&promoted).ok_or_else(|| unexpected("promoted count", &promoted))?;
     let cursor = to_text(&cursor).ok_or_else(|| unexpected("heal cursor", &cursor))?;
     let heal_from = match cursor.as_str() {
@@ -85,6 +101,7 @@ fn parse_ordered(reply: Value) -> StoreResult<Ordered> {
     };
     Ok(Ordered {
         held: parse_ids(held)?,
+        read,
         promoted,
         heal_from,
     })
