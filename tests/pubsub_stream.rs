@@ -15,6 +15,7 @@ use support::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
+use tonic::transport::Channel;
 
 const TOPIC: &str = "projects/p/topics/events";
 const SUBSCRIPTION: &str = "projects/p/subscriptions/events-sub";
@@ -38,9 +39,11 @@ fn first_request() -> pb::StreamingPullRequest {
     }
 }
 
-#[tokio::test]
-async fn acks_and_deadline_changes_on_the_stream_are_confirmed() {
-    let broker = TestBroker::start_config(streamgate::config::ServeConfig::in_memory()).await;
+/// The topic and its subscription (exactly-once or not), and clients for both services.
+async fn topic_and_subscription(
+    broker: &TestBroker,
+    exactly_once: bool,
+) -> (PublisherClient<Channel>, SubscriberClient<Channel>) {
     let mut publisher = PublisherClient::new(broker.channel.clone());
     let mut subscriber = SubscriberClient::new(broker.channel.clone());
     publisher
@@ -54,11 +57,18 @@ async fn acks_and_deadline_changes_on_the_stream_are_confirmed() {
         .create_subscription(pb::Subscription {
             name: SUBSCRIPTION.into(),
             topic: TOPIC.into(),
-            enable_exactly_once_delivery: true,
+            enable_exactly_once_delivery: exactly_once,
             ..Default::default()
         })
         .await
         .unwrap();
+    (publisher, subscriber)
+}
+
+#[tokio::test]
+async fn acks_and_deadline_changes_on_the_stream_are_confirmed() {
+    let broker = TestBroker::start_config(streamgate::config::ServeConfig::in_memory()).await;
+    let (mut publisher, mut subscriber) = topic_and_subscription(&broker, true).await;
     publisher
         .publish(pb::PublishRequest {
             topic: TOPIC.into(),
@@ -125,23 +135,7 @@ async fn acks_and_deadline_changes_on_the_stream_are_confirmed() {
 #[tokio::test]
 async fn a_stream_without_its_first_settings_is_refused_by_name() {
     let broker = TestBroker::start_config(streamgate::config::ServeConfig::in_memory()).await;
-    let mut publisher = PublisherClient::new(broker.channel.clone());
-    let mut subscriber = SubscriberClient::new(broker.channel.clone());
-    publisher
-        .create_topic(pb::Topic {
-            name: TOPIC.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    subscriber
-        .create_subscription(pb::Subscription {
-            name: SUBSCRIPTION.into(),
-            topic: TOPIC.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (_publisher, mut subscriber) = topic_and_subscription(&broker, false).await;
     let (requests, outgoing) = mpsc::channel(1);
     requests
         .send(pb::StreamingPullRequest {

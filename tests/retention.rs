@@ -83,6 +83,19 @@ async fn acknowledge(broker: &mut BrokerClient<Channel>, group: &str, ids: &[Str
     }
 }
 
+/// Stores `policy` for the stream and applies it at once: what it deleted.
+async fn set_and_apply(
+    admin: &mut AdminClient<Channel>,
+    policy: pb::RetentionPolicy,
+) -> pb::ApplyRetentionResponse {
+    admin.set_retention(set(policy)).await.unwrap();
+    admin
+        .apply_retention(this_stream())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn length(admin: &mut AdminClient<Channel>) -> u64 {
     admin
         .get_stream_info(pb::GetStreamInfoRequest {
@@ -114,18 +127,14 @@ async fn acked_keeps_what_a_lagging_group_has_not_acknowledged(backend: Backend)
     let slow = read(broker, "slow", 30_000, false).await;
     acknowledge(broker, "slow", &slow[..20_000]).await;
     let admin = &mut env.broker.admin;
-    admin
-        .set_retention(set(pb::RetentionPolicy {
+    let applied = set_and_apply(
+        admin,
+        pb::RetentionPolicy {
             acked: true,
             ..Default::default()
-        }))
-        .await
-        .unwrap();
-    let applied = admin
-        .apply_retention(this_stream())
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(applied.trimmed_acked, 20_000, "{applied:?}");
     assert_eq!(length(admin).await, 80_000);
     // The slow group's pending and unread messages are all still there for it.
@@ -170,52 +179,40 @@ async fn max_age_spares_pending_entries_when_asked(backend: Backend) {
     acknowledge(broker, "g", &ids[..4]).await;
     let admin = &mut env.broker.admin;
     let hour = 3_600_000;
-    admin
-        .set_retention(set(pb::RetentionPolicy {
+    let applied = set_and_apply(
+        admin,
+        pb::RetentionPolicy {
             max_age_ms: hour,
             keep_pending: true,
             ..Default::default()
-        }))
-        .await
-        .unwrap();
-    let applied = admin
-        .apply_retention(this_stream())
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(
         applied.trimmed_max_age, 4,
         "only what is before the first pending entry"
     );
     assert_eq!(length(admin).await, 16);
     // Without keep_pending the old ones go, pending or not.
-    admin
-        .set_retention(set(pb::RetentionPolicy {
+    let applied = set_and_apply(
+        admin,
+        pb::RetentionPolicy {
             max_age_ms: hour,
             ..Default::default()
-        }))
-        .await
-        .unwrap();
-    let applied = admin
-        .apply_retention(this_stream())
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(applied.trimmed_max_age, 6);
     assert_eq!(length(admin).await, 10);
     // And a length limit on top.
-    admin
-        .set_retention(set(pb::RetentionPolicy {
+    let applied = set_and_apply(
+        admin,
+        pb::RetentionPolicy {
             max_len: 3,
             ..Default::default()
-        }))
-        .await
-        .unwrap();
-    let applied = admin
-        .apply_retention(this_stream())
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(applied.trimmed_max_len, 7);
     let policy = admin
         .get_retention(this_stream())

@@ -30,6 +30,9 @@
 
 use std::time::Duration;
 
+use super::membership::GroupMembership;
+use super::redelivery::Redelivery;
+use crate::error::BrokerResult;
 use crate::model::{Delivery, EntryId, OrderStep, Ordered, OrderingState};
 use crate::store::{Store, StoreResult};
 
@@ -88,6 +91,50 @@ pub async fn read_new<S: Store>(
         }));
     }
     Ok(admitted)
+}
+
+impl<S: Store> Redelivery<S> {
+    /// Ordered delivery's read of new entries for `membership` on `streams` (see
+    /// the module docs): what may be delivered now, and how many were held back.
+    /// Messages released on the way make their group's sweep due at once.
+    pub async fn read_ordered(
+        &self,
+        membership: &GroupMembership,
+        streams: &[String],
+        count: usize,
+    ) -> BrokerResult<(Vec<Delivery>, usize)> {
+        let group = &membership.group;
+        let admitted = read_new(
+            &self.store,
+            self.settings.slot_safe_dead_letters,
+            group,
+            &membership.consumer,
+            streams,
+            count,
+        )
+        .await?;
+        for stream in &admitted.promoted {
+            self.nacked(stream, group, Some(Duration::ZERO));
+        }
+        if admitted.held > 0 {
+            tracing::debug!(
+                group = %group,
+                held = admitted.held,
+                "messages wait behind an earlier one of their ordering key"
+            );
+        }
+        Ok((admitted.kept, admitted.held))
+    }
+
+    /// Messages of an ordered group left its pending list (acknowledged, dead-lettered, lost):
+    /// the next message of each one's ordering key becomes due at once.
+    pub async fn settled(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<()> {
+        let slot_safe = self.settings.slot_safe_dead_letters;
+        if release(&self.store, slot_safe, stream, group, ids).await? > 0 {
+            self.nacked(stream, group, Some(Duration::ZERO));
+        }
+        Ok(())
+    }
 }
 
 /// Step 2 of the module docs: `ids` of `stream` are settled. Returns how many held messages

@@ -104,8 +104,8 @@ struct GroupSweep {
 /// Nack and ExtendDeadline.
 #[derive(Clone)]
 pub struct Redelivery<S> {
-    store: S,
-    settings: RedeliverySettings,
+    pub(super) store: S,
+    pub(super) settings: RedeliverySettings,
     /// This instance's name as a sweep-lease holder.
     holder: Arc<str>,
     sweeps: Arc<Mutex<HashMap<GroupKey, GroupSweep>>>,
@@ -482,48 +482,6 @@ impl<S: Store> Redelivery<S> {
             self.wake_group(streams, &membership.group);
         }
         Ok(handed_back)
-    }
-
-    /// Ordered delivery's read of new entries for `membership` on `streams` (see
-    /// [`ordering`](super::ordering)): what may be delivered now, and how many were held back.
-    /// Messages released on the way make their group's sweep due at once.
-    pub async fn read_ordered(
-        &self,
-        membership: &GroupMembership,
-        streams: &[String],
-        count: usize,
-    ) -> BrokerResult<(Vec<Delivery>, usize)> {
-        let group = &membership.group;
-        let admitted = ordering::read_new(
-            &self.store,
-            self.settings.slot_safe_dead_letters,
-            group,
-            &membership.consumer,
-            streams,
-            count,
-        )
-        .await?;
-        for stream in &admitted.promoted {
-            self.nacked(stream, group, Some(Duration::ZERO));
-        }
-        if admitted.held > 0 {
-            tracing::debug!(
-                group = %group,
-                held = admitted.held,
-                "messages wait behind an earlier one of their ordering key"
-            );
-        }
-        Ok((admitted.kept, admitted.held))
-    }
-
-    /// Messages of an ordered group left its pending list (acknowledged, dead-lettered, lost):
-    /// the next message of each one's ordering key becomes due at once.
-    pub async fn settled(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<()> {
-        let slot_safe = self.settings.slot_safe_dead_letters;
-        if ordering::release(&self.store, slot_safe, stream, group, ids).await? > 0 {
-            self.nacked(stream, group, Some(Duration::ZERO));
-        }
-        Ok(())
     }
 
     /// Repairs an ordered group's heads once per [`ordering::HEAL_INTERVAL`], on the instance
