@@ -63,6 +63,17 @@ pub struct ServeConfig {
     )]
     pub redis_cluster_url: Option<String>,
 
+    /// A Redis primary with replicas watched by Sentinel:
+    /// `redis+sentinel://[user:password@]host:26379[,host:26379...]/<master>[?sentinel_password=...]`.
+    /// Connections go to the current primary and follow a failover without a restart.
+    #[arg(
+        long,
+        env = "STREAMGATE_REDIS_SENTINEL_URL",
+        hide_env_values = true,
+        conflicts_with_all = ["redis_url", "redis_cluster_url"]
+    )]
+    pub redis_sentinel_url: Option<String>,
+
     /// For `rediss://`: the CA certificate (PEM) that signed Redis's certificate, if it is not
     /// signed by a public root.
     #[arg(long, env = "STREAMGATE_REDIS_CA_FILE")]

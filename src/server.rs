@@ -29,7 +29,8 @@ use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
 use crate::grpc::pubsub::{self, PubsubService};
 use crate::store::{
-    MemoryStore, Namespaced, RedisStore, RedisStoreConfig, Store, StoreError, Wakeups,
+    MemoryStore, Namespaced, RedisStore, RedisStoreConfig, SentinelConfig, Store, StoreError,
+    Wakeups,
 };
 use crate::subscription::{SubscriptionLimits, Subscriptions};
 
@@ -113,10 +114,28 @@ impl Broker {
             .map(|u| u.trim().to_owned())
             .filter(|u| !u.is_empty())
             .collect();
+        let sentinel = config
+            .redis_sentinel_url
+            .as_deref()
+            .map(SentinelConfig::parse)
+            .transpose()
+            .map_err(|err| ServeError::Config(format!("--redis-sentinel-url: {err}")))?;
+        // Under Sentinel the URL only carries the credentials (and names the user in errors).
+        let sentinel_url = sentinel.as_ref().map(|s| {
+            let (host, port) = &s.sentinels[0];
+            let credentials = match (&s.username, &s.password) {
+                (Some(user), Some(password)) => format!("{user}:{password}@"),
+                (None, Some(password)) => format!(":{password}@"),
+                (Some(user), None) => format!("{user}@"),
+                (None, None) => String::new(),
+            };
+            format!("redis://{credentials}{host}:{port}")
+        });
         let url = config
             .redis_url
             .clone()
-            .or_else(|| cluster_seeds.first().cloned());
+            .or_else(|| cluster_seeds.first().cloned())
+            .or(sentinel_url);
         let auth = auth_layer(&config)?;
         let tls = tls_config(&config)?;
         let prefix = config.key_prefix.clone();
@@ -125,6 +144,7 @@ impl Broker {
                 let store = RedisStore::new(RedisStoreConfig {
                     url: url.clone(),
                     cluster_seeds,
+                    sentinel,
                     pool_size: config.redis_pool_size,
                     response_timeout: config.redis_timeout,
                     connect_timeout: config.redis_connect_timeout,

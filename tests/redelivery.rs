@@ -668,6 +668,7 @@ async fn flow_control_counts_only_live_leases_through_a_long_pending_list() {
         watch_block: Duration::from_secs(1),
         ca_pem: None,
         cluster_seeds: Vec::new(),
+        sentinel: None,
     })
     .unwrap();
     check(store).await;

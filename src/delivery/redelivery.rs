@@ -547,6 +547,7 @@ mod tests {
             watch_block: Duration::from_secs(1),
             ca_pem: None,
             cluster_seeds: Vec::new(),
+            sentinel: None,
         })
         .unwrap();
         Redelivery::new(

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use memory_store::MemoryStore;
 pub use namespaced::Namespaced;
-pub use redis_store::{RedisStore, RedisStoreConfig, key_slot};
+pub use redis_store::{RedisStore, RedisStoreConfig, SentinelConfig, key_slot};
 pub use wakeups::{StreamWatch, Wakeups};
 
 use crate::model::{

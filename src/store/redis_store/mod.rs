@@ -53,6 +53,9 @@ pub struct RedisStoreConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// Seed nodes of a Redis Cluster (`url` is then unused); empty for a single Redis.
     pub cluster_seeds: Vec<String>,
+    /// A Redis watched by Sentinel (`url` then only carries the credentials): connections go
+    /// to the current primary.
+    pub sentinel: Option<SentinelConfig>,
 }
 
 /// A connection to use for one command: a pooled multiplexed connection to a single Redis, or
@@ -107,9 +110,11 @@ mod produce;
 mod records;
 mod replies;
 mod retention;
+mod sentinel;
 mod watcher;
 
 pub use cluster::key_slot;
+pub use sentinel::SentinelConfig;
 
 /// A pooled connection and the flag that retires it.
 #[derive(Clone)]
@@ -121,6 +126,8 @@ struct Connection {
 /// bb8-redis's manager, plus a response timeout and a "broken" verdict bb8 can act on.
 struct Manager {
     inner: RedisConnectionManager,
+    /// With Sentinel: where the primary is now (asked at every connect).
+    locator: Option<Arc<sentinel::Locator>>,
     response_timeout: Duration,
     connect_errors: ConnectErrors,
 }
@@ -130,7 +137,16 @@ impl ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Connection, RedisError> {
-        let mut redis = self.inner.connect().await?;
+        let mut redis = match &self.locator {
+            Some(locator) => {
+                locator
+                    .primary()
+                    .await?
+                    .get_multiplexed_async_connection()
+                    .await?
+            }
+            None => self.inner.connect().await?,
+        };
         redis.set_response_timeout(self.response_timeout);
         self.connect_errors.clear();
         Ok(Connection {
@@ -140,7 +156,7 @@ impl ManageConnection for Manager {
     }
 
     async fn is_valid(&self, conn: &mut Connection) -> Result<(), RedisError> {
-        self.inner.is_valid(&mut conn.redis).await
+        redis::cmd("PING").query_async(&mut conn.redis).await
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
@@ -198,6 +214,7 @@ pub struct RedisStore {
     pool: Pool<Manager>,
     client: Client,
     cluster: Option<ClusterHandle>,
+    locator: Option<Arc<sentinel::Locator>>,
     config: Arc<RedisStoreConfig>,
     wakeups: Wakeups,
     connect_errors: ConnectErrors,
@@ -222,6 +239,12 @@ impl RedisStore {
             .map_err(invalid)?,
         };
         let connect_errors = ConnectErrors::default();
+        let locator = config
+            .sentinel
+            .as_ref()
+            .map(|sentinel| sentinel::Locator::new(sentinel).map(Arc::new))
+            .transpose()
+            .map_err(invalid)?;
         let pool = Pool::builder()
             .max_size(config.pool_size)
             .min_idle(Some(0))
@@ -235,6 +258,7 @@ impl RedisStore {
                 // From the client's connection info, which carries the CA when there is one.
                 inner: RedisConnectionManager::new(client.get_connection_info().clone())
                     .map_err(invalid)?,
+                locator: locator.clone(),
                 response_timeout: config.response_timeout,
                 connect_errors: connect_errors.clone(),
             });
@@ -261,11 +285,28 @@ impl RedisStore {
             pool,
             client,
             cluster,
+            locator,
             config: Arc::new(config),
             wakeups: Wakeups::default(),
             connect_errors,
             user,
         })
+    }
+
+    /// A client for the Redis to connect to: the current primary under Sentinel.
+    async fn node_client(&self) -> StoreResult<Client> {
+        match &self.locator {
+            Some(locator) => locator
+                .primary()
+                .await
+                .map_err(StoreError::unavailable_from),
+            None => Ok(self.client.clone()),
+        }
+    }
+
+    /// Whether this store follows a primary through Sentinel.
+    fn follows_sentinel(&self) -> bool {
+        self.locator.is_some()
     }
 
     /// Whether this store talks to a Redis Cluster.
@@ -332,7 +373,8 @@ impl RedisStore {
     /// marked broken (the pool replaces it), the error is classified, and an ACL refusal is
     /// completed with the command and user.
     fn failed(&self, conn: &Conn, err: &RedisError, ctx: Ctx<'_>, command: &str) -> StoreError {
-        if is_connection_failure(err) {
+        // READONLY: a replica now (a failover demoted it); a new connection finds the primary.
+        if is_connection_failure(err) || err.code() == Some("READONLY") {
             conn.mark_broken();
         }
         self.refine(classify(err, ctx), command)

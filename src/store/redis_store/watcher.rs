@@ -133,7 +133,8 @@ impl RedisStore {
             .set_connection_timeout(Some(self.config.connect_timeout))
             .set_response_timeout(None);
         let mut conn = self
-            .client
+            .node_client()
+            .await?
             .get_multiplexed_async_connection_with_config(&connection_config)
             .await
             .map_err(watcher_failed)?;
@@ -150,6 +151,19 @@ impl RedisStore {
         let deadline =
             self.config.watch_block + self.config.response_timeout + Duration::from_secs(1);
         loop {
+            // Under Sentinel, a failover can turn this connection's Redis into a replica that
+            // sees no more writes: check each turn, and start over on the primary.
+            if self.follows_sentinel() {
+                let role: Vec<Value> = cmd("ROLE")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(watcher_failed)?;
+                if !matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
+                    return Err(StoreError::unavailable(
+                        "the watched Redis is no longer the primary",
+                    ));
+                }
+            }
             additions.borrow_and_update();
             let fresh = self.newly_watched(&mut positions);
             if !fresh.is_empty() {
