@@ -54,3 +54,4 @@ pub mod model;
 pub mod server;
 pub mod store;
 pub mod subscription;
+pub mod telemetry;

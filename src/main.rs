@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    init_tracing(config.log_format, &config.log)?;
+    let _telemetry = init_tracing(config.log_format, &config.log)?;
     if let Some(addr) = config.metrics_addr {
         streamgate::metrics::install(addr).map_err(anyhow::Error::msg)?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
@@ -43,6 +43,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .redis_url
         .as_ref()
         .or(config.redis_cluster_url.as_ref())
+        .or(config.redis_sentinel_url.as_ref())
     {
         Some(url) => tracing::info!(
             listen = %listener.local_addr()?,
@@ -71,17 +72,35 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+/// Logs to stderr in `format`, and spans to an OTLP endpoint when `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// says where (see [`streamgate::telemetry`]); the guard flushes the last spans.
+fn init_tracing(
+    format: LogFormat,
+    filter: &str,
+) -> anyhow::Result<Option<streamgate::telemetry::Telemetry>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         EnvFilter::try_new(filter).with_context(|| format!("invalid --log filter `{filter}`"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    let (otel, guard) = match streamgate::telemetry::layer().map_err(anyhow::Error::msg)? {
+        Some((layer, guard)) => (Some(layer), Some(guard)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    if guard.is_some() {
+        tracing::info!("exporting spans over OTLP");
     }
-    Ok(())
+    Ok(guard)
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT, saying which.

@@ -354,13 +354,22 @@ impl<S: Store> BrokerOn<S> {
             .max_concurrent_streams(self.config.http2_max_concurrent_streams)
             .trace_fn(|request| {
                 // Handlers fill in what the call is about (`record` on the current span).
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     "rpc",
                     method = %request.uri().path(),
                     stream = tracing::field::Empty,
                     group = tracing::field::Empty,
                     consumer = tracing::field::Empty,
-                )
+                );
+                // A client's W3C trace context makes the call part of its trace.
+                if let Some(traceparent) = request
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    crate::telemetry::adopt(&span, traceparent);
+                }
+                span
             })
             .layer(crate::metrics::RpcMetricsLayer)
             .layer(crate::grpc::deadline::DeadlineLayer)

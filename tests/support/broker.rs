@@ -95,6 +95,7 @@ impl Drop for TestBroker {
 pub struct BrokerProcess {
     pub addr: SocketAddr,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     child: Option<Child>,
     started_once: bool,
     log: PathBuf,
@@ -107,15 +108,23 @@ impl BrokerProcess {
         let url = redis.url();
         let mut args = vec!["--redis-url", url.as_str()];
         args.extend_from_slice(extra_args);
-        Self::start_args(&args)
+        Self::start_args(&args, &[])
     }
 
     /// Starts `streamgate serve` on the embedded in-memory store.
     pub fn start_in_memory(extra_args: &[&str]) -> Self {
-        Self::start_args(extra_args)
+        Self::start_args(extra_args, &[])
     }
 
-    fn start_args(extra_args: &[&str]) -> Self {
+    /// Starts `streamgate serve` against `redis` with extra flags and environment variables.
+    pub fn start_with_env(redis: &RedisServer, extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let url = redis.url();
+        let mut args = vec!["--redis-url", url.as_str()];
+        args.extend_from_slice(extra_args);
+        Self::start_args(&args, envs)
+    }
+
+    fn start_args(extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for the broker log");
         let mut broker = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -130,6 +139,10 @@ impl BrokerProcess {
             .map(|s| s.to_string())
             .chain(extra_args.iter().map(|s| s.to_string()))
             .collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             started_once: false,
             log: dir.path().join("broker.log"),
@@ -148,6 +161,7 @@ impl BrokerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
             .args(&self.args)
             .args(["--listen", &self.addr.to_string()])
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -78,6 +78,16 @@ impl From<Delivery> for pb::ReceivedMessage {
             .and_then(|f| std::str::from_utf8(&f.value).ok())
             .unwrap_or_default()
             .to_owned();
+        if !traceparent.is_empty() {
+            // The delivery as a span of the producer's trace (exported over OTLP when on).
+            let span = tracing::info_span!(
+                "deliver",
+                stream = %delivery.stream,
+                id = %delivery.entry.id,
+                delivery_count = delivery.delivery_count,
+            );
+            crate::telemetry::adopt(&span, &traceparent);
+        }
         Self {
             stream: delivery.stream,
             id: delivery.entry.id.to_string(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{RedisError, Value, cmd};
+use tracing::Instrument;
 
 use super::errors::{Ctx, classify};
 use super::replies::{into_items, parse_stream_batches, push_trim, to_id, to_text, to_u64};
@@ -168,13 +169,20 @@ impl RedisStore {
             .first()
             .map(|r| r.stream.as_str())
             .unwrap_or_default();
-        let mut conn = self.connection().await?;
-        // Per-command results, so that each failure is classified on its own terms.
-        let replies: Vec<Value> = pipe
-            .ignore_errors()
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| self.failed(&conn, &err, Ctx::stream(first_stream), "XADD"))?;
+        let replies: Vec<Value> = async {
+            let mut conn = self.connection().await?;
+            // Per-command results, so that each failure is classified on its own terms.
+            pipe.ignore_errors()
+                .query_async(&mut conn)
+                .await
+                .map_err(|err| self.failed(&conn, &err, Ctx::stream(first_stream), "XADD"))
+        }
+        .instrument(tracing::info_span!(
+            "redis",
+            command = "XADD",
+            pipelined = requests.len()
+        ))
+        .await?;
         let mut replies = replies.into_iter();
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {

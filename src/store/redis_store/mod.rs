@@ -30,6 +30,7 @@ use bb8::{ErrorSink, ManageConnection, Pool, RunError};
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 use redis::{Client, Cmd, FromRedisValue, RedisError, ScriptInvocation, Value};
+use tracing::Instrument;
 
 use super::{StoreError, StoreResult, Wakeups};
 use cluster::ClusterHandle;
@@ -347,11 +348,16 @@ impl RedisStore {
     }
 
     async fn query<T: FromRedisValue>(&self, command: &Cmd, ctx: Ctx<'_>) -> StoreResult<T> {
-        let mut conn = self.connection().await?;
-        command
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| self.failed(&conn, &err, ctx, &command_name(command)))
+        let name = command_name(command);
+        async {
+            let mut conn = self.connection().await?;
+            command
+                .query_async(&mut conn)
+                .await
+                .map_err(|err| self.failed(&conn, &err, ctx, &name))
+        }
+        .instrument(tracing::info_span!("redis", command = %name))
+        .await
     }
 
     /// Runs a Lua script (EVALSHA, loading it on first use), errors classified like commands;
@@ -362,11 +368,15 @@ impl RedisStore {
         ctx: Ctx<'_>,
         name: &str,
     ) -> StoreResult<T> {
-        let mut conn = self.connection().await?;
-        invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|err| self.failed(&conn, &err, ctx, name))
+        async {
+            let mut conn = self.connection().await?;
+            invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|err| self.failed(&conn, &err, ctx, name))
+        }
+        .instrument(tracing::info_span!("redis", command = name))
+        .await
     }
 
     /// The one path from a failed command to a [`StoreError`]: a connection that failed is
