@@ -25,7 +25,12 @@ pub async fn sample<S: Store>(
             gauge!("streamgate_redis_pool_connections", "state" => "in_use")
                 .set(f64::from(connections.saturating_sub(idle)));
         }
-        for (stream, group) in redelivery.served_groups() {
+        // What a long run must keep bounded: wake-up registrations and the groups whose
+        // sweeps this broker schedules.
+        gauge!("streamgate_wakeup_registrations").set(store.wakeups().watcher_count() as f64);
+        let served = redelivery.served_groups();
+        gauge!("streamgate_swept_groups").set(served.len() as f64);
+        for (stream, group) in served {
             let Ok(groups) = store.groups(&stream).await else {
                 continue;
             };

@@ -9,6 +9,7 @@
 //! median of several runs (`--runs`).
 
 mod setup;
+mod soak;
 mod workloads;
 
 use std::time::Duration;
@@ -60,6 +61,22 @@ struct Args {
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Instead of the benchmark: a soak run of this long (`1h`; see `soak.rs`), printing a
+    /// table per `--soak-window` and the totals.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    soak: Option<Duration>,
+    /// The soak's window between two rows.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    soak_window: Duration,
+    /// The soak's produce rate, messages per second.
+    #[arg(long, default_value_t = 5000)]
+    soak_rate: u64,
+    /// The soak's streams.
+    #[arg(long, default_value_t = 100)]
+    soak_streams: usize,
+    /// The soak's subscriptions (a tenth reconnect every minute).
+    #[arg(long, default_value_t = 1000)]
+    soak_subscriptions: usize,
     /// Run only these workload groups (for profiling one thing at a time).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Group>,
@@ -166,6 +183,9 @@ async fn main() -> anyhow::Result<()> {
         args.shrink_for_smoke();
     }
     let dir = tempfile::tempdir()?;
+    if let Some(duration) = args.soak {
+        return soak_run(&args, duration, dir.path()).await;
+    }
     let (redis_url, _redis) = match &args.redis_url {
         Some(url) => (url.clone(), None),
         None => {
@@ -235,6 +255,38 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The soak run, on a Redis and broker of its own.
+async fn soak_run(args: &Args, duration: Duration, dir: &std::path::Path) -> anyhow::Result<()> {
+    let (redis_url, _redis) = setup::start_redis(dir)?;
+    let (addr, metrics, broker) = setup::start_broker_with_metrics(&redis_url).await?;
+    let redis = redis::Client::open(redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await
+        .context("connect to redis")?;
+    let plan = soak::SoakPlan {
+        duration,
+        window: args.soak_window.min(duration),
+        rate: args.soak_rate,
+        streams: args.soak_streams,
+        subscriptions: args.soak_subscriptions,
+        churn: 0.1,
+        churn_every: Duration::from_secs(60).min(duration / 3),
+    };
+    println!(
+        "soak: {duration:?} at {} msg/s over {} streams, {} subscriptions ({}% reconnect every {:?})",
+        plan.rate,
+        plan.streams,
+        plan.subscriptions,
+        (plan.churn * 100.0) as u32,
+        plan.churn_every
+    );
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(setup::connect(&addr).await?);
+    }
+    soak::run(plan, channels, metrics, broker.pid(), redis).await
 }
 
 async fn run_once(

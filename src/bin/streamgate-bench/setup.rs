@@ -176,6 +176,24 @@ pub(crate) async fn start_broker(
     start_broker_with(&["--redis-url", redis_url], pool_size).await
 }
 
+/// Starts the broker binary on `redis_url` with its metrics endpoint on a free port: the
+/// broker's address, the metrics address, and the guard.
+pub(crate) async fn start_broker_with_metrics(
+    redis_url: &str,
+) -> anyhow::Result<(String, String, Guard)> {
+    let metrics = format!("127.0.0.1:{}", free_port()?);
+    let args = [
+        "--redis-url",
+        redis_url,
+        "--metrics-addr",
+        metrics.as_str(),
+        "--metrics-interval",
+        "2s",
+    ];
+    let (addr, guard) = start_broker_with(&args, 8).await?;
+    Ok((addr, metrics, guard))
+}
+
 /// Starts the broker binary on a Redis Cluster (`urls`: comma-separated seeds).
 pub(crate) async fn start_cluster_broker(urls: &str) -> anyhow::Result<(String, Guard)> {
     start_broker_with(&["--redis-cluster-url", urls], 8).await
