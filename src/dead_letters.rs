@@ -45,12 +45,15 @@ pub async fn list<S: Store>(
 }
 
 /// Puts the selected dead letters back on their own streams, each in one atomic step. An id
-/// that is not a dead letter fails the call (nothing after it is replayed); an id no longer in
-/// the dead-letter stream (replayed meanwhile) is skipped.
+/// that is not a dead letter fails the call (nothing is replayed); an id no longer in the
+/// dead-letter stream (replayed meanwhile) is skipped. `authorize` sees every stream the
+/// selection would append to before anything moves: a caller who may repair the dead-letter
+/// stream may not thereby write to streams it could not produce to.
 pub async fn replay<S: Store>(
     store: &S,
     dead_letter_stream: &str,
     selection: Selection,
+    authorize: impl FnOnce(&[&str]) -> BrokerResult<()>,
 ) -> BrokerResult<Vec<Replayed>> {
     let letters = match selection {
         Selection::Range(range, count) => list(store, dead_letter_stream, range, count).await?,
@@ -74,6 +77,10 @@ pub async fn replay<S: Store>(
             letters
         }
     };
+    let mut targets: Vec<&str> = letters.iter().map(|l| l.stream.as_str()).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    authorize(&targets)?;
     let mut replayed = Vec::with_capacity(letters.len());
     for letter in letters {
         if let Some(id) = store

@@ -442,7 +442,13 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
             }
             Selection::Ids(convert::ids("ids", &request.ids, &self.limits)?)
         };
-        let replayed = dead_letters::replay(&self.store, &stream, selection).await?;
+        // Replaying appends to the streams the letters came from: the caller must be allowed
+        // to produce there too.
+        let caller = Caller::current();
+        let replayed = dead_letters::replay(&self.store, &stream, selection, |targets| {
+            caller.require(Permission::Produce, targets.iter().copied())
+        })
+        .await?;
         Ok(Response::new(pb::ReplayDeadLettersResponse {
             replayed: replayed
                 .into_iter()
