@@ -20,7 +20,7 @@ USER streamgate
 ENV STREAMGATE_LISTEN=0.0.0.0:50051 \
     STREAMGATE_METRICS_ADDR=0.0.0.0:9090 \
     STREAMGATE_LOG_FORMAT=json
-EXPOSE 50051 9090
+EXPOSE 50051 9090 8080
 # The binary is its own probe: exits 0 while the broker reports SERVING (Redis answers).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
   CMD ["streamgate", "health", "--server", "127.0.0.1:50051", "--timeout", "3s"]

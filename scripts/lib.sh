@@ -41,6 +41,13 @@ ensure_nginx() {
   apt_install nginx-light || apt_install nginx
 }
 
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  [ -x /usr/bin/chromium ] && return 0
+  say "installing Debian's chromium (the console tests drive it headless with playwright-core)"
+  apt_install chromium
+}
+
 # What both scripts need before cargo runs: a compiler, Rust, and redis-server.
 ensure_toolchain_and_redis() {
   ensure_build_tools

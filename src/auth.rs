@@ -38,6 +38,16 @@ pub enum Permission {
     AdminWrite,
 }
 
+impl Permission {
+    /// Every permission, in the order they are listed to callers.
+    pub const ALL: [Permission; 4] = [
+        Self::Produce,
+        Self::Consume,
+        Self::AdminRead,
+        Self::AdminWrite,
+    ];
+}
+
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -236,6 +246,14 @@ impl Caller {
         }
     }
 
+    /// Whether some rule grants `permission` on some stream.
+    pub fn may_any(&self, permission: Permission) -> bool {
+        match self {
+            Self::Anyone => true,
+            Self::Principal(p) => p.allows_any(permission),
+        }
+    }
+
     /// PERMISSION_DENIED unless some rule grants `permission` at all (a listing that would
     /// otherwise come back empty).
     pub fn require_any(&self, permission: Permission) -> Result<(), BrokerError> {
@@ -268,6 +286,7 @@ tokio::task_local! {
 pub struct AuthLayer {
     principals: Option<Arc<Principals>>,
     protect_probes: bool,
+    public_prefix: Option<&'static str>,
 }
 
 impl AuthLayer {
@@ -276,7 +295,21 @@ impl AuthLayer {
         Self {
             principals: principals.map(Arc::new),
             protect_probes,
+            public_prefix: None,
         }
+    }
+
+    /// The same authentication, except that requests for paths under `prefix` (the console's
+    /// page and scripts, which hold no data) pass without credentials. No gRPC method lives
+    /// there: their paths start with a package name.
+    pub fn with_public_prefix(mut self, prefix: &'static str) -> Self {
+        self.public_prefix = Some(prefix);
+        self
+    }
+
+    /// Whether authentication is on at all.
+    pub fn is_on(&self) -> bool {
+        self.principals.is_some()
     }
 
     fn authenticate<B>(
@@ -287,6 +320,11 @@ impl AuthLayer {
             return Ok(Caller::Anyone);
         };
         let path = request.uri().path();
+        if self.public_prefix.is_some_and(|prefix| {
+            path == "/" || path.starts_with(prefix) || path == prefix.trim_end_matches('/')
+        }) {
+            return Ok(Caller::Anyone);
+        }
         let is_probe =
             path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.");
         if is_probe && !self.protect_probes {

@@ -189,6 +189,17 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_METRICS_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub metrics_interval: Duration,
 
+    /// Serve the operators' web console at http://<addr>/ (e.g. 127.0.0.1:8080), talking
+    /// gRPC-Web to the Admin and Broker services on that port, with the same authentication.
+    /// Off when unset; the gRPC port is unchanged either way.
+    #[arg(long, env = "STREAMGATE_CONSOLE_ADDR")]
+    pub console_addr: Option<SocketAddr>,
+
+    /// How often the console's history (lengths, lags, pending, rates; the last hour, in
+    /// memory) is sampled, with --console-addr.
+    #[arg(long, env = "STREAMGATE_CONSOLE_SAMPLE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub console_sample_interval: Duration,
+
     /// Log format.
     #[arg(
         long,
@@ -306,6 +317,9 @@ impl ServeConfig {
                 "--redelivery-backoff-max must be at most {}",
                 humantime::format_duration(horizon)
             ));
+        }
+        if self.console_sample_interval < std::time::Duration::from_millis(100) {
+            return Err("--console-sample-interval must be at least 100ms".into());
         }
         if self.limits.default_ack_deadline.is_zero() || self.limits.default_ack_deadline > horizon
         {

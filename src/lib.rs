@@ -12,6 +12,7 @@
 //! - [`config`]: the command line and environment (`streamgate serve --help`).
 //! - [`auth`]: principals (tokens, client certificates), permissions on stream patterns.
 //! - [`gauges`]: gauges sampled on a timer (pool, group pending and lag).
+//! - [`console`]: the operators' web page (`--console-addr`), served with gRPC-Web.
 //!
 //! Calls, thin loops around the core:
 //! - [`subscription`]: the pump of Subscribe and Consume, a `select!` over shutdown, the client
@@ -24,6 +25,7 @@
 //!   new entries), Ack/Nack/Extend, flow control, redelivery and its sweep lease, stored
 //!   subscriptions (policy, pause, filter), seek, topics; knows nothing of tonic.
 //! - [`dead_letters`]: listing and replaying dead-letter streams (Admin).
+//! - [`history`]: the last hour of lengths, lags and rates, sampled for the console's charts.
 //! - [`error`]: the broker's error type and its single mapping to gRPC status codes.
 //!
 //! Store and base:
@@ -43,12 +45,14 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dead_letters;
 pub mod delivery;
 pub mod error;
 pub mod fetch;
 pub mod gauges;
 pub mod grpc;
+pub mod history;
 pub mod metrics;
 pub mod model;
 pub mod server;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -23,11 +24,13 @@ use tonic_health::server::HealthReporter;
 
 use crate::auth::{AuthLayer, Principals};
 use crate::config::ServeConfig;
+use crate::console;
 use crate::delivery::{DeliveryCore, RedeliveryCounters};
 use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
 use crate::grpc::pubsub::{self, PubsubService};
+use crate::history::{History, HistoryConfig};
 use crate::store::{
     MemoryStore, Namespaced, RedisStore, RedisStoreConfig, SentinelConfig, Store, StoreError,
     Wakeups,
@@ -301,10 +304,36 @@ impl<S: Store> BrokerOn<S> {
         ))
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(limits.max_request_bytes);
-        let admin =
-            pb::admin_server::AdminServer::new(AdminService::new(&self.core, limits.clone()))
-                .max_decoding_message_size(limits.max_request_bytes)
-                .max_encoding_message_size(limits.max_request_bytes);
+        let history = self.config.console_addr.map(|_| {
+            let history = History::new(HistoryConfig {
+                interval: self.config.console_sample_interval,
+                window: Duration::from_secs(3600),
+                max_streams: CONSOLE_MAX_STREAMS,
+            });
+            tokio::spawn(history.clone().run(self.store.clone(), background.clone()));
+            history
+        });
+        let mut admin_service = AdminService::new(&self.core, limits.clone());
+        if let Some(history) = history {
+            admin_service = admin_service.with_history(history);
+        }
+        let admin = pb::admin_server::AdminServer::new(admin_service)
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_request_bytes);
+        // The console stops with the gRPC port, whatever ended that.
+        let console_stop = shutdown.child_token();
+        let console = match self.config.console_addr {
+            Some(addr) => Some(
+                serve_console(
+                    addr,
+                    Routes::new(broker.clone()).add_service(admin.clone()),
+                    self.auth.clone(),
+                    console_stop.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let pubsub = PubsubService::new(
             self.core.clone(),
             self.subscriptions.clone(),
@@ -352,25 +381,7 @@ impl<S: Store> BrokerOn<S> {
             .http2_keepalive_interval(keepalive(self.config.http2_keepalive_interval))
             .http2_keepalive_timeout(keepalive(self.config.http2_keepalive_timeout))
             .max_concurrent_streams(self.config.http2_max_concurrent_streams)
-            .trace_fn(|request| {
-                // Handlers fill in what the call is about (`record` on the current span).
-                let span = tracing::info_span!(
-                    "rpc",
-                    method = %request.uri().path(),
-                    stream = tracing::field::Empty,
-                    group = tracing::field::Empty,
-                    consumer = tracing::field::Empty,
-                );
-                // A client's W3C trace context makes the call part of its trace.
-                if let Some(traceparent) = request
-                    .headers()
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    crate::telemetry::adopt(&span, traceparent);
-                }
-                span
-            })
+            .trace_fn(rpc_span)
             .layer(crate::metrics::RpcMetricsLayer)
             .layer(crate::grpc::deadline::DeadlineLayer)
             .layer(self.auth.clone())
@@ -392,6 +403,10 @@ impl<S: Store> BrokerOn<S> {
             }
         };
         // Whatever ended the server, nothing of ours outlives it.
+        console_stop.cancel();
+        if let Some(console) = console {
+            let _ = tokio::time::timeout(drain_timeout, console).await;
+        }
         background.cancel();
         self.subscriptions_shutdown.cancel();
         self.tracker.close();
@@ -434,6 +449,63 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     Broker::new(config)?.serve(listener, shutdown).await
+}
+
+/// The span of one call; handlers fill in what it is about (`record` on the current span),
+/// and a client's W3C trace context makes it part of the client's trace.
+fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "rpc",
+        method = %request.uri().path(),
+        stream = tracing::field::Empty,
+        group = tracing::field::Empty,
+        consumer = tracing::field::Empty,
+    );
+    if let Some(traceparent) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        crate::telemetry::adopt(&span, traceparent);
+    }
+    span
+}
+
+/// Most streams the console's history samples (the first ones a SCAN returns).
+const CONSOLE_MAX_STREAMS: usize = 1000;
+
+/// Binds `addr` and serves the console there: its page, and `routes` over gRPC-Web (HTTP/1.1
+/// and HTTP/2) with the same authentication, metrics and deadlines as the gRPC port. Stops
+/// accepting when `shutdown` is cancelled; the returned task ends when its calls have.
+async fn serve_console(
+    addr: std::net::SocketAddr,
+    routes: Routes,
+    auth: AuthLayer,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let listener = TcpListener::bind(addr).await.map_err(|err| {
+        ServeError::Config(format!("--console-addr: cannot listen on {addr}: {err}"))
+    })?;
+    let local = listener.local_addr().map_err(|err| {
+        ServeError::Config(format!(
+            "--console-addr: cannot read the bound address: {err}"
+        ))
+    })?;
+    tracing::info!(url = %format!("http://{local}{}", console::ASSET_PREFIX), "serving the console");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Server::builder()
+        .accept_http1(true)
+        .trace_fn(rpc_span)
+        .layer(crate::metrics::RpcMetricsLayer)
+        .layer(crate::grpc::deadline::DeadlineLayer)
+        .layer(auth.with_public_prefix(console::ASSET_PREFIX))
+        .add_routes(console::routes(routes))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned());
+    Ok(tokio::spawn(async move {
+        if let Err(err) = server.await {
+            tracing::error!(error = %err, "the console server failed");
+        }
+    }))
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

@@ -179,11 +179,11 @@ fn cycles(edges: &BTreeMap<Module, BTreeSet<Module>>) -> Vec<Vec<Module>> {
 fn layer(module: &Module) -> (usize, &'static str) {
     match module.first().map(String::as_str) {
         None => (4, "transport"),
-        Some("grpc" | "cli" | "server" | "config" | "auth" | "gauges" | "telemetry") => {
-            (4, "transport")
-        }
+        Some(
+            "grpc" | "cli" | "server" | "config" | "auth" | "gauges" | "telemetry" | "console",
+        ) => (4, "transport"),
         Some("subscription" | "fetch") => (3, "calls"),
-        Some("delivery" | "dead_letters" | "error") => (2, "core"),
+        Some("delivery" | "dead_letters" | "error" | "history") => (2, "core"),
         Some("store") => (1, "store"),
         Some("model" | "metrics") => (0, "base"),
         Some(other) => panic!("src/{other}: add it to a layer in tests/layers.rs"),

@@ -12,11 +12,13 @@ use crate::delivery::{DeliveryCore, Policies, Topics};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert::{self, id_strings};
 use crate::grpc::pb;
+use crate::history::History;
 use crate::model::{AutoClaimOptions, EntryId, PendingQuery, StartId};
 use crate::model::{Backoff, DeliveryPolicy};
 use crate::store::Store;
 use crate::store::StoreError;
 
+mod console;
 mod delayed;
 mod retention;
 mod subscriptions;
@@ -29,6 +31,7 @@ pub struct AdminService<S> {
     policies: Policies<S>,
     backoff: Backoff,
     core: DeliveryCore<S>,
+    history: Option<History>,
 }
 
 impl<S: Store> AdminService<S> {
@@ -41,7 +44,14 @@ impl<S: Store> AdminService<S> {
             store: core.store().clone(),
             core: core.clone(),
             limits,
+            history: None,
         }
+    }
+
+    /// Serves GetHistory from `history` (what the console's charts draw).
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// A stream name the caller must hold `permission` on (`field` names it in errors).
@@ -487,6 +497,20 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         request: Request<pb::ListDelayedRequest>,
     ) -> RpcResult<pb::ListDelayedResponse> {
         self.list_delayed_call(request).await
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> RpcResult<pb::StreamHistory> {
+        self.get_history_call(request).await
+    }
+
+    async fn describe_caller(
+        &self,
+        request: Request<pb::DescribeCallerRequest>,
+    ) -> RpcResult<pb::CallerDescription> {
+        self.describe_caller_call(request).await
     }
 
     async fn cancel_delayed(
