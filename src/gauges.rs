@@ -28,6 +28,12 @@ pub async fn sample<S: Store>(
         // What a long run must keep bounded: wake-up registrations and the groups whose
         // sweeps this broker schedules.
         gauge!("streamgate_wakeup_registrations").set(store.wakeups().watcher_count() as f64);
+        // Every task the runtime holds (pumps, calls, timers): a leak of any kind shows here.
+        gauge!("streamgate_tasks_alive").set(
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as f64,
+        );
         let served = redelivery.served_groups();
         gauge!("streamgate_swept_groups").set(served.len() as f64);
         for (stream, group) in served {

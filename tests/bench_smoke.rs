@@ -73,6 +73,7 @@ fn the_soak_run_prints_every_figure_in_a_minute() {
     );
     for figure in [
         "broker RSS MiB",
+        "tasks",
         "subscriptions open",
         "wake-up registrations",
         "swept groups",
@@ -90,7 +91,7 @@ fn the_soak_run_prints_every_figure_in_a_minute() {
     for row in &rows {
         // Every cell a number, none of them the -1 of a figure that could not be read.
         let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
-        assert_eq!(cells.len(), 10, "{row}");
+        assert_eq!(cells.len(), 11, "{row}");
         for cell in cells {
             let value: f64 = cell.parse().unwrap_or_else(|_| panic!("{cell} in {row}"));
             assert!(value >= 0.0, "{row}");

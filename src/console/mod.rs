@@ -26,73 +26,45 @@ struct Asset {
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// One embedded file: its path under the prefix, its type, and where it lives in the source.
+macro_rules! asset {
+    ($path:literal, $content_type:expr, $file:literal) => {
+        Asset {
+            path: concat!("/console/", $path),
+            content_type: $content_type,
+            body: include_bytes!($file),
+        }
+    };
+}
 
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/console/",
-        content_type: HTML,
-        body: include_bytes!("assets/index.html"),
-    },
-    Asset {
-        path: "/console/console.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("assets/console.css"),
-    },
-    Asset {
-        path: "/console/grpc-web.js",
-        content_type: JS,
-        body: include_bytes!("assets/grpc-web.js"),
-    },
-    Asset {
-        path: "/console/charts.js",
-        content_type: JS,
-        body: include_bytes!("assets/charts.js"),
-    },
-    Asset {
-        path: "/console/console.js",
-        content_type: JS,
-        body: include_bytes!("assets/console.js"),
-    },
-    Asset {
-        path: "/console/protobuf.min.js",
-        content_type: JS,
-        body: include_bytes!("assets/protobuf.min.js"),
-    },
-    Asset {
-        path: "/console/uPlot.min.js",
-        content_type: JS,
-        body: include_bytes!("assets/uPlot.min.js"),
-    },
-    Asset {
-        path: "/console/uPlot.min.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("assets/uPlot.min.css"),
-    },
-    Asset {
-        path: "/console/uPlot.LICENSE",
-        content_type: TEXT,
-        body: include_bytes!("assets/uPlot.LICENSE"),
-    },
-    Asset {
-        path: "/console/protobuf.LICENSE",
-        content_type: TEXT,
-        body: include_bytes!("assets/protobuf.LICENSE"),
-    },
-    Asset {
-        path: "/console/proto/streamgate/v1/broker.proto",
-        content_type: TEXT,
-        body: include_bytes!("../../proto/streamgate/v1/broker.proto"),
-    },
-    Asset {
-        path: "/console/proto/streamgate/v1/subscription.proto",
-        content_type: TEXT,
-        body: include_bytes!("../../proto/streamgate/v1/subscription.proto"),
-    },
-    Asset {
-        path: "/console/proto/streamgate/v1/admin.proto",
-        content_type: TEXT,
-        body: include_bytes!("../../proto/streamgate/v1/admin.proto"),
-    },
+    asset!("", HTML, "assets/index.html"),
+    asset!("console.css", CSS, "assets/console.css"),
+    asset!("grpc-web.js", JS, "assets/grpc-web.js"),
+    asset!("charts.js", JS, "assets/charts.js"),
+    asset!("console.js", JS, "assets/console.js"),
+    asset!("protobuf.min.js", JS, "assets/protobuf.min.js"),
+    asset!("uPlot.min.js", JS, "assets/uPlot.min.js"),
+    asset!("uPlot.min.css", CSS, "assets/uPlot.min.css"),
+    asset!("uPlot.LICENSE", TEXT, "assets/uPlot.LICENSE"),
+    asset!("protobuf.LICENSE", TEXT, "assets/protobuf.LICENSE"),
+    asset!(
+        "proto/streamgate/v1/broker.proto",
+        TEXT,
+        "../../proto/streamgate/v1/broker.proto"
+    ),
+    asset!(
+        "proto/streamgate/v1/subscription.proto",
+        TEXT,
+        "../../proto/streamgate/v1/subscription.proto"
+    ),
+    asset!(
+        "proto/streamgate/v1/admin.proto",
+        TEXT,
+        "../../proto/streamgate/v1/admin.proto"
+    ),
 ];
 
 /// What the page may load and call: only this origin, no inline script or style. protobufjs

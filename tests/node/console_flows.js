@@ -112,6 +112,31 @@ async function main() {
   assert.match(seen.pending_entry, /n: \d+/, "the entry's fields are shown");
   await shot("3-group-pending");
 
+  // 4b. Actions on the group, each confirmed: pause (and resume), claim an entry for another
+  //     consumer, hand one back to the group.
+  await page.getByTestId("pause").click();
+  await page.getByTestId("confirm-ok").click();
+  await page.getByTestId("resume").waitFor();
+  seen.paused = true;
+  await page.getByTestId("resume").click();
+  await page.getByTestId("confirm-ok").click();
+  await page.getByTestId("pause").waitFor();
+  const first = page.getByTestId("pending-row").first();
+  const claimedId = await first.getAttribute("data-id");
+  await first.locator("input[type=checkbox]").check();
+  await page.getByTestId("claim-to").fill("worker-2");
+  await page.getByTestId("claim").click();
+  await page.getByTestId("confirm-ok").click();
+  const claimedRow = page.locator(`[data-testid=pending-row][data-id="${claimedId}"]`);
+  await claimedRow.filter({ hasText: "worker-2" }).waitFor();
+  seen.claimed = claimedId;
+  await claimedRow.locator("input[type=checkbox]").check();
+  await page.getByTestId("hand-back").click();
+  await page.getByTestId("confirm-ok").click();
+  await claimedRow.filter({ hasText: "parked" }).waitFor();
+  seen.handed_back = claimedId;
+  await shot("3b-group-actions");
+
   // 5. A read-only principal is offered no action, and a call it makes anyway is refused.
   await signOut(page);
   await signIn(page, env("VIEWER_TOKEN"));
