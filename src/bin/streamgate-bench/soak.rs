@@ -300,6 +300,10 @@ async fn produce(channel: Channel, tally: Arc<Tally>, plan: SoakPlan, index: usi
     calls.join_all().await;
 }
 
+/// How long a subscription collects acks before sending them in one Ack call, as client
+/// libraries do (one call per message would be the soak measuring Ack calls, not the broker).
+const ACK_FLUSH: Duration = Duration::from_millis(500);
+
 /// One subscription of a stream's group: acks what it gets in batches, nacks one in a hundred
 /// once, and always nacks poison (which then ends as a dead letter).
 async fn consume(channel: Channel, tally: Arc<Tally>, stream: usize, generation: usize) {
@@ -320,7 +324,19 @@ async fn consume(channel: Channel, tally: Arc<Tally>, stream: usize, generation:
         return;
     };
     let mut events = response.into_inner();
-    while let Ok(Some(event)) = events.message().await {
+    let mut to_ack: Vec<String> = Vec::new();
+    let mut flush = tokio::time::interval(ACK_FLUSH);
+    loop {
+        let event = tokio::select! {
+            event = events.message() => event,
+            _ = flush.tick() => {
+                ack_batch(&mut client, &tally, stream, &name, &mut to_ack).await;
+                continue;
+            }
+        };
+        let Ok(Some(event)) = event else {
+            break;
+        };
         let Some(pb::subscribe_response::Event::Message(message)) = event.event else {
             continue;
         };
@@ -357,17 +373,34 @@ async fn consume(channel: Channel, tally: Arc<Tally>, stream: usize, generation:
                 .await;
             continue;
         }
-        if client
-            .ack(pb::AckRequest {
-                stream: name.clone(),
-                group: "soak".into(),
-                ids: vec![message.id.clone()],
-            })
-            .await
-            .is_ok()
-        {
-            tally.acked.lock().unwrap().insert(key(stream, &message.id));
-        }
+        to_ack.push(message.id);
+    }
+    ack_batch(&mut client, &tally, stream, &name, &mut to_ack).await;
+}
+
+/// Acknowledges what a subscription collected; what was acknowledged is tallied.
+async fn ack_batch(
+    client: &mut BrokerClient<Channel>,
+    tally: &Tally,
+    stream: usize,
+    name: &str,
+    to_ack: &mut Vec<String>,
+) {
+    if to_ack.is_empty() {
+        return;
+    }
+    let ids = std::mem::take(to_ack);
+    if client
+        .ack(pb::AckRequest {
+            stream: name.to_owned(),
+            group: "soak".into(),
+            ids: ids.clone(),
+        })
+        .await
+        .is_ok()
+    {
+        let mut acked = tally.acked.lock().unwrap();
+        acked.extend(ids.iter().map(|id| key(stream, id)));
     }
 }
 
