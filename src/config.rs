@@ -64,7 +64,8 @@ pub struct ServeConfig {
     pub redis_cluster_url: Option<String>,
 
     /// A Redis primary with replicas watched by Sentinel:
-    /// `redis+sentinel://[user:password@]host:26379[,host:26379...]/<master>[?sentinel_password=...]`.
+    /// `redis+sentinel://[user:password@]host:26379[,host:26379...]/<master>[?sentinel_password=...]`
+    /// (`rediss+sentinel://` for TLS to the sentinels and the primary, trusting --redis-ca-file).
     /// Connections go to the current primary and follow a failover without a restart.
     #[arg(
         long,

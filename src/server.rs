@@ -132,7 +132,8 @@ impl Broker {
                 (Some(user), None) => format!("{user}@"),
                 (None, None) => String::new(),
             };
-            format!("redis://{credentials}{host}:{port}")
+            let scheme = if s.tls { "rediss" } else { "redis" };
+            format!("{scheme}://{credentials}{host}:{port}")
         });
         let url = config
             .redis_url

@@ -319,37 +319,6 @@ async fn a_principal_limited_to_orders_can_neither_read_nor_list_nor_delete_paym
     assert!(own.iter().all(|s| s.starts_with("orders.")), "{own:?}");
 }
 
-/// A CA, a server certificate for localhost / 127.0.0.1, and a client certificate with `cn`.
-struct Pki {
-    ca: String,
-    server: (String, String),
-    client: (String, String),
-}
-
-fn pki(cn: &str) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "streamgate test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issue = |names: Vec<String>, common_name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    Pki {
-        ca: ca_cert.pem(),
-        server: issue(vec!["localhost".into(), "127.0.0.1".into()], "localhost"),
-        client: issue(vec![], cn),
-    }
-}
-
 fn tls_channel(addr: std::net::SocketAddr, pki: &Pki, with_client_cert: bool) -> Channel {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&pki.ca))
@@ -632,67 +601,9 @@ async fn a_flood_of_bad_requests_does_not_stop_well_behaved_clients() {
 async fn redis_over_tls_with_a_private_ca_and_a_password_that_never_leaks() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki("unused");
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-    let (cert, key, ca) = (
-        write("redis.pem", &pki.server.0),
-        write("redis.key", &pki.server.1),
-        write("ca.pem", &pki.ca),
-    );
-    let port = free_port();
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .args([
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca,
-        ])
-        .args([
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args([
-            "--requirepass",
-            "tls-s3cret",
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server (see tests/support for how to install it)");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _redis = Kill(child);
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server with TLS did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let redis = TlsRedis::start(dir.path(), &pki, &["--requirepass", "tls-s3cret"]);
+    let (_, _, ca) = write_pki(dir.path(), &pki);
+    let port = redis.port;
     let url = format!("rediss://:tls-s3cret@127.0.0.1:{port}");
 
     let trusted = BrokerProcess::start_in_memory(&["--redis-url", &url, "--redis-ca-file", &ca]);

@@ -30,17 +30,23 @@ struct Sentinel {
 
 impl Sentinel {
     fn start(primary_port: u16) -> Self {
+        Self::start_listening(primary_port, |port| format!("port {port}\n"))
+    }
+
+    /// A sentinel whose listening lines (`port`, or `tls-port` and its files) `listen` writes.
+    fn start_listening(primary_port: u16, listen: impl FnOnce(u16) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("sentinel.conf");
         std::fs::write(
             &config,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                "{listen}bind 127.0.0.1\ndir {dir}\n\
                  sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n\
                  sentinel down-after-milliseconds {MASTER} 1000\n\
                  sentinel failover-timeout {MASTER} 5000\n\
                  sentinel parallel-syncs {MASTER} 1\n",
+                listen = listen(port),
                 dir = dir.path().display()
             ),
         )
@@ -231,4 +237,57 @@ async fn the_broker_follows_a_sentinel_failover() {
             break;
         }
     }
+}
+
+/// `rediss+sentinel://`: TLS to the sentinels and to the primary they name, trusted through
+/// `--redis-ca-file`; without the CA the broker refuses the sentinel's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_finds_the_primary_through_sentinels_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki("unused");
+    let primary = TlsRedis::start(dir.path(), &pki, &[]);
+    let (cert, key, ca) = write_pki(dir.path(), &pki);
+    let sentinel = Sentinel::start_listening(primary.port, |port| {
+        format!(
+            "port 0\ntls-port {port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+             tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes\n"
+        )
+    });
+    let url = format!("rediss+sentinel://127.0.0.1:{}/{MASTER}", sentinel.port);
+    let mut config = ServeConfig::parse_from([
+        "serve",
+        "--redis-sentinel-url",
+        &url,
+        "--redis-ca-file",
+        &ca,
+    ]);
+    config.redis_timeout = Duration::from_secs(1);
+    let mut broker = TestBroker::start_config(config).await;
+    // The sentinel needs a moment to learn the primary is up.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let ids = loop {
+        match broker.broker.produce(numbered(STREAM, 0..3)).await {
+            Ok(reply) => break reply.into_inner().ids,
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no produce through the TLS sentinel: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(ids.len(), 3);
+
+    // Without the CA the sentinel's certificate is not trusted: UNAVAILABLE, saying so.
+    let mut untrusted = ServeConfig::parse_from(["serve", "--redis-sentinel-url", &url]);
+    untrusted.redis_timeout = Duration::from_secs(1);
+    untrusted.redis_connect_timeout = Duration::from_millis(500);
+    let mut untrusted = TestBroker::start_config(untrusted).await;
+    let err = untrusted
+        .broker
+        .produce(numbered(STREAM, 0..1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
 }

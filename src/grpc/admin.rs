@@ -7,7 +7,6 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, Permission};
 use crate::config::Limits;
-use crate::dead_letters::{self, Selection};
 use crate::delivery::{DeliveryCore, Policies, Topics};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert::{self, id_strings};
@@ -19,6 +18,7 @@ use crate::store::Store;
 use crate::store::StoreError;
 
 mod console;
+mod dead_letter_calls;
 mod delayed;
 mod retention;
 mod subscriptions;
@@ -413,62 +413,14 @@ impl<S: Store> pb::admin_server::Admin for AdminService<S> {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> RpcResult<pb::ListDeadLettersResponse> {
-        let request = request.into_inner();
-        let stream = self.stream_as(
-            "dead_letter_stream",
-            Permission::AdminRead,
-            &request.dead_letter_stream,
-        )?;
-        let range = convert::range("start", &request.start, "end", &request.end)?;
-        let count = self.listing_count(request.count)?;
-        let letters = dead_letters::list(&self.store, &stream, range, count).await?;
-        Ok(Response::new(pb::ListDeadLettersResponse {
-            dead_letters: letters.into_iter().map(Into::into).collect(),
-        }))
+        self.list_dead_letters_call(request).await
     }
 
     async fn replay_dead_letters(
         &self,
         request: Request<pb::ReplayDeadLettersRequest>,
     ) -> RpcResult<pb::ReplayDeadLettersResponse> {
-        let request = request.into_inner();
-        let stream = self.stream_as(
-            "dead_letter_stream",
-            Permission::AdminWrite,
-            &request.dead_letter_stream,
-        )?;
-        let selection = if request.ids.is_empty() {
-            Selection::Range(
-                convert::range("start", &request.start, "end", &request.end)?,
-                self.listing_count(request.count)?,
-            )
-        } else {
-            if !request.start.is_empty() || !request.end.is_empty() || request.count != 0 {
-                return Err(BrokerError::invalid(
-                    "ids",
-                    "give either ids, or start/end/count, not both",
-                )
-                .into());
-            }
-            Selection::Ids(convert::ids("ids", &request.ids, &self.limits)?)
-        };
-        // Replaying appends to the streams the letters came from: the caller must be allowed
-        // to produce there too.
-        let caller = Caller::current();
-        let replayed = dead_letters::replay(&self.store, &stream, selection, |targets| {
-            caller.require(Permission::Produce, targets.iter().copied())
-        })
-        .await?;
-        Ok(Response::new(pb::ReplayDeadLettersResponse {
-            replayed: replayed
-                .into_iter()
-                .map(|r| pb::ReplayedMessage {
-                    dead_letter_id: r.dead_letter_id.to_string(),
-                    stream: r.stream,
-                    id: r.id.to_string(),
-                })
-                .collect(),
-        }))
+        self.replay_dead_letters_call(request).await
     }
 
     async fn set_retention(

@@ -12,6 +12,7 @@ mod broker;
 mod client;
 mod cluster;
 mod metrics;
+mod pki;
 mod proxy;
 mod redis_server;
 
@@ -20,5 +21,6 @@ pub use broker::*;
 pub use client::*;
 pub use cluster::*;
 pub use metrics::*;
+pub use pki::*;
 pub use proxy::*;
 pub use redis_server::*;

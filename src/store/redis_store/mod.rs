@@ -243,7 +243,9 @@ impl RedisStore {
         let locator = config
             .sentinel
             .as_ref()
-            .map(|sentinel| sentinel::Locator::new(sentinel).map(Arc::new))
+            .map(|sentinel| {
+                sentinel::Locator::new(sentinel, config.ca_pem.as_deref()).map(Arc::new)
+            })
             .transpose()
             .map_err(invalid)?;
         let pool = Pool::builder()

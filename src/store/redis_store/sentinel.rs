@@ -5,7 +5,7 @@
 //! replica).
 
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{Client, ConnectionAddr, RedisError, RedisResult};
+use redis::{Client, ConnectionAddr, RedisError, RedisResult, TlsCertificates, TlsMode};
 
 /// How to reach a Redis watched by Sentinel: `--redis-sentinel-url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,14 +20,24 @@ pub struct SentinelConfig {
     pub password: Option<String>,
     /// The sentinels' own password, when they require one.
     pub sentinel_password: Option<String>,
+    /// `rediss+sentinel://`: TLS to the sentinels and to the primary, verified against the
+    /// system's roots or `--redis-ca-file`, as for a single `rediss://` Redis.
+    pub tls: bool,
 }
 
 impl SentinelConfig {
-    /// Parses `redis+sentinel://[user:password@]host:port[,host:port...]/master[?sentinel_password=...]`.
+    /// Parses `redis+sentinel://[user:password@]host:port[,host:port...]/master[?sentinel_password=...]`
+    /// (`rediss+sentinel://` for TLS).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("redis+sentinel://")
-            .ok_or("a sentinel url starts with redis+sentinel://")?;
+        let (tls, rest) = match url.strip_prefix("rediss+sentinel://") {
+            Some(rest) => (true, rest),
+            None => (
+                false,
+                url.strip_prefix("redis+sentinel://").ok_or(
+                    "a sentinel url starts with redis+sentinel:// (rediss+sentinel:// for TLS)",
+                )?,
+            ),
+        };
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, master) = rest
             .split_once('/')
@@ -68,6 +78,7 @@ impl SentinelConfig {
             username,
             password,
             sentinel_password,
+            tls,
         })
     }
 }
@@ -78,13 +89,37 @@ pub(super) struct Locator {
 }
 
 impl Locator {
-    pub(super) fn new(config: &SentinelConfig) -> RedisResult<Self> {
+    /// Sentinels from `config`; `ca_pem` (`--redis-ca-file`) is trusted for TLS to them and to
+    /// the primary besides the system's roots.
+    pub(super) fn new(config: &SentinelConfig, ca_pem: Option<&[u8]>) -> RedisResult<Self> {
         let addresses = config
             .sentinels
             .iter()
-            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+            .map(|(host, port)| match config.tls {
+                true => ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port: *port,
+                    insecure: false,
+                    tls_params: None,
+                },
+                false => ConnectionAddr::Tcp(host.clone(), *port),
+            });
         let mut builder =
             SentinelClientBuilder::new(addresses, &config.master, SentinelServerType::Master)?;
+        if config.tls {
+            builder = builder
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                .set_client_to_redis_tls_mode(TlsMode::Secure);
+            if let Some(ca) = ca_pem {
+                let certificates = || TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.to_vec()),
+                };
+                builder = builder
+                    .set_client_to_sentinel_certificates(certificates())
+                    .set_client_to_redis_certificates(certificates());
+            }
+        }
         if let Some(user) = &config.username {
             builder = builder.set_client_to_redis_username(user);
         }
@@ -126,6 +161,12 @@ mod tests {
         assert_eq!(config.username.as_deref(), Some("app"));
         assert_eq!(config.password.as_deref(), Some("secret"));
         assert_eq!(config.sentinel_password.as_deref(), Some("s"));
+        assert!(!config.tls);
+        assert!(
+            SentinelConfig::parse("rediss+sentinel://x:1/m")
+                .unwrap()
+                .tls
+        );
         assert!(SentinelConfig::parse("redis://x:1/m").is_err());
         assert!(SentinelConfig::parse("redis+sentinel://x:1/").is_err());
         assert!(SentinelConfig::parse("redis+sentinel://x/m").is_err());
