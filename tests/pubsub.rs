@@ -174,6 +174,8 @@ fn check(client: Client, seen: &Value) {
         "{seen}"
     );
     assert_eq!(errors["snapshot"], "MethodNotImplemented", "{seen}");
+    assert_eq!(errors["short_retention"], "InvalidArgument", "{seen}");
+    assert_eq!(seen["default_retention_seconds"], 604_800.0, "{seen}");
     assert_eq!(seen["after_delete"], "NotFound", "{seen}");
 }
 
@@ -195,6 +197,31 @@ async fn on_redis(client: Client, project: &str) {
     for field in ["data", "kind", "order", "n"] {
         assert!(text.contains(field), "{text}");
     }
+    // Pub/Sub's retention became the streams' stored policies: `orders` keeps what its
+    // subscription acknowledged (retain_acked_messages), `mixed` (a default subscription, every
+    // message acknowledged or filtered out) is emptied by the broker's retention.
+    let orders_policy: String = redis.cmd(&["HGET", "streamgate:retention", &orders]).await;
+    assert!(
+        orders_policy.contains(r#""acked":false"#),
+        "{orders_policy}"
+    );
+    assert!(
+        orders_policy.contains(r#""max_age_ms":604800000"#),
+        "{orders_policy}"
+    );
+    let mixed = format!("{project}/mixed");
+    let mut left = u64::MAX;
+    for _ in 0..100 {
+        left = redis.cmd(&["XLEN", &mixed]).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        left, 0,
+        "the acknowledged entries of {mixed} were not deleted"
+    );
 }
 
 async fn on_the_embedded_store(client: Client, project: &str) {

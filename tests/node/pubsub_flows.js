@@ -54,7 +54,7 @@ async function codeOf(call) {
 async function main() {
   // Many messages with attributes, all received by a listener and acked.
   const orders = await topic('orders');
-  const ordersSub = await subscription('orders-sub', orders);
+  const ordersSub = await subscription('orders-sub', orders, {retainAckedMessages: true});
   const ids = await Promise.all(Array.from({length: MESSAGES}, (_, i) =>
     orders.publishMessage({data: Buffer.from(`order ${i}`), attributes: {kind: 'order', n: String(i)}})));
   result.published = new Set(ids).size;
@@ -151,7 +151,7 @@ async function main() {
 
   // Seek to a time replays what was published after it.
   const replay = await topic('replay');
-  const replaySub = await subscription('replay-sub', replay);
+  const replaySub = await subscription('replay-sub', replay, {retainAckedMessages: true});
   const before = new Date();
   await sleep(10);
   for (let i = 0; i < 10; i++) await replay.publishMessage({data: Buffer.from(`r${i}`)});
@@ -173,6 +173,10 @@ async function main() {
   const kept = [];
   await receive(keptSub, (m) => { kept.push(m.data.toString()); m.ack(); }, () => false, 3);
   result.filtered = kept.sort();
+  // Without retainAckedMessages, what every subscription acknowledged is deleted (the test
+  // checks the stream empties); unacknowledged messages are kept 7 days unless it says otherwise.
+  const [keptMeta] = await keptSub.getMetadata();
+  result.default_retention_seconds = Number(keptMeta.messageRetentionDuration.seconds);
 
   // Administration and the errors the real service gives.
   const [topics] = await pubsub.getTopics();
@@ -186,6 +190,8 @@ async function main() {
     publish_missing_topic: await codeOf(() => pubsub.topic('nope-never').publishMessage({data: Buffer.from('x')})),
     push_subscription: await codeOf(() => orders.createSubscription('push-sub',
       {pushConfig: {pushEndpoint: 'https://example.com/push'}})),
+    short_retention: await codeOf(() => orders.createSubscription('brief-sub',
+      {messageRetentionDuration: {seconds: 60}})),
     snapshot: await codeOf(() => ordersSub.createSnapshot('snap')),
   };
   await retrySub.delete();

@@ -57,9 +57,10 @@ def code_of(call):
     return "OK"
 
 
-# Many messages with attributes, all received by a callback and acked.
+# Many messages with attributes, all received by a callback and acked (and kept after their ack,
+# for the test to read the entries from Redis).
 orders = topic("orders")
-orders_sub = subscription("orders-sub", orders)
+orders_sub = subscription("orders-sub", orders, retain_acked_messages=True)
 futures = [publisher.publish(orders, f"order {i}".encode(), kind="order", n=str(i))
            for i in range(MESSAGES)]
 ids = [f.result(timeout=60) for f in futures]
@@ -169,7 +170,7 @@ result["exactly_once_second_ack"] = second_ack
 
 # Seek to a time replays what was published after it.
 replay = topic("replay")
-replay_sub = subscription("replay-sub", replay)
+replay_sub = subscription("replay-sub", replay, retain_acked_messages=True)
 before = timestamp_pb2.Timestamp()
 before.GetCurrentTime()
 time.sleep(0.01)
@@ -207,6 +208,10 @@ def take_kept(message):
 
 receive(kept_sub, take_kept, lambda: False, seconds=3)
 result["filtered"] = sorted(kept)
+# Without retain_acked_messages, what every subscription acknowledged is deleted (the test
+# checks the stream empties); unacknowledged messages are kept 7 days unless it says otherwise.
+result["default_retention_seconds"] = subscriber.get_subscription(
+    request={"subscription": kept_sub}).message_retention_duration.total_seconds()
 
 # Ordering keys: an ordering publisher, 100 keys, and the client's multi-threaded callback
 # scheduler see each key's messages in publish order.
@@ -274,6 +279,9 @@ result["errors"] = {
     "push_subscription": code_of(lambda: subscriber.create_subscription(request={
         "name": subscriber.subscription_path(PROJECT, "push-sub"), "topic": orders,
         "push_config": {"push_endpoint": "https://example.com/push"}})),
+    "short_retention": code_of(lambda: subscriber.create_subscription(request={
+        "name": subscriber.subscription_path(PROJECT, "brief-sub"), "topic": orders,
+        "message_retention_duration": {"seconds": 60}})),
     "snapshot": code_of(lambda: subscriber.create_snapshot(request={
         "name": f"projects/{PROJECT}/snapshots/snap", "subscription": orders_sub})),
 }

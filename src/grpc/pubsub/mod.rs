@@ -13,6 +13,7 @@ mod messages;
 mod names;
 mod publisher;
 mod records;
+mod retention;
 mod settings;
 mod streaming_pull;
 mod subscriber;

@@ -1,17 +1,19 @@
 //! `google.pubsub.v1.Publisher`: topics are streams (see [`names`](super::names)); Publish
-//! appends plain entries through the core's group commit, like Produce.
+//! appends plain entries through the core's group commit, like Produce. What a topic's stream
+//! keeps follows its settings and its subscriptions' ([`retention`](super::retention)).
 
 use tonic::{Request, Response, Status};
 
 use super::messages::to_entry;
 use super::names::{Kind, Name};
 use super::records::page;
+use super::retention::checked_retention;
 use super::settings::refuse_unsupported_topic;
 use super::{PubsubService, pb};
 use crate::auth::{Caller, Permission};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert;
-use crate::model::{Append, EntryId, TrimPolicy, TrimThreshold};
+use crate::model::Append;
 use crate::store::Store;
 
 /// What Pub/Sub shows as the topic of a subscription whose topic was deleted.
@@ -38,7 +40,10 @@ impl<S: Store> PubsubService<S> {
     }
 
     /// Subscriptions (names) of `topic`.
-    async fn subscriptions_of(&self, topic: &Name) -> BrokerResult<Vec<(Name, pb::Subscription)>> {
+    pub(super) async fn subscriptions_of(
+        &self,
+        topic: &Name,
+    ) -> BrokerResult<Vec<(Name, pb::Subscription)>> {
         let all: Vec<(Name, pb::Subscription)> = self
             .shared
             .records
@@ -47,25 +52,6 @@ impl<S: Store> PubsubService<S> {
         let topic = topic.to_string();
         Ok(all.into_iter().filter(|(_, s)| s.topic == topic).collect())
     }
-}
-
-/// The trim that keeps a topic's retention: entries older than it go (approximately, whole
-/// nodes, as XADD MINID ~ does).
-fn retention_trim(topic: &pb::Topic) -> Option<TrimPolicy> {
-    let retention = topic.message_retention_duration.as_ref()?;
-    let retention_ms = u64::try_from(retention.seconds).ok()? * 1000;
-    if retention_ms == 0 {
-        return None;
-    }
-    let now_ms = crate::model::now_ms();
-    Some(TrimPolicy {
-        threshold: TrimThreshold::MinId(EntryId {
-            ms: now_ms.saturating_sub(retention_ms),
-            seq: 0,
-        }),
-        approximate: true,
-        limit: None,
-    })
 }
 
 /// The fields of a topic Pub/Sub lets UpdateTopic change that streamgate keeps.
@@ -101,6 +87,10 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
         let request = request.into_inner();
         let name = self.topic_name(Permission::AdminWrite, "name", &request.name)?;
         refuse_unsupported_topic(&request)?;
+        checked_retention(
+            "message_retention_duration",
+            request.message_retention_duration.as_ref(),
+        )?;
         let topic = pb::Topic {
             name: name.to_string(),
             labels: request.labels,
@@ -108,6 +98,7 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
             ..Default::default()
         };
         self.shared.records.put(&name, &topic, true).await?;
+        self.sync_retention(&name).await?;
         tracing::info!(topic = %name, stream = %name.stream(), "Pub/Sub topic created");
         Ok(Response::new(topic))
     }
@@ -120,7 +111,12 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
         let name = self.topic_name(Permission::AdminWrite, "topic.name", &update.name)?;
         let mut topic = self.topic(&name).await?;
         apply_topic_update(&mut topic, update, request.update_mask)?;
+        checked_retention(
+            "topic.message_retention_duration",
+            topic.message_retention_duration.as_ref(),
+        )?;
         self.shared.records.put(&name, &topic, false).await?;
+        self.sync_retention(&name).await?;
         Ok(Response::new(topic))
     }
 
@@ -133,7 +129,7 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
         if request.messages.is_empty() {
             return Err(BrokerError::invalid("messages", "must not be empty").into());
         }
-        let topic = self.topic(&name).await?;
+        self.topic(&name).await?;
         let messages = request
             .messages
             .into_iter()
@@ -146,7 +142,6 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
             .append_one(Append {
                 stream: name.stream(),
                 messages,
-                trim: retention_trim(&topic),
                 require_existing_stream: false,
                 ..Append::default()
             })
@@ -224,6 +219,7 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
                 .put(&subscription_name, &subscription, false)
                 .await?;
         }
+        self.sync_retention(&name).await?;
         tracing::info!(topic = %name, "Pub/Sub topic deleted; its stream and subscriptions stay");
         Ok(Response::new(()))
     }

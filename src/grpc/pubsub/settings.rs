@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::names::{Kind, Name};
 use super::pb;
+use super::retention::{DEFAULT_SUBSCRIPTION_RETENTION, checked_retention};
 use crate::error::{BrokerError, BrokerResult};
 use crate::model::{Filter, SubscriptionPolicy};
 
@@ -167,6 +168,13 @@ pub(super) fn normalized(mut subscription: pb::Subscription) -> BrokerResult<pb:
     if !subscription.filter.is_empty() {
         streamgate_filter(&subscription.filter)?;
     }
+    let retention = checked_retention(
+        "message_retention_duration",
+        subscription.message_retention_duration.as_ref(),
+    )?;
+    subscription.message_retention_duration = Some(proto_duration(
+        retention.unwrap_or(DEFAULT_SUBSCRIPTION_RETENTION),
+    ));
     Ok(subscription)
 }
 

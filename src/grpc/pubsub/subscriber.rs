@@ -223,6 +223,7 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             let _ = self.shared.records.remove(&target.name).await;
             return Err(err.into());
         }
+        self.sync_retention(&topic).await?;
         tracing::info!(subscription = %target.name, stream = %target.stream, "Pub/Sub subscription created");
         Ok(Response::new(target.subscription))
     }
@@ -266,6 +267,9 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             .records
             .put(&target.name, &subscription, false)
             .await?;
+        if let Ok(topic) = Name::parse(Kind::Topic, "topic", &subscription.topic) {
+            self.sync_retention(&topic).await?;
+        }
         target.subscription = subscription;
         Ok(Response::new(target.subscription))
     }
@@ -308,8 +312,9 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
         let subscription: pb::Subscription = self.shared.records.existing(&name).await?;
         // A subscription whose topic was deleted has no stream to check permissions on: an
         // admin of anything may delete it.
-        match Name::parse(Kind::Topic, "topic", &subscription.topic) {
-            Ok(topic) => {
+        let topic = Name::parse(Kind::Topic, "topic", &subscription.topic).ok();
+        match &topic {
+            Some(topic) => {
                 let stream = topic.stream();
                 Caller::current().require(Permission::AdminWrite, [stream.as_str()])?;
                 let _ = self.shared.core.policies().delete(&stream, &name.id).await;
@@ -325,9 +330,12 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
                     Err(err) => return Err(BrokerError::from(err).into()),
                 }
             }
-            Err(_) => Caller::current().require_any(Permission::AdminWrite)?,
+            None => Caller::current().require_any(Permission::AdminWrite)?,
         }
         self.shared.records.remove(&name).await?;
+        if let Some(topic) = &topic {
+            self.sync_retention(topic).await?;
+        }
         tracing::info!(subscription = %name, "Pub/Sub subscription deleted with its group");
         Ok(Response::new(()))
     }
