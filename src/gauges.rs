@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use metrics::gauge;
+use metrics::{counter, gauge};
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Redelivery;
@@ -20,10 +20,17 @@ pub async fn sample<S: Store>(
     stop: CancellationToken,
 ) {
     loop {
-        if let Some((connections, idle)) = store.pool_state() {
-            gauge!("streamgate_redis_pool_connections", "state" => "idle").set(f64::from(idle));
+        if let Some(pool) = store.pool_state() {
+            gauge!("streamgate_redis_pool_connections", "state" => "idle")
+                .set(f64::from(pool.idle));
             gauge!("streamgate_redis_pool_connections", "state" => "in_use")
-                .set(f64::from(connections.saturating_sub(idle)));
+                .set(f64::from(pool.connections.saturating_sub(pool.idle)));
+            // Opened against closed tells a pool replacing connections from one leaking them.
+            counter!("streamgate_redis_connections_opened_total").absolute(pool.opened);
+            counter!("streamgate_redis_connections_closed_total", "reason" => "broken")
+                .absolute(pool.closed_broken);
+            counter!("streamgate_redis_connections_closed_total", "reason" => "aged")
+                .absolute(pool.closed_aged);
         }
         // What a long run must keep bounded: wake-up registrations and the groups whose
         // sweeps this broker schedules.

@@ -91,6 +91,20 @@ async fn a_scrape_shows_messages_rpcs_subscriptions_and_groups() {
         .is_some(),
         "{metrics}"
     );
+    // The pool's history, and the broker's connections named in Redis's client list.
+    let opened = sample(&metrics, "streamgate_redis_connections_opened_total");
+    assert!(opened.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"streamgate_redis_connections_closed_total{reason="broken"}"#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    let clients: String = redis.cmd(&["CLIENT", "LIST"]).await;
+    assert!(clients.contains("name=streamgate "), "{clients}");
+    assert!(clients.contains("name=streamgate-watcher "), "{clients}");
     let produce_calls = sample(
         &metrics,
         r#"streamgate_rpc_duration_seconds_count{method="/streamgate.v1.Broker/Produce",code="Ok"}"#,

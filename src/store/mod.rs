@@ -182,6 +182,22 @@ pub struct StreamPage {
     pub next_cursor: u64,
 }
 
+/// A pooled store's connections now and since start: what an operator (or the soak run) reads to
+/// tell a pool that replaces connections from one that leaks them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections the pool holds.
+    pub connections: u32,
+    /// Of those, how many are idle.
+    pub idle: u32,
+    /// Connections opened since start.
+    pub opened: u64,
+    /// Connections closed since start because a command found them broken.
+    pub closed_broken: u64,
+    /// Connections closed since start because they reached their lifetime or idle limit.
+    pub closed_aged: u64,
+}
+
 /// Everything streamgate needs from a stream store.
 ///
 /// Every method takes plain domain values and returns a [`StoreError`]; no method blocks waiting
@@ -251,8 +267,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// A store nobody else can write to just waits for `shutdown`.
     fn run_watcher(self, shutdown: CancellationToken) -> impl Future<Output = ()> + Send;
 
-    /// Connections to the store and how many of them are idle, for a store with a pool.
-    fn pool_state(&self) -> Option<(u32, u32)>;
+    /// The connection pool's state and history, for a store with a pool.
+    fn pool_state(&self) -> Option<PoolState>;
 
     /// A cheap round trip, for health checks.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;

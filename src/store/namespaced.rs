@@ -241,7 +241,7 @@ impl<S: Store> Store for Namespaced<S> {
         self.inner.run_watcher(shutdown).await;
     }
 
-    fn pool_state(&self) -> Option<(u32, u32)> {
+    fn pool_state(&self) -> Option<super::PoolState> {
         self.inner.pool_state()
     }
 

@@ -61,6 +61,23 @@ fn key(stream: usize, id: &str) -> MessageKey {
     )
 }
 
+/// Redis's clients, and how many of them are the broker's (its pool and watcher, by the names
+/// they carry in CLIENT LIST): the rest are this run's own connection and anyone else's.
+async fn redis_clients(
+    redis: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<(usize, usize)> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(redis).await?;
+    let clients: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+    let brokers = clients
+        .iter()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f == "name=streamgate" || f == "name=streamgate-watcher")
+        })
+        .count();
+    Ok((clients.len(), brokers))
+}
+
 /// Producers, each sending its share of the rate on a fixed schedule.
 const PRODUCERS: u64 = 8;
 /// Produce calls one producer may have in flight: the schedule does not wait for replies
@@ -119,12 +136,13 @@ pub(crate) async fn run(
         .map(|i| tokio::spawn(consume(channel(i), tally.clone(), i % plan.streams, i)))
         .collect();
     println!(
-        "| minute | sent | delivered | broker RSS MiB | tasks | subscriptions open | wake-up registrations | swept groups | Redis clients | metric series | p99 e2e ms |"
+        "| minute | sent | delivered | broker RSS MiB | tasks | subscriptions open | wake-up registrations | swept groups | Redis clients | of them the broker's | connections opened | metric series | p99 e2e ms |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut next_window = started + plan.window;
     let mut next_churn = started + plan.churn_every;
     let mut generation = plan.subscriptions;
+    let mut opened_before = 0.0;
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = Instant::now();
@@ -164,18 +182,11 @@ pub(crate) async fn run(
                 .lines()
                 .filter(|l| !l.starts_with('#') && !l.is_empty())
                 .count();
-            let info: String = redis::cmd("INFO")
-                .arg("clients")
-                .query_async(&mut redis)
-                .await?;
-            let clients = info
-                .lines()
-                .find_map(|l| l.strip_prefix("connected_clients:"))
-                .unwrap_or("?")
-                .trim()
-                .to_owned();
+            let (clients, brokers) = redis_clients(&mut redis).await?;
+            let opened = gauge("streamgate_redis_connections_opened_total");
+            let newly_opened = opened - std::mem::replace(&mut opened_before, opened);
             println!(
-                "| {:.1} | {} | {} | {:.1} | {} | {} | {} | {} | {clients} | {series} | {p99:.1} |",
+                "| {:.1} | {} | {} | {:.1} | {} | {} | {} | {} | {clients} | {brokers} | {newly_opened:.0} | {series} | {p99:.1} |",
                 now.duration_since(started).as_secs_f64() / 60.0,
                 tally.sent.load(Ordering::Relaxed),
                 tally.deliveries.load(Ordering::Relaxed),

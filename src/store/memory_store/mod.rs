@@ -242,7 +242,7 @@ impl Store for MemoryStore {
         shutdown.cancelled().await;
     }
 
-    fn pool_state(&self) -> Option<(u32, u32)> {
+    fn pool_state(&self) -> Option<crate::store::PoolState> {
         None
     }
 

@@ -21,8 +21,8 @@ use crate::model::{
     StreamInfo, SweepRequest, Swept, TrimPolicy, Trimmed, millis,
 };
 use crate::store::{
-    GroupCursor, GroupEntry, Released, Store, StoreError, StoreResult, StreamPage, StreamWatch,
-    Wakeups,
+    GroupCursor, GroupEntry, PoolState, Released, Store, StoreError, StoreResult, StreamPage,
+    StreamWatch, Wakeups,
 };
 
 /// Deletes a key only when it is a stream, atomically (TYPE then DEL could race).
@@ -203,10 +203,18 @@ impl Store for RedisStore {
         self.watch_outside_writes(shutdown).await;
     }
 
-    fn pool_state(&self) -> Option<(u32, u32)> {
+    fn pool_state(&self) -> Option<PoolState> {
         // The cluster connection is not pooled.
         let state = self.pool.state();
-        (!self.is_cluster()).then_some((state.connections, state.idle_connections))
+        let stats = &state.statistics;
+        (!self.is_cluster()).then_some(PoolState {
+            connections: state.connections,
+            idle: state.idle_connections,
+            opened: stats.connections_created,
+            closed_broken: stats.connections_closed_broken + stats.connections_closed_invalid,
+            closed_aged: stats.connections_closed_max_lifetime
+                + stats.connections_closed_idle_timeout,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -149,6 +149,7 @@ impl ManageConnection for Manager {
             None => self.inner.connect().await?,
         };
         redis.set_response_timeout(self.response_timeout);
+        name_connection(&mut redis, POOL_CONNECTION_NAME).await;
         self.connect_errors.clear();
         Ok(Connection {
             redis,
@@ -162,6 +163,24 @@ impl ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
         conn.broken.load(Ordering::Relaxed)
+    }
+}
+
+/// The names our connections carry in Redis's `CLIENT LIST`, so an operator (or the soak run)
+/// can tell the broker's pooled connections and its watcher from everyone else's.
+const POOL_CONNECTION_NAME: &str = "streamgate";
+const WATCHER_CONNECTION_NAME: &str = "streamgate-watcher";
+
+/// Names a fresh connection (CLIENT SETNAME). Best effort: a Redis user without the right keeps
+/// an unnamed connection, which works the same.
+async fn name_connection(redis: &mut MultiplexedConnection, name: &str) {
+    let named: Result<(), RedisError> = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(name)
+        .query_async(redis)
+        .await;
+    if let Err(err) = named {
+        tracing::debug!(error = %err, name, "could not name the redis connection");
     }
 }
 

@@ -138,6 +138,7 @@ impl RedisStore {
             .get_multiplexed_async_connection_with_config(&connection_config)
             .await
             .map_err(watcher_failed)?;
+        super::name_connection(&mut conn, super::WATCHER_CONNECTION_NAME).await;
         let client_id: i64 = cmd("CLIENT")
             .arg("ID")
             .query_async(&mut conn)
