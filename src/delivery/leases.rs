@@ -37,6 +37,8 @@ struct Book {
 #[derive(Debug)]
 struct Shared {
     book: Mutex<Book>,
+    /// The consumer whose book this is: an extension renews its leases, nobody else's.
+    consumer: String,
     limit: u64,
     deadline: Duration,
     /// Free room at which a member waiting at its limit reads again.
@@ -164,15 +166,27 @@ impl Leases {
         }
     }
 
-    fn renew(&self, stream: &str, ids: &[EntryId]) {
+    /// `consumer` got fresh leases on `ids`. In its own book they count again from now, even
+    /// those the book had already let expire (Redis took the extension: the member holds them
+    /// again, and a book that forgot them would let it read past its limit); any other book
+    /// that still lists them is stale (the extension succeeds only for their holder).
+    fn renew(&self, stream: &str, consumer: &str, ids: &[EntryId]) {
         let now = Instant::now();
+        let mine = self.shared.consumer == consumer;
         let mut book = lock(&self.shared.book);
-        if let Some(held) = book.held.as_mut() {
-            for id in ids {
-                if let Some(started) = held.get_mut(&(stream.to_owned(), *id)) {
-                    *started = now;
-                }
+        let Some(held) = book.held.as_mut() else {
+            return;
+        };
+        for id in ids {
+            let key = (stream.to_owned(), *id);
+            if mine {
+                held.insert(key, now);
+            } else {
+                held.remove(&key);
             }
+        }
+        if mine && !ids.is_empty() {
+            book.oldest.get_or_insert(now);
         }
     }
 }
@@ -188,11 +202,20 @@ pub struct LeaseBooks {
 }
 
 impl LeaseBooks {
-    /// A new, not yet counted book for a member of `group` on `streams` that may hold `limit`
-    /// messages for `deadline` each; it leaves the registry when the last clone of it is dropped.
-    pub fn open(&self, streams: &[String], group: &str, limit: u64, deadline: Duration) -> Leases {
+    /// A new, not yet counted book for `consumer`, a member of `group` on `streams` that may
+    /// hold `limit` messages for `deadline` each; it leaves the registry when the last clone of
+    /// it is dropped.
+    pub fn open(
+        &self,
+        streams: &[String],
+        group: &str,
+        consumer: &str,
+        limit: u64,
+        deadline: Duration,
+    ) -> Leases {
         let shared = Arc::new(Shared {
             book: Mutex::default(),
+            consumer: consumer.to_owned(),
             limit,
             deadline,
             resume_at: (limit / 4).max(1),
@@ -232,9 +255,10 @@ impl LeaseBooks {
         self.each(stream, group, |leases| leases.forget(stream, ids));
     }
 
-    /// These messages got a fresh lease (ExtendDeadline, or renewed while buffered).
-    pub fn renewed(&self, stream: &str, group: &str, ids: &[EntryId]) {
-        self.each(stream, group, |leases| leases.renew(stream, ids));
+    /// These messages of `consumer` got a fresh lease (ExtendDeadline, or renewed while
+    /// buffered).
+    pub fn renewed(&self, stream: &str, group: &str, consumer: &str, ids: &[EntryId]) {
+        self.each(stream, group, |leases| leases.renew(stream, consumer, ids));
     }
 }
 
@@ -250,7 +274,7 @@ mod tests {
     async fn a_book_counts_live_leases_and_hears_of_acks_through_the_registry() {
         let books = LeaseBooks::default();
         let streams = vec!["s".to_owned()];
-        let leases = books.open(&streams, "g", 3, Duration::from_secs(10));
+        let leases = books.open(&streams, "g", "c", 3, Duration::from_secs(10));
         assert_eq!(leases.room(), None, "a new book must be counted first");
         leases.replace([("s".to_owned(), id(1), Duration::from_secs(9))]);
         assert_eq!(leases.room(), Some(2));
@@ -267,11 +291,17 @@ mod tests {
         );
         assert_eq!(leases.room(), Some(1));
         // The oldest lease runs out after one more second; a renewed one does not.
-        books.renewed("s", "g", &[id(1)]);
+        books.renewed("s", "g", "c", &[id(1)]);
         tokio::time::advance(Duration::from_secs(9)).await;
         assert_eq!(leases.room(), Some(1));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(leases.room(), Some(3), "every lease expired");
+        // An extension of a message whose lease the book let expire counts it again (the member
+        // holds it again in Redis); another consumer's extension of it drops it from this book.
+        books.renewed("s", "g", "c", &[id(1)]);
+        assert_eq!(leases.room(), Some(2), "the extended lease counts again");
+        books.renewed("s", "g", "other", &[id(1)]);
+        assert_eq!(leases.room(), Some(3), "another consumer holds it now");
         leases.invalidate();
         assert_eq!(leases.room(), None);
         drop(leases);
@@ -282,7 +312,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_member_is_woken_once_a_quarter_of_its_window_is_free_not_at_every_ack() {
         let books = LeaseBooks::default();
-        let leases = books.open(&["s".to_owned()], "g", 8, Duration::from_secs(10));
+        let leases = books.open(&["s".to_owned()], "g", "c", 8, Duration::from_secs(10));
         leases.replace((0..8).map(|n| ("s".to_owned(), id(n), Duration::ZERO)));
         assert_eq!(leases.room(), Some(0), "full: the member pauses");
         books.released("s", "g", &[id(0)]);

@@ -119,6 +119,7 @@ impl<S: Store> Member<S> {
                     core.books().open(
                         &spec.streams,
                         &membership.group,
+                        &membership.consumer,
                         membership.max_in_flight,
                         membership.delivery.ack_deadline,
                     )

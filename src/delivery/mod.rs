@@ -362,7 +362,7 @@ impl<S: Store> DeliveryCore<S> {
             .store
             .move_pending(stream, group, ids, &movement)
             .await?;
-        self.parts.books.renewed(stream, group, &extended);
+        self.parts.books.renewed(stream, group, consumer, &extended);
         Ok(extended)
     }
 }
