@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use super::membership::GroupMembership;
@@ -110,6 +111,8 @@ pub struct Redelivery<S> {
     holder: Arc<str>,
     sweeps: Arc<Mutex<HashMap<GroupKey, GroupSweep>>>,
     counters: Arc<RedeliveryCounters>,
+    /// Spreads sweep times (±10%); seeded at random, or by a test that replays a history.
+    jitter: Arc<Mutex<StdRng>>,
 }
 
 /// How often a group's pending list is swept: twice per ack deadline, so an expired message
@@ -136,7 +139,14 @@ impl<S: Store> Redelivery<S> {
             holder: format!("sg-{:016x}", rand::rng().random::<u64>()).into(),
             sweeps: Arc::default(),
             counters: Arc::default(),
+            jitter: Arc::new(Mutex::new(StdRng::from_rng(&mut rand::rng()))),
         }
+    }
+
+    /// Makes the spread of sweep times a function of `seed`: with tokio's paused clock, the
+    /// same calls then sweep at the same moments, so a checker's history replays exactly.
+    pub fn seed_jitter(&self, seed: u64) {
+        *lock(&self.jitter) = StdRng::seed_from_u64(seed);
     }
 
     /// The counters, for stats and tests.
@@ -164,6 +174,7 @@ impl<S: Store> Redelivery<S> {
     fn take_due(&self, streams: &[String], group: &str, interval: Duration) -> Vec<(String, bool)> {
         let now = Instant::now();
         let cleanup = self.cleanup_interval();
+        let mut jitter = lock(&self.jitter);
         let mut sweeps = lock(&self.sweeps);
         streams
             .iter()
@@ -181,7 +192,7 @@ impl<S: Store> Redelivery<S> {
                 if sweep.next > now {
                     return None;
                 }
-                sweep.next = now + interval.mul_f64(rand::rng().random_range(0.9..1.1));
+                sweep.next = now + interval.mul_f64(jitter.random_range(0.9..1.1));
                 Some((stream.clone(), std::mem::take(&mut sweep.forced)))
             })
             .collect()

@@ -1,0 +1,311 @@
+//! The deterministic driver: the delivery core itself over the embedded store, on a
+//! current-thread runtime with tokio's clock paused. Nothing runs unless the history makes it
+//! run, time moves only when the history lets it, and the sweeps' spread is seeded: a seed is
+//! a history, replayed exactly.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use streamgate::delivery::{
+    Batch, DeliveryCore, GroupMembership, Member, MemberSpec, Reading, RedeliverySettings, Replay,
+    Requested, replay_everything,
+};
+use streamgate::model::{
+    AckOutcome as CoreOutcome, Append, Backoff, EntryId, Field, IdRange, NewEntryId, NewMessage,
+    ORDERING_KEY_FIELD, RangeBound, StartId, Subscription, SubscriptionPolicy,
+};
+use streamgate::store::{MemoryStore, Store};
+
+use super::history::{ACK_DEADLINE_MS, BACKOFF_MAX_MS, BACKOFF_MIN_MS, Driver, FILTER, MEMBERS};
+use super::model::{AckOutcome, Id, Sent};
+
+const STREAM: &str = "orders";
+const GROUP: &str = "billing";
+
+/// The core on a fresh embedded store, one ordered, filtered subscription.
+pub struct CoreDriver {
+    core: DeliveryCore<MemoryStore>,
+    members: Vec<Option<Member<MemoryStore>>>,
+    generation: usize,
+    started: tokio::time::Instant,
+    exactly_once: bool,
+}
+
+fn id_of(id: Id) -> EntryId {
+    EntryId::new(id.0, id.1)
+}
+
+fn model_id(id: EntryId) -> Id {
+    Id(id.ms, id.seq)
+}
+
+/// The subscription every history reads (ordered, filtered, short deadlines).
+pub fn policy(paused: bool) -> SubscriptionPolicy {
+    SubscriptionPolicy {
+        ack_deadline_ms: ACK_DEADLINE_MS,
+        backoff_min_ms: BACKOFF_MIN_MS,
+        backoff_max_ms: BACKOFF_MAX_MS,
+        max_in_flight: 0,
+        paused,
+        filter: Some(FILTER.to_owned()),
+        ordered: true,
+        ..SubscriptionPolicy::default()
+    }
+}
+
+/// The fields a model message is produced with.
+pub fn fields(sent: &Sent, n: usize) -> Vec<(String, String)> {
+    let mut fields = vec![
+        ("n".to_owned(), n.to_string()),
+        (
+            "kind".to_owned(),
+            if sent.filtered { "noise" } else { "work" }.to_owned(),
+        ),
+    ];
+    if let Some(key) = &sent.key {
+        fields.push((ORDERING_KEY_FIELD.to_owned(), key.clone()));
+    }
+    fields
+}
+
+impl CoreDriver {
+    /// A fresh store and core, the sweeps' spread seeded by `seed`; with `exactly_once`, acks
+    /// apply only to the member's own messages.
+    pub async fn new(seed: u64, exactly_once: bool) -> Self {
+        let store = MemoryStore::new();
+        let core = DeliveryCore::new(
+            store.clone(),
+            RedeliverySettings {
+                backoff: Backoff {
+                    min: Duration::from_millis(BACKOFF_MIN_MS),
+                    max: Duration::from_millis(BACKOFF_MAX_MS),
+                },
+                consumer_idle_timeout: Duration::ZERO,
+                slot_safe_dead_letters: false,
+            },
+        );
+        core.redelivery().seed_jitter(seed);
+        store
+            .create_group(STREAM, GROUP, StartId::After(EntryId::ZERO), true, None)
+            .await
+            .expect("create the group");
+        core.policies()
+            .create(&Subscription {
+                stream: STREAM.into(),
+                group: GROUP.into(),
+                policy: policy(false),
+            })
+            .await
+            .expect("store the subscription");
+        Self {
+            core,
+            members: (0..MEMBERS).map(|_| None).collect(),
+            generation: 0,
+            started: tokio::time::Instant::now(),
+            exactly_once,
+        }
+    }
+
+    fn consumer(&self, member: usize) -> String {
+        self.members[member]
+            .as_ref()
+            .map(|m| m.consumer().to_owned())
+            .expect("a live member")
+    }
+}
+
+impl Driver for CoreDriver {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn produce(&mut self, batch: &[Sent], atomic: bool) -> Option<Vec<Id>> {
+        let messages = batch
+            .iter()
+            .enumerate()
+            .map(|(n, sent)| NewMessage {
+                id: NewEntryId::Auto,
+                fields: fields(sent, n)
+                    .into_iter()
+                    .map(|(name, value)| Field {
+                        name,
+                        value: Bytes::from(value),
+                    })
+                    .collect(),
+                dedupe_key: sent.dedupe.clone(),
+            })
+            .collect();
+        let answers = self
+            .core
+            .append(&[Append {
+                stream: STREAM.into(),
+                messages,
+                atomic,
+                ..Default::default()
+            }])
+            .await
+            .expect("append round trip");
+        let ids = answers
+            .into_iter()
+            .next()
+            .expect("one answer")
+            .expect("append");
+        Some(ids.into_iter().map(model_id).collect())
+    }
+
+    async fn join(&mut self, member: usize, max_in_flight: u64) {
+        self.generation += 1;
+        let spec = MemberSpec {
+            streams: vec![STREAM.into()],
+            reading: Reading::Group {
+                membership: GroupMembership {
+                    group: GROUP.into(),
+                    consumer: format!("m{member}-{}", self.generation),
+                    create_from: None,
+                    no_ack: false,
+                    generated_name: false,
+                    delivery: policy(false).delivery(),
+                    max_in_flight,
+                    requested: Requested {
+                        flow_controlled: true,
+                        max_in_flight: true,
+                        ..Requested::default()
+                    },
+                    paused: false,
+                    filter: None,
+                    ordered: false,
+                    dead_letter_expired: false,
+                },
+                cursors: replay_everything(1),
+            },
+            replay: Replay::Continuous,
+        };
+        let resolved = self.core.resolve(spec).await.expect("resolve");
+        self.members[member] = Some(self.core.join(resolved).await.expect("join"));
+    }
+
+    async fn leave(&mut self, member: usize, crash: bool) {
+        if let Some(m) = self.members[member].take()
+            && !crash
+        {
+            m.hand_back().await.expect("hand back");
+        }
+    }
+
+    async fn poll(&mut self, member: usize, room: usize) -> Vec<(Id, u64)> {
+        let m = self.members[member].as_mut().expect("a live member");
+        match m.next_batch(room, false).await.expect("next batch") {
+            Batch::Messages(batch) => batch
+                .iter()
+                .map(|d| (model_id(d.entry.id), d.delivery_count))
+                .collect(),
+            Batch::Empty | Batch::AtLimit => Vec::new(),
+        }
+    }
+
+    async fn ack(&mut self, member: usize, ids: &[Id]) -> Vec<AckOutcome> {
+        let consumer = self.consumer(member);
+        let holder = self.exactly_once.then_some(consumer.as_str());
+        let ids: Vec<EntryId> = ids.iter().copied().map(id_of).collect();
+        self.core
+            .ack_confirmed(STREAM, GROUP, holder, &ids)
+            .await
+            .expect("ack")
+            .into_iter()
+            .map(|o| match o {
+                CoreOutcome::Acked => AckOutcome::Acked,
+                CoreOutcome::NotPending => AckOutcome::NotPending,
+                CoreOutcome::HeldByOther => AckOutcome::HeldByOther,
+            })
+            .collect()
+    }
+
+    async fn nack(&mut self, member: usize, ids: &[Id], delay_ms: Option<u64>) -> Vec<Id> {
+        let consumer = self.consumer(member);
+        let ids: Vec<EntryId> = ids.iter().copied().map(id_of).collect();
+        self.core
+            .nack(
+                STREAM,
+                GROUP,
+                Some(consumer),
+                &ids,
+                delay_ms.map(Duration::from_millis),
+            )
+            .await
+            .expect("nack")
+            .into_iter()
+            .map(model_id)
+            .collect()
+    }
+
+    async fn extend(&mut self, member: usize, ids: &[Id]) -> Vec<Id> {
+        let consumer = self.consumer(member);
+        let ids: Vec<EntryId> = ids.iter().copied().map(id_of).collect();
+        self.core
+            .extend(STREAM, GROUP, &consumer, &ids)
+            .await
+            .expect("extend")
+            .into_iter()
+            .map(model_id)
+            .collect()
+    }
+
+    async fn set_paused(&mut self, paused: bool) {
+        self.core
+            .policies()
+            .update(STREAM, GROUP, |p| {
+                p.paused = paused;
+                Ok(())
+            })
+            .await
+            .expect("update the subscription");
+    }
+
+    async fn advance(&mut self, ms: u64) {
+        tokio::time::advance(Duration::from_millis(ms)).await;
+    }
+
+    async fn fault(&mut self, _rng: &mut StdRng) {}
+
+    async fn finish(&mut self) -> (Vec<Id>, Vec<Id>) {
+        let store = self.core.store();
+        let dlq = policy(false)
+            .delivery()
+            .dead_letter_stream_for(STREAM, false);
+        let all = |stream: String| async move {
+            store
+                .range(
+                    &stream,
+                    IdRange {
+                        min: RangeBound::Unbounded,
+                        max: RangeBound::Unbounded,
+                    },
+                    100_000,
+                    false,
+                )
+                .await
+                .unwrap_or_default()
+        };
+        let dead = all(dlq)
+            .await
+            .iter()
+            .filter_map(|e| {
+                e.fields
+                    .iter()
+                    .find(|f| f.name == "dlq.id")
+                    .map(|f| Id::parse(std::str::from_utf8(&f.value).unwrap()))
+            })
+            .collect();
+        let stored = all(STREAM.to_owned())
+            .await
+            .iter()
+            .map(|e| model_id(e.id))
+            .collect();
+        (dead, stored)
+    }
+
+    fn checks_holder(&self) -> bool {
+        self.exactly_once
+    }
+}
