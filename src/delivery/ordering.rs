@@ -128,12 +128,24 @@ impl<S: Store> Redelivery<S> {
 
     /// Messages of an ordered group left its pending list (acknowledged, dead-lettered, lost):
     /// the next message of each one's ordering key becomes due at once.
+    /// The release is a step of its own after the ack: when it fails (Redis restarted or
+    /// timed out between the two), the keys it was for would wait for the next heal pass, up
+    /// to [`HEAL_INTERVAL`]; the group's next sweep heals instead.
     pub async fn settled(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<()> {
         let slot_safe = self.settings.slot_safe_dead_letters;
-        if release(&self.store, slot_safe, stream, group, ids).await? > 0 {
-            self.nacked(stream, group, Some(Duration::ZERO));
+        match release(&self.store, slot_safe, stream, group, ids).await {
+            Ok(promoted) => {
+                if promoted > 0 {
+                    self.nacked(stream, group, Some(Duration::ZERO));
+                }
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(stream, group, error = %err, "could not release the next messages of acknowledged ordering keys; the group's next sweep repairs them");
+                self.heal_soon(stream, group);
+                Err(err.into())
+            }
         }
-        Ok(())
     }
 }
 

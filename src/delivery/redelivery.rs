@@ -186,7 +186,9 @@ impl<S: Store> Redelivery<S> {
                             next: now,
                             cursor: RangeBound::Unbounded,
                             next_cleanup: now + cleanup,
-                            next_heal: now + ordering::HEAL_INTERVAL,
+                            // At once: an instance that just started may be the one that died
+                            // between an ack and its release.
+                            next_heal: now,
                             forced: false,
                         });
                 if sweep.next > now {
@@ -521,6 +523,14 @@ impl<S: Store> Redelivery<S> {
             self.nacked(stream, group, Some(Duration::ZERO));
         }
         Ok(())
+    }
+
+    /// The group's next sweep on this instance repairs its ordering heads (see
+    /// [`ordering`](super::ordering)), rather than waiting for the heal interval.
+    pub(super) fn heal_soon(&self, stream: &str, group: &str) {
+        if let Some(sweep) = lock(&self.sweeps).get_mut(&(stream.to_owned(), group.to_owned())) {
+            sweep.next_heal = Instant::now();
+        }
     }
 
     /// After a nack: the group's sweep looks again when the earliest nacked message is due
