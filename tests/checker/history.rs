@@ -30,8 +30,9 @@ pub trait Driver {
     /// Produces `batch` (all or nothing when `atomic`); the ids in order, `None` when the call
     /// failed (a fault: a real driver retries what carries a dedupe key).
     async fn produce(&mut self, batch: &[Sent], atomic: bool) -> Option<Vec<Id>>;
-    /// Member `member` joins (a new consumer name) with an in-flight limit.
-    async fn join(&mut self, member: usize, max_in_flight: u64);
+    /// Member `member` joins (a new consumer name) asking for an in-flight limit; the limit
+    /// the driver enforces (0: none).
+    async fn join(&mut self, member: usize, max_in_flight: u64) -> u64;
     /// The member leaves, handing back what it holds, or, with `crash`, vanishes.
     async fn leave(&mut self, member: usize, crash: bool);
     /// One batch of at most `room` for the member: (id, delivery count) each.
@@ -52,6 +53,8 @@ pub trait Driver {
     async fn finish(&mut self) -> (Vec<Id>, Vec<Id>);
     /// Whether acks apply only to the member's own messages (exactly-once confirmations).
     fn checks_holder(&self) -> bool;
+    /// What the store says of `ids` (who holds them, in what state), for a stall's report.
+    async fn diagnose(&mut self, ids: &[Id]) -> String;
 }
 
 /// The shape of one history.
@@ -160,8 +163,8 @@ async fn join<D: Driver>(
     m: usize,
     rng: &mut StdRng,
 ) {
-    let max_in_flight = rng.random_range(1..=8);
-    driver.join(m, max_in_flight).await;
+    let asked = rng.random_range(1..=8);
+    let max_in_flight = driver.join(m, asked).await;
     model.apply(Event::Joined {
         member: m,
         max_in_flight,
@@ -327,9 +330,13 @@ async fn drain<D: Driver>(
     model.apply(Event::Progress { at_ms: started });
     while model.unsettled() > 0 {
         let now = driver.now_ms();
-        if !model.check_live(now, shape.stall_bound_ms, "while draining")
-            || now - started > shape.drain_limit_ms
-        {
+        if !model.check_live(now, shape.stall_bound_ms, "while draining") {
+            let stuck: Vec<Id> = model.unsettled_ids().into_iter().take(5).collect();
+            let diagnosis = driver.diagnose(&stuck).await;
+            model.note(format!("the store says: {diagnosis}"));
+            return;
+        }
+        if now - started > shape.drain_limit_ms {
             return;
         }
         let mut got = 0;

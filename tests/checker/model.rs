@@ -216,6 +216,11 @@ impl Model {
         self.longest_gap_ms
     }
 
+    /// Adds a line to the report of the violations found (what a driver could tell of them).
+    pub fn note(&mut self, text: String) {
+        self.violation(text);
+    }
+
     fn violation(&mut self, text: String) {
         if self.trace {
             eprintln!("VIOLATION {text}");

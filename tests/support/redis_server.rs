@@ -16,6 +16,12 @@ pub struct RedisServer {
     extra_args: Vec<String>,
 }
 
+/// The server the tests run against: `STREAMGATE_TEST_REDIS_SERVER` (a `valkey-server`, say),
+/// else `redis-server` from PATH.
+pub fn server_binary() -> String {
+    std::env::var("STREAMGATE_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -57,7 +63,7 @@ impl RedisServer {
 
     /// Spawns on `self.port` and waits until it answers PING; false if it died (port taken).
     fn spawn(&mut self) -> bool {
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(server_binary());
         command
             .args([
                 "--port",
