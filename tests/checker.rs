@@ -168,9 +168,9 @@ async fn histories_through_a_real_broker_with_faults() {
     let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let broker = BrokerProcess::start(&redis, &[]);
     let channel = broker.channel();
-    // Every history's subscription exists before the faults start: a CreateSubscription cut by
-    // a Redis restart can leave the policy stored without its group (see README), which is not
-    // what these histories check.
+    // Every history's subscription exists before the faults start: these histories check
+    // delivery (a CreateSubscription cut by a Redis restart left the policy without its group
+    // until a retry made it: README, "Checked against a model").
     let mut drivers = Vec::new();
     for &seed in &seeds {
         drivers.push((

@@ -310,6 +310,33 @@ async fn subscriptions_are_created_listed_and_deleted(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    // A create cut short by an outage leaves the policy without its group (the model checker
+    // found it, seed 700224): a retry is refused, and makes the group.
+    admin
+        .destroy_group(pb::DestroyGroupRequest {
+            stream: STREAM.into(),
+            group: "old".into(),
+        })
+        .await
+        .unwrap();
+    let retried = admin
+        .create_subscription(create(STREAM, "old", pb::SubscriptionPolicy::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(retried.code(), Code::AlreadyExists, "{retried:?}");
+    let groups = admin
+        .list_groups(pb::ListGroupsRequest {
+            stream: STREAM.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    assert_eq!(
+        groups.len(),
+        1,
+        "the retry made the group again: {groups:?}"
+    );
     let invalid = admin
         .create_subscription(create(
             STREAM,

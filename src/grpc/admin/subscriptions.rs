@@ -85,7 +85,16 @@ impl<S: Store> AdminService<S> {
         };
         // Stored first, so that a subscription stored already is refused before the group is
         // touched; taken back when the group cannot be made.
-        self.policies.create(&subscription).await?;
+        if let Err(err) = self.policies.create(&subscription).await {
+            if matches!(err, BrokerError::AlreadyExists(_)) {
+                // A create cut short (Redis restarting, or this broker dying, between the two
+                // steps, with the take-back failing too) left the policy without its group: a
+                // retry that is refused still leaves a subscription that works.
+                self.ensure_group(&subscription.stream, &subscription.group, start)
+                    .await?;
+            }
+            return Err(err.into());
+        }
         if let Err(err) = self
             .ensure_group(&subscription.stream, &subscription.group, start)
             .await
