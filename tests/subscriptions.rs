@@ -23,6 +23,18 @@ fn name(stream: &str, group: &str) -> pb::SubscriptionName {
     }
 }
 
+/// The groups on `STREAM`.
+async fn groups_of(admin: &mut AdminClient<tonic::transport::Channel>) -> Vec<pb::GroupInfo> {
+    admin
+        .list_groups(pb::ListGroupsRequest {
+            stream: STREAM.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .groups
+}
+
 fn create(
     stream: &str,
     group: &str,
@@ -295,14 +307,7 @@ async fn subscriptions_are_created_listed_and_deleted(backend: Backend) {
         .create_subscription(create(STREAM, "old", pb::SubscriptionPolicy::default()))
         .await
         .unwrap();
-    let groups = admin
-        .list_groups(pb::ListGroupsRequest {
-            stream: STREAM.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .groups;
+    let groups = groups_of(admin).await;
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].lag, Some(0), "{groups:?}");
     let again = admin
@@ -324,14 +329,7 @@ async fn subscriptions_are_created_listed_and_deleted(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(retried.code(), Code::AlreadyExists, "{retried:?}");
-    let groups = admin
-        .list_groups(pb::ListGroupsRequest {
-            stream: STREAM.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .groups;
+    let groups = groups_of(admin).await;
     assert_eq!(
         groups.len(),
         1,
@@ -402,14 +400,7 @@ async fn subscriptions_are_created_listed_and_deleted(backend: Backend) {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
     // The group itself stays.
-    let groups = admin
-        .list_groups(pb::ListGroupsRequest {
-            stream: STREAM.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .groups;
+    let groups = groups_of(admin).await;
     assert_eq!(groups.len(), 1);
 }
 

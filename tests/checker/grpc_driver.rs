@@ -31,6 +31,11 @@ pub struct GrpcDriver {
     produced: u64,
 }
 
+/// Ids as the API answers them; a failed call (a fault) answers none.
+fn parse_ids(ids: &[String]) -> Vec<Id> {
+    ids.iter().map(|i| Id::parse(i)).collect()
+}
+
 /// The subscription's policy in the API's terms.
 fn policy(paused: bool) -> pb::SubscriptionPolicy {
     pb::SubscriptionPolicy {
@@ -248,15 +253,7 @@ impl Driver for GrpcDriver {
                 delay_ms: delay_ms.map(|d| d as u32),
             })
             .await;
-        match reply {
-            Ok(reply) => reply
-                .into_inner()
-                .ids
-                .iter()
-                .map(|i| Id::parse(i))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        reply.map_or_else(|_| Vec::new(), |r| parse_ids(&r.get_ref().ids))
     }
 
     async fn extend(&mut self, member: usize, ids: &[Id]) -> Vec<Id> {
@@ -269,15 +266,7 @@ impl Driver for GrpcDriver {
                 ids: Self::ids(ids),
             })
             .await;
-        match reply {
-            Ok(reply) => reply
-                .into_inner()
-                .ids
-                .iter()
-                .map(|i| Id::parse(i))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        reply.map_or_else(|_| Vec::new(), |r| parse_ids(&r.get_ref().ids))
     }
 
     async fn set_paused(&mut self, paused: bool) {
