@@ -236,11 +236,19 @@ impl<S: Store> DeliveryCore<S> {
 
     /// Ack: the messages leave the group's pending list; their holders get room again.
     pub async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<u64> {
-        let acknowledged = self.parts.store.ack(stream, group, ids).await?;
+        let acknowledged = if self.ordered(stream, group).await? {
+            let outcomes = self
+                .parts
+                .redelivery
+                .ack_ordered(stream, group, None, ids)
+                .await?;
+            outcomes.iter().filter(|o| **o == AckOutcome::Acked).count() as u64
+        } else {
+            self.parts.store.ack(stream, group, ids).await?
+        };
         crate::metrics::acked(stream, acknowledged);
         if acknowledged > 0 {
             self.parts.books.released(stream, group, ids);
-            self.settled(stream, group, ids).await?;
         }
         Ok(acknowledged)
     }
@@ -254,11 +262,17 @@ impl<S: Store> DeliveryCore<S> {
         holder: Option<&str>,
         ids: &[EntryId],
     ) -> BrokerResult<Vec<AckOutcome>> {
-        let outcomes = self
-            .parts
-            .store
-            .ack_confirmed(stream, group, holder, ids)
-            .await?;
+        let outcomes = if self.ordered(stream, group).await? {
+            self.parts
+                .redelivery
+                .ack_ordered(stream, group, holder, ids)
+                .await?
+        } else {
+            self.parts
+                .store
+                .ack_confirmed(stream, group, holder, ids)
+                .await?
+        };
         let acked: Vec<EntryId> = ids
             .iter()
             .zip(&outcomes)
@@ -268,24 +282,19 @@ impl<S: Store> DeliveryCore<S> {
         crate::metrics::acked(stream, acked.len() as u64);
         if !acked.is_empty() {
             self.parts.books.released(stream, group, &acked);
-            self.settled(stream, group, &acked).await?;
         }
         Ok(outcomes)
     }
 
-    /// After acks: in an ordered subscription, the next message of each acknowledged one's
-    /// ordering key is released (see [`ordering`]).
-    async fn settled(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<()> {
-        let ordered = self
+    /// Whether `group` on `stream` delivers in key order: its acks then release the next
+    /// message of each key in the same step (see [`ordering`]).
+    async fn ordered(&self, stream: &str, group: &str) -> BrokerResult<bool> {
+        Ok(self
             .parts
             .policies
             .current(stream, group)
             .await?
-            .is_some_and(|policy| policy.ordered);
-        if ordered {
-            self.parts.redelivery.settled(stream, group, ids).await?;
-        }
-        Ok(())
+            .is_some_and(|policy| policy.ordered))
     }
 
     /// Nack: the messages go back to the group (to the parked consumer, see

@@ -18,12 +18,16 @@
 //! 2. **Release** (an ack, a dead letter, a deleted entry): the settled message's key gets its
 //!    next held message as head, handed to the parked consumer due at once, and the group's
 //!    sweep delivers it like any redelivery (to whichever member sweeps; with its delivery
-//!    count, deadline and dead-letter limit).
+//!    count, deadline and dead-letter limit). An ack and its release are one script
+//!    ([`OrderStep::Ack`]): when they were two, an ack whose reply was lost (a Redis timeout
+//!    under load) or a broker that died between them left the key waiting for step 4.
 //! 3. A nack or an expired deadline changes nothing here: the head stays the head, so the later
 //!    messages of its key wait until it is redelivered and settled.
-//! 4. **Heal**: a broker that died between an ack and its release leaves a head that is no
-//!    longer pending; admit and release check for that on every key they touch, and the sweeping
-//!    instance pages through all heads once per [`HEAL_INTERVAL`].
+//! 4. **Heal**: a head that is no longer pending (a dead letter whose release failed, an entry
+//!    deleted behind the group's back, state written by an older broker) is repaired by admit
+//!    and release on every key they touch, at the next sweep after a failed step, and by the
+//!    sweeping instance paging through all heads once per [`HEAL_INTERVAL`] (forced sweeps
+//!    included, so that traffic on other keys cannot postpone it).
 //!
 //! Messages without an ordering key are not affected. Throughput per key is one message per
 //! ack round trip plus a sweep hand-over: ordering trades speed within a key for order.
@@ -33,7 +37,7 @@ use std::time::Duration;
 use super::membership::GroupMembership;
 use super::redelivery::Redelivery;
 use crate::error::BrokerResult;
-use crate::model::{Delivery, EntryId, OrderStep, Ordered, OrderingState};
+use crate::model::{AckOutcome, Delivery, EntryId, OrderStep, Ordered, OrderingState};
 use crate::store::{Store, StoreResult};
 
 /// How often the instance that sweeps an ordered group repairs heads left behind by a broker
@@ -126,9 +130,54 @@ impl<S: Store> Redelivery<S> {
         Ok((admitted.kept, admitted.held))
     }
 
-    /// Messages of an ordered group left its pending list (acknowledged, dead-lettered, lost):
-    /// the next message of each one's ordering key becomes due at once.
-    /// The release is a step of its own after the ack: when it fails (Redis restarted or
+    /// Step 2 of the module docs for an ack: `ids` are acknowledged (with a `holder`, only
+    /// those it holds) and the next message of each acknowledged one's key is released, in
+    /// one atomic step. What happened to each id, in order.
+    ///
+    /// When the step fails, it may still have been applied (the reply was lost: a timeout, a
+    /// connection cut): the group's next sweep heals, so that a key whose head was acknowledged
+    /// without anyone hearing of it does not wait for the heal pass.
+    pub async fn ack_ordered(
+        &self,
+        stream: &str,
+        group: &str,
+        holder: Option<&str>,
+        ids: &[EntryId],
+    ) -> BrokerResult<Vec<AckOutcome>> {
+        let slot_safe = self.settings.slot_safe_dead_letters;
+        let state = state(stream, group, slot_safe);
+        let step = OrderStep::Ack {
+            holder: holder.map(str::to_owned),
+            ids: ids.to_vec(),
+        };
+        let done = match self.store.order(stream, group, &state, &step).await {
+            Ok(done) => done,
+            Err(err) => {
+                tracing::warn!(stream, group, error = %err, "an acknowledgement of ordered messages failed; if it took, the group's next sweep releases the next message of their keys");
+                self.heal_soon(stream, group);
+                return Err(err.into());
+            }
+        };
+        let mut promoted = done.promoted;
+        if done.heal_from.is_some() {
+            // The acks took: a failed heal must not make them look failed.
+            match heal(&self.store, &state, stream, group).await {
+                Ok(healed) => promoted += healed,
+                Err(err) => {
+                    tracing::warn!(stream, group, error = %err, "could not heal the ordering state after an acknowledgement; the group's next sweep does");
+                    self.heal_soon(stream, group);
+                }
+            }
+        }
+        if promoted > 0 {
+            self.nacked(stream, group, Some(Duration::ZERO));
+        }
+        Ok(done.acked)
+    }
+
+    /// Messages of an ordered group left its pending list without an ack (dead-lettered,
+    /// lost): the next message of each one's ordering key becomes due at once.
+    /// The release is a step of its own after the sweep's: when it fails (Redis restarted or
     /// timed out between the two), the keys it was for would wait for the next heal pass, up
     /// to [`HEAL_INTERVAL`]; the group's next sweep heals instead.
     pub async fn settled(&self, stream: &str, group: &str, ids: &[EntryId]) -> BrokerResult<()> {
@@ -141,7 +190,7 @@ impl<S: Store> Redelivery<S> {
                 Ok(())
             }
             Err(err) => {
-                tracing::warn!(stream, group, error = %err, "could not release the next messages of acknowledged ordering keys; the group's next sweep repairs them");
+                tracing::warn!(stream, group, error = %err, "could not release the next messages of dead-lettered ordering keys; the group's next sweep repairs them");
                 self.heal_soon(stream, group);
                 Err(err.into())
             }

@@ -326,9 +326,10 @@ impl<S: Store> Redelivery<S> {
                 if !settled.is_empty() {
                     self.settled(&stream, &membership.group, &settled).await?;
                 }
-                if !forced {
-                    self.heal_if_due(&stream, &membership.group).await?;
-                }
+                // Forced sweeps heal too: while messages flow, nearly every sweep of an
+                // ordered group is forced (each release makes it due), and a heal that waited
+                // for an unforced one could wait as long as the traffic lasts.
+                self.heal_if_due(&stream, &membership.group).await?;
             }
             crate::metrics::redelivery(
                 &stream,

@@ -3,7 +3,7 @@
 //! and the steps a store applies to it atomically (the delivery core's `ordering` module has the design).
 
 use super::has_hash_tag;
-use super::{Entry, EntryId};
+use super::{AckOutcome, Entry, EntryId};
 
 /// The stream field that carries a message's ordering key (Produce's `ordering_key`, Pub/Sub's
 /// `ordering_key`): a plain field, so any Redis client can set or read it.
@@ -77,8 +77,18 @@ pub enum OrderStep {
         /// Most entries read.
         count: usize,
     },
-    /// Entries no longer pending (acknowledged, dead-lettered, lost): the next held message of
-    /// each one's key is handed to the parked consumer, due at once.
+    /// Acknowledges `ids` (with a `holder`, only those it holds) and releases the next held
+    /// message of each acknowledged one's key, in the same atomic step: no broker can die, and
+    /// no reply from the store be lost, between an ack and its release (which left the key
+    /// waiting for a heal pass).
+    Ack {
+        /// Only ids this consumer holds are acknowledged (exactly-once confirmations).
+        holder: Option<String>,
+        /// The ids to acknowledge.
+        ids: Vec<EntryId>,
+    },
+    /// Entries no longer pending (dead-lettered, lost): the next held message of each one's
+    /// key is handed to the parked consumer, due at once.
     Release(Vec<EntryId>),
     /// Looks at one page of heads from a cursor (0: the start) and releases every key whose
     /// head is no longer pending: repairs what a broker that died between an ack and its
@@ -101,6 +111,8 @@ pub struct Ordered {
     /// Where healing continues (`Some(0)` after a release that met a deleted entry, whose key
     /// it could not read); `None`: nothing more to heal.
     pub heal_from: Option<u64>,
+    /// Ack: what happened to each id, in order.
+    pub acked: Vec<AckOutcome>,
 }
 
 #[cfg(test)]

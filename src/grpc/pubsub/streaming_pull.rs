@@ -370,7 +370,8 @@ impl<S: Store> PubsubService<S> {
         let attempts = target.subscription.dead_letter_policy.is_some();
         let properties = pb::streaming_pull_response::SubscriptionProperties {
             exactly_once_delivery_enabled: exactly_once,
-            message_ordering_enabled: false,
+            // The clients read it to know the stream's messages come in key order.
+            message_ordering_enabled: target.subscription.enable_message_ordering,
         };
         let messages = framed(events, spec.frames)
             .filter_map(move |frame| response(frame, &consumer, attempts, properties));

@@ -5,13 +5,17 @@
 --
 -- KEYS[1] stream, KEYS[2] heads (hash: ordering key -> id of its outstanding message),
 -- KEYS[3] held (sorted set, score 0: key .. '\0' .. zero-padded ms .. '-' .. zero-padded seq)
--- ARGV: mode ('read' | 'release' | 'heal'), group, held consumer, parked consumer, parked
---       horizon ms, the field that holds the ordering key, then
+-- ARGV: mode ('read' | 'ack' | 'release' | 'heal'), group, held consumer, parked consumer,
+--       parked horizon ms, the field that holds the ordering key, then
 --   read:    consumer, count: XREADGROUP `>` and admit what it returns, in one step
 --            (returns a fourth element: the entries kept, {id, fields}...)
---   release: ids no longer pending (acknowledged, dead-lettered, lost)
+--   ack:     holder ('' = any), ids: XACK and release in one step, so that no broker can
+--            die and no reply be lost between the two (returns a fifth element: per id
+--            1 acknowledged, 0 not pending, -1 held by another consumer)
+--   release: ids no longer pending (dead-lettered, lost)
 --   heal:    HSCAN cursor, page size
--- Returns {held ids (read), promoted, heal cursor or '' for none[, entries kept (read)]}.
+-- Returns {held ids (read), promoted, heal cursor or '' for none[, entries kept (read)
+--          [, ack outcomes (ack)]]}.
 local stream, heads, held = KEYS[1], KEYS[2], KEYS[3]
 local mode, group, held_by, parked = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local horizon, field = ARGV[5], ARGV[6]
@@ -90,24 +94,39 @@ if mode == 'read' then
     end
   end
   return {held_ids, promoted, '', kept}
-elseif mode == 'release' then
-  local heal = ''
-  for i = 7, #ARGV do
-    local entry = redis.call('XRANGE', stream, ARGV[i], ARGV[i])[1]
-    if entry then
-      local fields = entry[2]
-      for j = 1, #fields, 2 do
-        if fields[j] == field then
-          settle(fields[j + 1])
-          break
-        end
+elseif mode == 'ack' or mode == 'release' then
+  local heal, first, holder, outcomes = '', 7, nil, {}
+  if mode == 'ack' then first, holder = 8, ARGV[7] end
+  for i = first, #ARGV do
+    local id, settled = ARGV[i], true
+    if holder then
+      local who = owner(id)
+      if who == nil then
+        outcomes[#outcomes + 1], settled = 0, false
+      elseif holder ~= '' and who ~= holder then
+        outcomes[#outcomes + 1], settled = -1, false
+      else
+        redis.call('XACK', stream, group, id)
+        outcomes[#outcomes + 1] = 1
       end
-    else
-      -- Deleted: its key cannot be read; a heal pass finds it.
-      heal = '0'
+    end
+    if settled then
+      local entry = redis.call('XRANGE', stream, id, id)[1]
+      if entry then
+        local fields = entry[2]
+        for j = 1, #fields, 2 do
+          if fields[j] == field then
+            settle(fields[j + 1])
+            break
+          end
+        end
+      else
+        -- Deleted: its key cannot be read; a heal pass finds it.
+        heal = '0'
+      end
     end
   end
-  return {{}, promoted, heal}
+  return {{}, promoted, heal, {}, outcomes}
 else
   local page = redis.call('HSCAN', heads, ARGV[7], 'COUNT', ARGV[8])
   local fields = page[2]

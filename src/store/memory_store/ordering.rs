@@ -1,12 +1,13 @@
-//! The twin of `ordering.lua`: ordered delivery's admit, release and heal steps on a group of
+//! The twin of `ordering.lua`: ordered delivery's admit, ack, release and heal steps on a group of
 //! the embedded store (see [`crate::store::Store::order`]).
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::pending;
 use super::state::{Group, Lease, Stream};
 use crate::model::{
-    Entry, EntryId, HELD_CONSUMER, ORDERING_KEY_FIELD, OrderStep, Ordered, PARKED_CONSUMER,
-    PARKED_HORIZON_MS,
+    AckOutcome, Entry, EntryId, HELD_CONSUMER, ORDERING_KEY_FIELD, OrderStep, Ordered,
+    PARKED_CONSUMER, PARKED_HORIZON_MS,
 };
 
 /// A group's ordering state: each key's outstanding message, and the messages held back by
@@ -54,13 +55,25 @@ pub(super) fn order(stream: &mut Stream, group: &str, step: &OrderStep, now: u64
                 }
             }
         }
-        OrderStep::Release(ids) => {
+        OrderStep::Ack { ids, .. } | OrderStep::Release(ids) => {
+            let holder = match step {
+                OrderStep::Ack { holder, .. } => Some(holder.as_deref()),
+                _ => None,
+            };
             let keys: Vec<Option<Option<String>>> =
                 ids.iter().map(|id| key_of(stream, id)).collect();
             let Some(g) = stream.groups.get_mut(group) else {
                 return outcome;
             };
-            for key in keys {
+            for (id, key) in ids.iter().zip(keys) {
+                // An ack releases only what it acknowledged; a release, everything it names.
+                if let Some(holder) = holder {
+                    let acked = pending::ack_confirmed(&mut g.pending, holder, *id);
+                    outcome.acked.push(acked);
+                    if acked != AckOutcome::Acked {
+                        continue;
+                    }
+                }
                 match key {
                     Some(Some(key)) => {
                         settle(g, &key, now, &mut outcome.promoted);

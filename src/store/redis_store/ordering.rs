@@ -7,7 +7,10 @@ use redis::{Script, Value};
 
 use super::RedisStore;
 use super::errors::Ctx;
-use super::replies::{into_items, parse_fields, parse_ids, to_id, to_text, to_u64, unexpected};
+use super::replies::{
+    ack_outcome, into_items, parse_fields, parse_ids, to_id, to_opt_i64, to_text, to_u64,
+    unexpected,
+};
 use crate::model::{
     Entry, HELD_CONSUMER, ORDERING_KEY_FIELD, OrderStep, Ordered, OrderingState, PARKED_CONSUMER,
     PARKED_HORIZON_MS,
@@ -32,6 +35,7 @@ impl RedisStore {
         invocation.key(&state.heads).key(&state.held);
         let mode = match step {
             OrderStep::Read { .. } => "read",
+            OrderStep::Ack { .. } => "ack",
             OrderStep::Release(_) => "release",
             OrderStep::Heal { .. } => "heal",
         };
@@ -45,6 +49,12 @@ impl RedisStore {
         match step {
             OrderStep::Read { consumer, count } => {
                 invocation.arg(consumer).arg((*count).max(1));
+            }
+            OrderStep::Ack { holder, ids } => {
+                invocation.arg(holder.as_deref().unwrap_or(""));
+                for id in ids {
+                    invocation.arg(id.to_string());
+                }
             }
             OrderStep::Release(ids) => {
                 for id in ids {
@@ -90,6 +100,17 @@ fn parse_ordered(reply: Value) -> StoreResult<Ordered> {
             .collect::<StoreResult<Vec<_>>>()?,
         None => Vec::new(),
     };
+    let acked = match parts.next() {
+        Some(codes) => into_items(codes)?
+            .iter()
+            .map(|code| {
+                to_opt_i64(code)
+                    .ok_or_else(|| unexpected("ack outcome", code))
+                    .and_then(ack_outcome)
+            })
+            .collect::<StoreResult<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let promoted = to_u64(&promoted).ok_or_else(|| unexpected("promoted count", &promoted))?;
     let cursor = to_text(&cursor).ok_or_else(|| unexpected("heal cursor", &cursor))?;
     let heal_from = match cursor.as_str() {
@@ -104,5 +125,6 @@ fn parse_ordered(reply: Value) -> StoreResult<Ordered> {
         read,
         promoted,
         heal_from,
+        acked,
     })
 }

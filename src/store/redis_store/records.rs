@@ -8,8 +8,9 @@ use redis::{Script, cmd};
 
 use super::RedisStore;
 use super::errors::Ctx;
+use super::replies::ack_outcome;
 use crate::model::{AckOutcome, EntryId};
-use crate::store::{StoreError, StoreResult};
+use crate::store::StoreResult;
 
 static HOLD_LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/hold_lease.lua")));
@@ -101,14 +102,6 @@ impl RedisStore {
         let codes: Vec<i64> = self
             .run_script(&invocation, Ctx::group(stream, group), script)
             .await?;
-        codes
-            .into_iter()
-            .map(|code| match code {
-                1 => Ok(AckOutcome::Acked),
-                0 => Ok(AckOutcome::NotPending),
-                -1 => Ok(AckOutcome::HeldByOther),
-                other => Err(StoreError::Unexpected(format!("ack outcome {other}"))),
-            })
-            .collect()
+        codes.into_iter().map(ack_outcome).collect()
     }
 }

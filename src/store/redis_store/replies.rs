@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use redis::{Cmd, Value};
 
-use crate::model::{Claimed, Entry, EntryId, Field, RangeBound, Swept, TrimPolicy, TrimThreshold};
+use crate::model::{
+    AckOutcome, Claimed, Entry, EntryId, Field, RangeBound, Swept, TrimPolicy, TrimThreshold,
+};
 use crate::store::{GroupEntry, StoreError, StoreResult};
 
 pub(super) fn unexpected(what: &str, value: &Value) -> StoreError {
@@ -19,6 +21,17 @@ pub(super) fn to_text(value: &Value) -> Option<String> {
         Value::Okay => Some("OK".into()),
         Value::Int(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// One code of the ack scripts (`ack_held.lua`, `ack_each.lua`, `ordering.lua`'s ack): 1
+/// acknowledged, 0 not pending, -1 held by another consumer.
+pub(super) fn ack_outcome(code: i64) -> StoreResult<AckOutcome> {
+    match code {
+        1 => Ok(AckOutcome::Acked),
+        0 => Ok(AckOutcome::NotPending),
+        -1 => Ok(AckOutcome::HeldByOther),
+        other => Err(StoreError::Unexpected(format!("ack outcome {other}"))),
     }
 }
 
