@@ -4,28 +4,15 @@
 
 mod support;
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use streamgate::grpc::pb;
-use streamgate::grpc::pb::consume_response::Event as Item;
 use support::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 const STREAM: &str = "{c}.jobs";
-
-/// The client's end of a Consume stream, read with deadlines.
-struct Session {
-    requests: Option<mpsc::Sender<pb::ConsumeRequest>>,
-    responses: tonic::Streaming<pb::ConsumeResponse>,
-    consumer: String,
-    /// Confirmations that arrived while waiting for messages, and the other way round.
-    confirmations: VecDeque<pb::Confirmation>,
-    batches: VecDeque<Vec<pb::ReceivedMessage>>,
-    next_request_id: u64,
-}
 
 fn open_request(consumer: &str) -> pb::ConsumeOpen {
     pb::ConsumeOpen {
@@ -39,162 +26,6 @@ fn open_request(consumer: &str) -> pb::ConsumeOpen {
         group_start_id: "0".into(),
         ..Default::default()
     }
-}
-
-impl Session {
-    /// Opens the stream, sends `open`; returns the stream's first answer (started, or an error).
-    async fn start(env: &mut Env, open: Option<pb::ConsumeOpen>) -> Result<Self, tonic::Status> {
-        let (tx, rx) = mpsc::channel(16);
-        if let Some(open) = open {
-            tx.send(pb::ConsumeRequest {
-                request: Some(pb::consume_request::Request::Open(open)),
-            })
-            .await
-            .unwrap();
-        }
-        let mut responses = env
-            .broker
-            .broker
-            .consume(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        let first = tokio::time::timeout(WAIT, responses.message())
-            .await
-            .expect("no answer to `open` within the deadline")?;
-        match first.and_then(|r| r.event) {
-            Some(Item::Started(started)) => Ok(Self {
-                requests: Some(tx),
-                responses,
-                consumer: started.consumer,
-                confirmations: VecDeque::new(),
-                batches: VecDeque::new(),
-                next_request_id: 1,
-            }),
-            other => panic!("first item was not `started`: {other:?}"),
-        }
-    }
-
-    async fn open(env: &mut Env, open: pb::ConsumeOpen) -> Self {
-        Self::start(env, Some(open)).await.expect("consume")
-    }
-
-    async fn send(&mut self, request: pb::consume_request::Request) {
-        self.requests
-            .as_ref()
-            .expect("still sending")
-            .send(pb::ConsumeRequest {
-                request: Some(request),
-            })
-            .await
-            .unwrap();
-    }
-
-    /// Sends an ack, nack or extend of `ids`; returns its request id.
-    async fn settle(
-        &mut self,
-        kind: fn(pb::Settle) -> pb::consume_request::Request,
-        ids: &[String],
-        delay_ms: Option<u32>,
-    ) -> u64 {
-        let request_id = self.next_request_id;
-        self.next_request_id += 1;
-        self.send(kind(pb::Settle {
-            request_id,
-            stream: STREAM.into(),
-            ids: ids.to_vec(),
-            delay_ms,
-        }))
-        .await;
-        request_id
-    }
-
-    /// Reads one item into the queues; `false` on timeout. Fails on an error or the end.
-    async fn read(&mut self, wait: Duration) -> bool {
-        loop {
-            match tokio::time::timeout(wait, self.responses.message()).await {
-                Err(_) => return false,
-                Ok(Ok(Some(pb::ConsumeResponse { event: Some(event) }))) => match event {
-                    Item::Messages(batch) => self.batches.push_back(batch.messages),
-                    Item::Confirmation(c) => self.confirmations.push_back(c),
-                    Item::Heartbeat(_) => continue,
-                    Item::Started(_) => panic!("a second `started`"),
-                },
-                other => panic!("expected an item, got {other:?}"),
-            }
-            return true;
-        }
-    }
-
-    /// The next frame of messages.
-    async fn batch(&mut self) -> Vec<pb::ReceivedMessage> {
-        while self.batches.is_empty() {
-            assert!(self.read(WAIT).await, "no messages within {WAIT:?}");
-        }
-        self.batches.pop_front().unwrap()
-    }
-
-    /// The next `n` messages, however framed.
-    async fn take(&mut self, n: usize) -> Vec<pb::ReceivedMessage> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            out.extend(self.batch().await);
-        }
-        assert_eq!(out.len(), n, "more messages than expected");
-        out
-    }
-
-    /// The confirmation of request `request_id`.
-    async fn confirmation(&mut self, request_id: u64) -> pb::Confirmation {
-        loop {
-            if let Some(i) = self
-                .confirmations
-                .iter()
-                .position(|c| c.request_id == request_id)
-            {
-                return self.confirmations.remove(i).unwrap();
-            }
-            assert!(self.read(WAIT).await, "no confirmation within {WAIT:?}");
-        }
-    }
-
-    /// Asserts no messages arrive for `quiet`.
-    async fn expect_no_messages(&mut self, quiet: Duration) {
-        let until = tokio::time::Instant::now() + quiet;
-        while self
-            .read(until.saturating_duration_since(tokio::time::Instant::now()))
-            .await
-        {}
-        assert!(
-            self.batches.is_empty(),
-            "unexpected messages: {:?}",
-            self.batches
-        );
-    }
-
-    /// Half-closes and reads to the end: the status it ends with (OK included).
-    async fn finish(mut self) -> Result<(), tonic::Status> {
-        self.requests = None;
-        loop {
-            match tokio::time::timeout(WAIT, self.responses.message()).await {
-                Ok(Ok(Some(_))) => continue,
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Err(status)) => return Err(status),
-                Err(_) => panic!("the stream did not end after half-close"),
-            }
-        }
-    }
-}
-
-fn ack(settle: pb::Settle) -> pb::consume_request::Request {
-    pb::consume_request::Request::Ack(settle)
-}
-
-fn nack(settle: pb::Settle) -> pb::consume_request::Request {
-    pb::consume_request::Request::Nack(settle)
-}
-
-fn extend(settle: pb::Settle) -> pb::consume_request::Request {
-    pb::consume_request::Request::Extend(settle)
 }
 
 fn ids(messages: &[pb::ReceivedMessage]) -> Vec<String> {
@@ -216,8 +47,8 @@ async fn pending(env: &mut Env) -> u64 {
 async fn messages_come_in_batches_and_acks_are_confirmed_per_id(backend: Backend) {
     let mut env = start(backend).await;
     produce_numbered(&mut env.broker.broker, STREAM, 0..250).await;
-    let mut session = Session::open(
-        &mut env,
+    let mut session = ConsumeSession::open(
+        &mut env.broker.broker,
         pb::ConsumeOpen {
             max_messages_per_frame: 100,
             ..open_request("m")
@@ -268,8 +99,8 @@ async fn with_exactly_once_an_ack_after_the_message_went_to_another_member_fails
         ..open_request(consumer)
     };
     // Credit for one message: the slow member cannot take the redelivery itself.
-    let mut slow = Session::open(
-        &mut env,
+    let mut slow = ConsumeSession::open(
+        &mut env.broker.broker,
         pb::ConsumeOpen {
             credit: Some(pb::Credit {
                 messages: 1,
@@ -281,7 +112,7 @@ async fn with_exactly_once_an_ack_after_the_message_went_to_another_member_fails
     .await;
     let first = slow.take(1).await;
     // The deadline passes; the group redelivers it to the other member.
-    let mut other = Session::open(&mut env, quick("other")).await;
+    let mut other = ConsumeSession::open(&mut env.broker.broker, quick("other")).await;
     let again = other.take(1).await;
     assert_eq!(
         (again[0].id.clone(), again[0].delivery_count),
@@ -311,8 +142,8 @@ async fn with_exactly_once_an_ack_after_the_message_went_to_another_member_fails
 async fn without_exactly_once_a_late_ack_takes_and_the_new_holder_learns_it(backend: Backend) {
     let mut env = start(backend).await;
     produce_numbered(&mut env.broker.broker, STREAM, 0..1).await;
-    let mut slow = Session::open(
-        &mut env,
+    let mut slow = ConsumeSession::open(
+        &mut env.broker.broker,
         pb::ConsumeOpen {
             ack_deadline_ms: 200,
             credit: Some(pb::Credit {
@@ -324,8 +155,8 @@ async fn without_exactly_once_a_late_ack_takes_and_the_new_holder_learns_it(back
     )
     .await;
     let first = slow.take(1).await;
-    let mut other = Session::open(
-        &mut env,
+    let mut other = ConsumeSession::open(
+        &mut env.broker.broker,
         pb::ConsumeOpen {
             ack_deadline_ms: 200,
             ..open_request("other")
@@ -347,7 +178,7 @@ async fn without_exactly_once_a_late_ack_takes_and_the_new_holder_learns_it(back
 async fn nacks_and_extensions_are_confirmed_for_the_ids_this_consumer_holds(backend: Backend) {
     let mut env = start(backend).await;
     produce_numbered(&mut env.broker.broker, STREAM, 0..2).await;
-    let mut session = Session::open(&mut env, open_request("m")).await;
+    let mut session = ConsumeSession::open(&mut env.broker.broker, open_request("m")).await;
     let got = session.take(2).await;
     let extended = session
         .settle(extend, &[got[0].id.clone(), "1-1".into()], None)
@@ -401,8 +232,8 @@ async fn nacks_and_extensions_are_confirmed_for_the_ids_this_consumer_holds(back
 async fn credit_limits_what_is_sent(backend: Backend) {
     let mut env = start(backend).await;
     produce_numbered(&mut env.broker.broker, STREAM, 0..30).await;
-    let mut session = Session::open(
-        &mut env,
+    let mut session = ConsumeSession::open(
+        &mut env.broker.broker,
         pb::ConsumeOpen {
             credit: Some(pb::Credit {
                 messages: 5,
@@ -441,8 +272,8 @@ async fn byte_credit_stops_reading_once_used_up(backend: Backend) {
     let mut env = start(backend).await;
     // Each message is 2 bytes of fields (`n` and one digit).
     produce_numbered(&mut env.broker.broker, STREAM, 0..10).await;
-    let mut session = Session::open(
-        &mut env,
+    let mut session = ConsumeSession::open(
+        &mut env.broker.broker,
         pb::ConsumeOpen {
             batch_size: 2,
             credit: Some(pb::Credit {
@@ -469,7 +300,7 @@ async fn byte_credit_stops_reading_once_used_up(backend: Backend) {
 async fn a_client_that_half_closes_ends_with_ok_and_its_messages_go_back(backend: Backend) {
     let mut env = start(backend).await;
     produce_numbered(&mut env.broker.broker, STREAM, 0..3).await;
-    let mut leaving = Session::open(&mut env, open_request("leaving")).await;
+    let mut leaving = ConsumeSession::open(&mut env.broker.broker, open_request("leaving")).await;
     assert_eq!(leaving.consumer, "leaving");
     let held = leaving.take(3).await;
     leaving
@@ -477,7 +308,7 @@ async fn a_client_that_half_closes_ends_with_ok_and_its_messages_go_back(backend
         .await
         .expect("a half-close ends the call with OK");
     // Handed back at once, not after the 30 s deadline.
-    let mut other = Session::open(&mut env, open_request("other")).await;
+    let mut other = ConsumeSession::open(&mut env.broker.broker, open_request("other")).await;
     let again = other.take(3).await;
     assert_eq!(ids(&again), ids(&held));
     assert!(again.iter().all(|m| m.delivery_count == 2), "{again:?}");
@@ -501,8 +332,8 @@ async fn the_protocol_is_enforced_with_clear_errors(backend: Backend) {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("open"), "{status:?}");
     // Consume is group mode only.
-    let status = Session::start(
-        &mut env,
+    let status = ConsumeSession::start(
+        &mut env.broker.broker,
         Some(pb::ConsumeOpen {
             group: String::new(),
             ..open_request("m")
@@ -514,7 +345,7 @@ async fn the_protocol_is_enforced_with_clear_errors(backend: Backend) {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("open.group"), "{status:?}");
     // A second `open` ends the call.
-    let mut session = Session::open(&mut env, open_request("m")).await;
+    let mut session = ConsumeSession::open(&mut env.broker.broker, open_request("m")).await;
     session
         .send(pb::consume_request::Request::Open(open_request("m")))
         .await;

@@ -294,7 +294,7 @@ async fn half_open_client_is_noticed(keepalive: Duration, wait: Duration) -> boo
         c.http2_keepalive_timeout = Duration::from_millis(500);
     })
     .await;
-    let proxy = FreezableProxy::start(broker.addr).await;
+    let proxy = FaultProxy::start(broker.addr).await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", proxy.addr))
         .unwrap()
         .connect()

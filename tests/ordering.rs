@@ -384,3 +384,65 @@ async fn a_head_settled_without_its_release_is_repaired() {
     let last = member.next().await;
     assert_eq!(field(&last, "seq").as_deref(), Some("2"));
 }
+
+/// An ordered subscription read through Consume, whose ack took in Redis while its reply was
+/// lost (Redis answered after the broker's timeout, as under load): the key's next message
+/// still comes within a sweep or two. Before, the ack and the release of the key's next
+/// message were two steps; the ack failed before the release ran, and the key waited for the
+/// heal pass (30 s) with nothing logged: the ordering stall of issue 27.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_whose_reply_was_lost_still_releases_its_key() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into()).await;
+    let mut config = streamgate::config::ServeConfig::for_redis(&format!("redis://{}", proxy.addr));
+    config.redis_timeout = Duration::from_millis(300);
+    let mut broker = TestBroker::start_config(config).await;
+    create_ordered(&mut broker.admin, "g").await;
+    broker
+        .broker
+        .produce(produce((0..4).map(|seq| keyed(1, seq)).collect()))
+        .await
+        .unwrap();
+    let open = pb::ConsumeOpen {
+        streams: vec![pb::StreamStart {
+            stream: STREAM.into(),
+            after_id: String::new(),
+        }],
+        group: "g".into(),
+        consumer: "c".into(),
+        ..Default::default()
+    };
+    let mut session = ConsumeSession::open(&mut broker.broker, open).await;
+    let next_in_order = async |session: &mut ConsumeSession, seq: usize| {
+        let message = session.take(1).await.remove(0);
+        assert_eq!(field(&message, "seq"), Some(seq.to_string()));
+        message
+    };
+    // One ack the usual way first (every script it runs is loaded in Redis by then).
+    let first = next_in_order(&mut session, 0).await;
+    let request = session.settle(ack, std::slice::from_ref(&first.id), None).await;
+    assert_eq!(session.confirmation(request).await.succeeded, [first.id]);
+    let head = next_in_order(&mut session, 1).await;
+
+    // Redis gets the ack and applies it; the broker never hears back.
+    proxy.set(Fault::HoldReplies);
+    let request = session.settle(ack, std::slice::from_ref(&head.id), None).await;
+    let confirmation = session.confirmation(request).await;
+    proxy.set(Fault::None);
+    assert!(
+        confirmation.succeeded.is_empty() && confirmation.failed.len() == 1,
+        "the broker could not know the ack took: {confirmation:?}"
+    );
+    assert_eq!(
+        redis.pending_count(STREAM, "g").await,
+        2,
+        "the ack took in Redis (two messages left pending)"
+    );
+
+    // The key goes on: its next message within a few sweeps (WAIT is well under the heal
+    // pass's 30 s), then the last one once that is acknowledged.
+    let next = next_in_order(&mut session, 2).await;
+    let request = session.settle(ack, std::slice::from_ref(&next.id), None).await;
+    assert_eq!(session.confirmation(request).await.succeeded, [next.id]);
+    next_in_order(&mut session, 3).await;
+}

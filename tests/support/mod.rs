@@ -1,6 +1,7 @@
 //! Guards for the real processes integration tests run against: a `redis-server` of their own on
 //! an ephemeral loopback port (or a cluster of them), the broker in-process or as the real binary,
-//! a proxy that can freeze, and the requests and readers a test client uses.
+//! a proxy that injects network faults, and the requests and readers (Subscribe, Consume) a
+//! test client uses.
 //!
 //! No mocks, no shared state: each test starts its own Redis, so tests can run in parallel and
 //! may kill and restart it at will. The machine's shared Redis on 6379 is never touched.
@@ -11,6 +12,7 @@ mod backends;
 mod broker;
 mod client;
 mod cluster;
+mod consume;
 mod metrics;
 mod pki;
 mod proxy;
@@ -20,6 +22,7 @@ pub use backends::*;
 pub use broker::*;
 pub use client::*;
 pub use cluster::*;
+pub use consume::*;
 pub use metrics::*;
 pub use pki::*;
 pub use proxy::*;

@@ -1,67 +1,136 @@
-//! A loopback TCP proxy that can freeze: a client whose machine vanished.
+//! A loopback TCP proxy that misbehaves on demand: what a network between two processes does to
+//! them. Put between a client and a broker (a client whose machine vanished), or between the
+//! broker and Redis (latency, a dropped connection, a partition, a half-open socket).
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
 
-/// A loopback TCP proxy that can go silent without closing anything: what a client looks like
-/// when its machine vanishes or a NAT drops its flow (a "half-open" connection).
-pub struct FreezableProxy {
+/// What the proxy does to the bytes passing through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards everything at once.
+    None,
+    /// Holds each chunk this long before forwarding it, both ways.
+    Latency(Duration),
+    /// Forwards nothing either way and closes nothing (a partition, or a machine that
+    /// vanished): what was held passes once the fault ends, as TCP retransmits it.
+    BlackHole,
+    /// Forwards requests but holds every reply (a half-open path: the server acts on what it
+    /// is sent, and the client hears nothing back until the fault ends).
+    HoldReplies,
+}
+
+impl Fault {
+    /// Whether bytes going `to_server` (else back to the client) wait under this fault.
+    fn holds(self, to_server: bool) -> bool {
+        match self {
+            Fault::BlackHole => true,
+            Fault::HoldReplies => !to_server,
+            Fault::None | Fault::Latency(_) => false,
+        }
+    }
+}
+
+/// A loopback TCP proxy to one target, with a [`Fault`] that can change at any moment, and a
+/// way to drop every connection through it.
+pub struct FaultProxy {
     pub addr: SocketAddr,
-    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fault: watch::Sender<Fault>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
     task: JoinHandle<()>,
 }
 
-impl FreezableProxy {
-    /// Proxies a fresh loopback port to `target`.
+impl FaultProxy {
+    /// Proxies a fresh loopback port to `target`, faultless.
     pub async fn start(target: SocketAddr) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().unwrap();
-        let frozen = std::sync::Arc::new(AtomicBool::new(false));
-        let flag = frozen.clone();
+        let (fault, watching) = watch::channel(Fault::None);
+        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let open = connections.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                for (mut from, mut to) in [(client_read, server_write), (server_read, client_write)]
-                {
-                    let flag = flag.clone();
-                    tokio::spawn(async move {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        let mut buf = vec![0u8; 16 * 1024];
-                        loop {
-                            let n = match from.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if flag.load(Ordering::SeqCst) {
-                                // Silent: keep both sockets open, forward nothing, ever.
-                                std::future::pending::<()>().await;
-                            }
-                            if to.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    });
+                let mut handles = open.lock().unwrap();
+                handles.retain(|h: &AbortHandle| !h.is_finished());
+                for (from, to, to_server) in [
+                    (client_read, server_write, true),
+                    (server_read, client_write, false),
+                ] {
+                    let task = tokio::spawn(forward(from, to, to_server, watching.clone()));
+                    handles.push(task.abort_handle());
                 }
             }
         });
-        Self { addr, frozen, task }
+        Self {
+            addr,
+            fault,
+            connections,
+            task,
+        }
+    }
+
+    /// From now on, `fault` applies (to bytes already read and waiting too).
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+
+    /// Closes every connection open through the proxy (new ones are accepted as before).
+    pub fn drop_connections(&self) {
+        for handle in self.connections.lock().unwrap().drain(..) {
+            handle.abort();
+        }
     }
 
     /// From now on nothing passes in either direction, and nothing is closed.
     pub fn freeze(&self) {
-        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.set(Fault::BlackHole);
     }
 }
 
-impl Drop for FreezableProxy {
+/// Copies one direction of a connection, applying the proxy's fault to each chunk read.
+async fn forward(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    to_server: bool,
+    mut fault: watch::Receiver<Fault>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let now = *fault.borrow_and_update();
+        if let Fault::Latency(delay) = now {
+            tokio::time::sleep(delay).await;
+        }
+        if fault
+            .wait_for(|fault| !fault.holds(to_server))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
+        self.drop_connections();
     }
 }
