@@ -420,13 +420,17 @@ async fn an_ack_whose_reply_was_lost_still_releases_its_key() {
     };
     // One ack the usual way first (every script it runs is loaded in Redis by then).
     let first = next_in_order(&mut session, 0).await;
-    let request = session.settle(ack, std::slice::from_ref(&first.id), None).await;
+    let request = session
+        .settle(ack, std::slice::from_ref(&first.id), None)
+        .await;
     assert_eq!(session.confirmation(request).await.succeeded, [first.id]);
     let head = next_in_order(&mut session, 1).await;
 
     // Redis gets the ack and applies it; the broker never hears back.
     proxy.set(Fault::HoldReplies);
-    let request = session.settle(ack, std::slice::from_ref(&head.id), None).await;
+    let request = session
+        .settle(ack, std::slice::from_ref(&head.id), None)
+        .await;
     let confirmation = session.confirmation(request).await;
     proxy.set(Fault::None);
     assert!(
@@ -442,7 +446,9 @@ async fn an_ack_whose_reply_was_lost_still_releases_its_key() {
     // The key goes on: its next message within a few sweeps (WAIT is well under the heal
     // pass's 30 s), then the last one once that is acknowledged.
     let next = next_in_order(&mut session, 2).await;
-    let request = session.settle(ack, std::slice::from_ref(&next.id), None).await;
+    let request = session
+        .settle(ack, std::slice::from_ref(&next.id), None)
+        .await;
     assert_eq!(session.confirmation(request).await.succeeded, [next.id]);
     next_in_order(&mut session, 3).await;
 }

@@ -291,3 +291,64 @@ async fn the_python_client_rides_through_a_broker_sigkill() {
     // Every publish got an id in the end (the client retries UNAVAILABLE by itself).
     assert_eq!(published as usize, CRASH_MESSAGES, "{seen}");
 }
+
+/// Issue 27's ordering scenario with Google's Python client (20 keys × 100 messages, a 1 ms
+/// callback acking each), with the reply to one ack lost on the broker's link to Redis: Redis
+/// acknowledges, the broker times out (what a loaded machine does now and then). Every key
+/// goes on, in order, well before the ordering heal pass (30 s) would have released it: before
+/// an ack and its release were one step, the key whose ack took while its reply was lost
+/// stopped until that pass, with nothing logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_keeps_every_ordering_key_moving_when_an_ack_reply_is_lost() {
+    use std::io::{BufRead, Write};
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into()).await;
+    let mut config = streamgate::config::ServeConfig::for_redis(&format!("redis://{}", proxy.addr));
+    config.redis_timeout = std::time::Duration::from_millis(250);
+    let broker = TestBroker::start_config(config).await;
+    let project = "proj-ordering-faults";
+    let mut command = Client::Python.command("pubsub_ordering_faults");
+    command
+        .arg(project)
+        .env("PUBSUB_EMULATOR_HOST", broker.addr.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("start the Python client");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::task::block_in_place(|| stdout.read_line(&mut line)).expect("the client's output");
+    assert_eq!(line.trim(), "published", "{line}");
+    // The 20th message of key 7: its id goes to Redis first in the client's receipt
+    // (ModifyAckDeadline), then in its ack, whose reply is the one lost.
+    let stream = format!("{project}/ordered-faults");
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis.cmd(&["XRANGE", &stream, "-", "+"]).await;
+    let (id, _) = entries
+        .iter()
+        .find(|(_, fields)| fields.iter().any(|(k, v)| k == "data" && v == "7:19"))
+        .expect("message 7:19 in the stream");
+    proxy.lose_reply_to(id.as_bytes(), 2, std::time::Duration::from_millis(400));
+    writeln!(stdin, "go").unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).map(|_| rest)
+    })
+    .await
+    .unwrap()
+    .expect("the client's output");
+    let status = tokio::task::block_in_place(|| child.wait_with_output()).unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "the flow failed:\n{stderr}");
+    let last = out.lines().last().unwrap_or_default();
+    let seen: Value = serde_json::from_str(last)
+        .unwrap_or_else(|err| panic!("no result ({err}): {out}\n{stderr}"));
+    println!("ordering with an ack's reply lost: {seen}");
+    assert!(proxy.reply_lost(), "the ack of 7:19 never reached Redis");
+    assert_eq!(seen["arrived"], 2000, "{seen}");
+    assert_eq!(seen["in_order"], true, "{seen}");
+    // A key stopped until the heal pass takes 30 s.
+    let seconds = seen["seconds"].as_f64().unwrap();
+    assert!(seconds < 20.0, "a key waited for the heal pass: {seen}");
+}

@@ -37,13 +37,31 @@ impl Fault {
     }
 }
 
-/// A loopback TCP proxy to one target, with a [`Fault`] that can change at any moment, and a
-/// way to drop every connection through it.
+/// A loopback TCP proxy to one target, with a [`Fault`] that can change at any moment, a
+/// one-shot lost reply, and a way to drop every connection through it.
 pub struct FaultProxy {
     pub addr: SocketAddr,
     fault: watch::Sender<Fault>,
+    trigger: Arc<Mutex<Option<Trigger>>>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     task: JoinHandle<()>,
+}
+
+/// An armed [`FaultProxy::lose_reply_to`].
+struct Trigger {
+    marker: Vec<u8>,
+    /// Chunks containing the marker still to let by before the one that trips it.
+    left: usize,
+    hold: Duration,
+}
+
+/// What one direction of one connection obeys.
+#[derive(Clone)]
+struct Link {
+    fault: watch::Receiver<Fault>,
+    trigger: Arc<Mutex<Option<Trigger>>>,
+    /// This connection's replies are held (a tripped trigger).
+    held: Arc<watch::Sender<bool>>,
 }
 
 impl FaultProxy {
@@ -52,8 +70,10 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().unwrap();
         let (fault, watching) = watch::channel(Fault::None);
+        let trigger: Arc<Mutex<Option<Trigger>>> = Arc::default();
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let open = connections.clone();
+        let armed = trigger.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(target).await else {
@@ -61,13 +81,18 @@ impl FaultProxy {
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
+                let link = Link {
+                    fault: watching.clone(),
+                    trigger: armed.clone(),
+                    held: Arc::new(watch::channel(false).0),
+                };
                 let mut handles = open.lock().unwrap();
                 handles.retain(|h: &AbortHandle| !h.is_finished());
                 for (from, to, to_server) in [
                     (client_read, server_write, true),
                     (server_read, client_write, false),
                 ] {
-                    let task = tokio::spawn(forward(from, to, to_server, watching.clone()));
+                    let task = tokio::spawn(forward(from, to, to_server, link.clone()));
                     handles.push(task.abort_handle());
                 }
             }
@@ -75,9 +100,27 @@ impl FaultProxy {
         Self {
             addr,
             fault,
+            trigger,
             connections,
             task,
         }
+    }
+
+    /// Arms a one-shot fault: the `nth` chunk sent to the server that contains `marker`
+    /// (counting from 1) makes the connection that carried it hold its replies for `hold`.
+    /// The server acts on that request; the client does not hear back in time: the reply to
+    /// one chosen request is lost, and little else is.
+    pub fn lose_reply_to(&self, marker: &[u8], nth: usize, hold: Duration) {
+        *self.trigger.lock().unwrap() = Some(Trigger {
+            marker: marker.to_vec(),
+            left: nth.saturating_sub(1),
+            hold,
+        });
+    }
+
+    /// Whether the fault armed by [`lose_reply_to`](Self::lose_reply_to) has tripped.
+    pub fn reply_lost(&self) -> bool {
+        self.trigger.lock().unwrap().is_none()
     }
 
     /// From now on, `fault` applies (to bytes already read and waiting too).
@@ -98,34 +141,68 @@ impl FaultProxy {
     }
 }
 
-/// Copies one direction of a connection, applying the proxy's fault to each chunk read.
+/// Copies one direction of a connection, applying the proxy's faults to each chunk read.
 async fn forward(
     mut from: impl AsyncReadExt + Unpin,
     mut to: impl AsyncWriteExt + Unpin,
     to_server: bool,
-    mut fault: watch::Receiver<Fault>,
+    mut link: Link,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut held = link.held.subscribe();
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let now = *fault.borrow_and_update();
+        if to_server {
+            trip(&link, &buf[..n]);
+        }
+        let now = *link.fault.borrow_and_update();
         if let Fault::Latency(delay) = now {
             tokio::time::sleep(delay).await;
         }
-        if fault
+        if link
+            .fault
             .wait_for(|fault| !fault.holds(to_server))
             .await
             .is_err()
         {
             return;
         }
+        if !to_server && held.wait_for(|held| !*held).await.is_err() {
+            return;
+        }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
+}
+
+/// Trips the armed trigger when `chunk` (on its way to the server) is the one it waits for.
+fn trip(link: &Link, chunk: &[u8]) {
+    let mut trigger = link.trigger.lock().unwrap();
+    let Some(armed) = trigger.as_mut() else {
+        return;
+    };
+    if !chunk
+        .windows(armed.marker.len())
+        .any(|window| window == armed.marker)
+    {
+        return;
+    }
+    if armed.left > 0 {
+        armed.left -= 1;
+        return;
+    }
+    let hold = armed.hold;
+    *trigger = None;
+    link.held.send_replace(true);
+    let held = link.held.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        held.send_replace(false);
+    });
 }
 
 impl Drop for FaultProxy {
