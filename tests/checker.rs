@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use checker::core_driver::CoreDriver;
-use checker::grpc_driver::GrpcDriver;
+use checker::grpc_driver::{FaultClock, GrpcDriver};
 use checker::history::{self, Shape};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::{BrokerProcess, RedisServer};
+use support::{BrokerProcess, Fault, FaultProxy, RedisServer};
 
 /// How many histories a test runs: the env var, else `default`.
 fn histories(default: u64) -> u64 {
@@ -133,30 +133,72 @@ fn a_seed_replays_the_same_history() {
 /// Real histories at once on one broker, each on its own stream.
 const AT_ONCE: usize = 4;
 
-/// Kills and restarts the broker (SIGKILL) or Redis (SIGKILL, back from its append-only file)
-/// every second or two until `done`; returns what it did.
+/// What the fault task did, by kind.
+#[derive(Debug, Default)]
+struct FaultsMade {
+    broker_kills: usize,
+    redis_restarts: usize,
+    latency: usize,
+    dropped_connections: usize,
+    black_holes: usize,
+    lost_replies: usize,
+}
+
+/// Every second or two until `done`, one fault: the broker SIGKILLed and restarted, Redis
+/// SIGKILLed and back from its append-only file, or the broker's link to Redis (through
+/// `proxy`) slowed, cut, black-holed or made to lose its replies for up to two seconds.
+/// `clock` records when each ends, for the histories' liveness bound.
 async fn faults(
     mut broker: BrokerProcess,
     mut redis: RedisServer,
+    proxy: FaultProxy,
+    clock: Arc<FaultClock>,
     seed: u64,
     done: Arc<AtomicBool>,
-) -> (usize, usize) {
+) -> FaultsMade {
     let mut rng = StdRng::seed_from_u64(seed);
-    let (mut broker_kills, mut redis_restarts) = (0, 0);
+    let mut made = FaultsMade::default();
     while !done.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1000..2500))).await;
         if done.load(Ordering::SeqCst) {
             break;
         }
-        if rng.random_bool(0.6) {
-            tokio::task::block_in_place(|| broker.restart());
-            broker_kills += 1;
-        } else {
-            tokio::task::block_in_place(|| redis.restart());
-            redis_restarts += 1;
+        let lasting = Duration::from_millis(rng.random_range(300..2000));
+        clock.begin();
+        match rng.random_range(0..100) {
+            0..30 => {
+                tokio::task::block_in_place(|| broker.restart());
+                made.broker_kills += 1;
+            }
+            30..50 => {
+                tokio::task::block_in_place(|| redis.restart());
+                made.redis_restarts += 1;
+            }
+            50..65 => {
+                let delay = Duration::from_millis(rng.random_range(5..150));
+                proxy.set(Fault::Latency(delay));
+                tokio::time::sleep(lasting).await;
+                made.latency += 1;
+            }
+            65..75 => {
+                proxy.drop_connections();
+                made.dropped_connections += 1;
+            }
+            75..87 => {
+                proxy.set(Fault::BlackHole);
+                tokio::time::sleep(lasting).await;
+                made.black_holes += 1;
+            }
+            _ => {
+                proxy.set(Fault::HoldReplies);
+                tokio::time::sleep(lasting).await;
+                made.lost_replies += 1;
+            }
         }
+        proxy.set(Fault::None);
+        clock.end();
     }
-    (broker_kills, redis_restarts)
+    made
 }
 
 /// Histories through a real broker on a real Redis (or what `STREAMGATE_TEST_REDIS_SERVER`
@@ -166,8 +208,13 @@ async fn histories_through_a_real_broker_with_faults() {
     let test = "histories_through_a_real_broker_with_faults";
     let seeds = seeds(histories(8), 500_001);
     let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let broker = BrokerProcess::start(&redis, &[]);
+    // The broker reaches Redis through a proxy that misbehaves on demand; it gives up on a
+    // reply after 500 ms (2 s by default), so that a fault costs it errors, not just waiting.
+    let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into()).await;
+    let redis_url = format!("redis://{}", proxy.addr);
+    let broker = BrokerProcess::start_at(&redis_url, &["--redis-timeout", "500ms"]);
     let channel = broker.channel();
+    let clock = Arc::new(FaultClock::default());
     // Every history's subscription exists before the faults start: these histories check
     // delivery (a CreateSubscription cut by a Redis restart left the policy without its group
     // until a retry made it: README, "Checked against a model").
@@ -175,15 +222,16 @@ async fn histories_through_a_real_broker_with_faults() {
     for &seed in &seeds {
         drivers.push((
             seed,
-            GrpcDriver::new(channel.clone(), format!("h{seed}")).await,
+            GrpcDriver::new(channel.clone(), format!("h{seed}"), clock.clone()).await,
         ));
     }
     let done = Arc::new(AtomicBool::new(false));
-    let fault_task = tokio::spawn(faults(broker, redis, seeds[0], done.clone()));
+    let fault_task = tokio::spawn(faults(broker, redis, proxy, clock, seeds[0], done.clone()));
     let shape = Shape {
         steps: 150,
         fault_chance: 0.0,
-        // A fault in the drain costs a restart (a second or two) on top of the deadline.
+        // Measured from the end of the last fault (drivers say when): a redelivery after a
+        // lost reply needs the ack deadline and its backoff, the broker a moment to reconnect.
         stall_bound_ms: 8_000,
         drain_limit_ms: 60_000,
     };
@@ -205,9 +253,7 @@ async fn histories_through_a_real_broker_with_faults() {
         }
     }
     done.store(true, Ordering::SeqCst);
-    let (broker_kills, redis_restarts) = fault_task.await.expect("fault task");
-    println!(
-        "{test}: broker SIGKILLed {broker_kills} times, Redis restarted {redis_restarts} times"
-    );
+    let made = fault_task.await.expect("fault task");
+    println!("{test}: faults {made:?}");
     check_all(test, models);
 }

@@ -116,6 +116,10 @@ impl CoreDriver {
 }
 
 impl Driver for CoreDriver {
+    fn faults_quiet_since_ms(&self) -> Option<u64> {
+        None
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }

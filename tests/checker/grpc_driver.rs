@@ -20,6 +20,34 @@ const GROUP: &str = "billing";
 /// How long a produce keeps retrying through a fault before the history gives up on it.
 const PRODUCE_RETRY: Duration = Duration::from_secs(20);
 
+/// When faults happen, shared by the task that makes them and the histories that live through
+/// them: the liveness bound is measured from a fault's end.
+#[derive(Default)]
+pub struct FaultClock {
+    /// Whether a fault lasts now, and when the last one ended.
+    state: std::sync::Mutex<(bool, Option<Instant>)>,
+}
+
+impl FaultClock {
+    /// A fault starts.
+    pub fn begin(&self) {
+        self.state.lock().unwrap().0 = true;
+    }
+
+    /// The fault is over (the process is back, the network heals).
+    pub fn end(&self) {
+        *self.state.lock().unwrap() = (false, Some(Instant::now()));
+    }
+
+    /// When the last fault ended; now while one lasts.
+    fn quiet_since(&self) -> Option<Instant> {
+        match *self.state.lock().unwrap() {
+            (true, _) => Some(Instant::now()),
+            (false, ended) => ended,
+        }
+    }
+}
+
 /// One history's view of the broker: its own stream and subscription.
 pub struct GrpcDriver {
     broker: BrokerClient<Channel>,
@@ -29,6 +57,7 @@ pub struct GrpcDriver {
     generation: usize,
     started: Instant,
     produced: u64,
+    faults: std::sync::Arc<FaultClock>,
 }
 
 /// Ids as the API answers them; a failed call (a fault) answers none.
@@ -51,9 +80,9 @@ fn policy(paused: bool) -> pb::SubscriptionPolicy {
 }
 
 impl GrpcDriver {
-    /// A history on `stream` through `channel`: its subscription is created (retried through a
-    /// fault).
-    pub async fn new(channel: Channel, stream: String) -> Self {
+    /// A history on `stream` through `channel`, living through the faults `faults` records: its
+    /// subscription is created (retried through a fault).
+    pub async fn new(channel: Channel, stream: String, faults: std::sync::Arc<FaultClock>) -> Self {
         let mut driver = Self {
             broker: BrokerClient::new(channel.clone()),
             admin: AdminClient::new(channel),
@@ -62,6 +91,7 @@ impl GrpcDriver {
             generation: 0,
             started: Instant::now(),
             produced: 0,
+            faults,
         };
         let request = pb::CreateSubscriptionRequest {
             stream: driver.stream.clone(),
@@ -96,6 +126,11 @@ impl GrpcDriver {
 impl Driver for GrpcDriver {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    fn faults_quiet_since_ms(&self) -> Option<u64> {
+        let since = self.faults.quiet_since()?;
+        Some(since.saturating_duration_since(self.started).as_millis() as u64)
     }
 
     async fn produce(&mut self, batch: &[Sent], atomic: bool) -> Option<Vec<Id>> {

@@ -55,6 +55,9 @@ pub trait Driver {
     fn checks_holder(&self) -> bool;
     /// What the store says of `ids` (who holds them, in what state), for a stall's report.
     async fn diagnose(&mut self, ids: &[Id]) -> String;
+    /// When the last fault ended (now, while one lasts), on [`now_ms`](Self::now_ms)'s clock;
+    /// `None` for a driver without faults. The liveness bound is measured from then.
+    fn faults_quiet_since_ms(&self) -> Option<u64>;
 }
 
 /// The shape of one history.
@@ -330,6 +333,9 @@ async fn drain<D: Driver>(
     model.apply(Event::Progress { at_ms: started });
     while model.unsettled() > 0 {
         let now = driver.now_ms();
+        if let Some(at_ms) = driver.faults_quiet_since_ms() {
+            model.apply(Event::Progress { at_ms });
+        }
         if !model.check_live(now, shape.stall_bound_ms, "while draining") {
             let stuck: Vec<Id> = model.unsettled_ids().into_iter().take(5).collect();
             let diagnosis = driver.diagnose(&stuck).await;

@@ -105,8 +105,13 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts `streamgate serve` against `redis` with extra flags, and waits until it serves.
     pub fn start(redis: &RedisServer, extra_args: &[&str]) -> Self {
-        let url = redis.url();
-        let mut args = vec!["--redis-url", url.as_str()];
+        Self::start_at(&redis.url(), extra_args)
+    }
+
+    /// Starts `streamgate serve` against the Redis at `url` (a proxy in front of one, say)
+    /// with extra flags, and waits until it serves.
+    pub fn start_at(url: &str, extra_args: &[&str]) -> Self {
+        let mut args = vec!["--redis-url", url];
         args.extend_from_slice(extra_args);
         Self::start_args(&args, &[])
     }
