@@ -143,6 +143,7 @@ impl Broker {
         let auth = auth_layer(&config)?;
         let tls = tls_config(&config)?;
         let prefix = config.key_prefix.clone();
+        let cluster = config.redis_cluster_url.is_some();
         Ok(match &url {
             Some(url) => {
                 let store = RedisStore::new(RedisStoreConfig {
@@ -165,14 +166,14 @@ impl Broker {
                 })?;
                 Self::Redis(Box::new(BrokerOn::new(
                     config,
-                    Namespaced::new(store, prefix),
+                    Namespaced::new(store, prefix, cluster),
                     auth,
                     tls,
                 )))
             }
             None => Self::Memory(Box::new(BrokerOn::new(
                 config,
-                Namespaced::new(MemoryStore::new(), prefix),
+                Namespaced::new(MemoryStore::new(), prefix, false),
                 auth,
                 tls,
             ))),

@@ -352,3 +352,228 @@ async fn a_partitioned_topic_spreads_over_shards_keeps_key_order_and_balances() 
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 }
+
+/// Every key on every master of `cluster`.
+fn all_keys(cluster: &RedisCluster) -> Vec<String> {
+    let mut keys = Vec::new();
+    for port in cluster.live_ports() {
+        let listed = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "--scan"])
+            .output()
+            .expect("redis-cli --scan");
+        keys.extend(
+            String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    keys
+}
+
+/// The keys of the prefixed `stream` (itself and those named after it, `team:{team:stream}…`),
+/// at least `count` of them, all in the slot of `team:stream`.
+fn assert_one_slot(keys: &[String], stream: &str, count: usize) {
+    let own_key = format!("team:{stream}");
+    let tagged = format!("team:{{team:{stream}}}");
+    let own: Vec<&String> = keys
+        .iter()
+        .filter(|k| **k == own_key || k.starts_with(&tagged))
+        .collect();
+    assert!(own.len() >= count, "{stream}: {own:?} of {keys:?}");
+    let slot = streamgate::store::key_slot(&own_key);
+    for key in own {
+        assert_eq!(
+            streamgate::store::key_slot(key),
+            slot,
+            "{key} is not with {own_key}"
+        );
+    }
+}
+
+/// A tenant on a Cluster (`--key-prefix team:`): every key of one of its streams keeps the
+/// stream's slot, its own and the ones the broker derives (the default dead-letter stream, the
+/// ordering state, dedupe keys), so the scripts that touch several at once run. Before, the
+/// prefix went in front of the broker's hash tag (`team:{orders}:dlq`, the slot of `orders`,
+/// while the stream `team:orders` hashes whole): dead-lettering, ordering and dedupe failed
+/// with CROSSSLOT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefixed_tenant_keeps_each_streams_keys_in_one_slot() {
+    let cluster = cluster(3, 0).await;
+    let mut config = ServeConfig::parse_from([
+        "serve",
+        "--redis-cluster-url",
+        &cluster.urls(),
+        "--key-prefix",
+        "team:",
+    ]);
+    config.health_interval = Duration::from_millis(200);
+    let mut broker = TestBroker::start_config(config).await;
+    let create = |stream: &str, policy: pb::SubscriptionPolicy| pb::CreateSubscriptionRequest {
+        stream: stream.into(),
+        group: "billing".into(),
+        policy: Some(policy),
+        start_id: "0".into(),
+    };
+    let message = |body: &str, key: &str, dedupe: &str| pb::OutgoingMessage {
+        fields: fields(&[("body", body)]),
+        ordering_key: key.into(),
+        dedupe_key: dedupe.into(),
+        ..Default::default()
+    };
+    let produce = |stream: &str, messages: Vec<pb::OutgoingMessage>| pb::ProduceRequest {
+        stream: stream.into(),
+        messages,
+        ..Default::default()
+    };
+
+    // Dead letters: a message nacked past max_deliveries moves to `{orders}:dlq`.
+    broker
+        .admin
+        .create_subscription(create(
+            "orders",
+            pb::SubscriptionPolicy {
+                max_deliveries: Some(1),
+                backoff_min_ms: Some(50),
+                backoff_max_ms: Some(50),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("a subscription on a prefixed cluster");
+    // Dedupe keys: sent twice, stored once.
+    for _ in 0..2 {
+        broker
+            .broker
+            .produce(produce("orders", vec![message("poison", "", "once")]))
+            .await
+            .expect("a produce with a dedupe key");
+    }
+    let mut member = Subscription::open(
+        &mut broker.broker,
+        pb::SubscribeRequest {
+            create_group: false,
+            group_start_id: String::new(),
+            ..group_request(&["orders"], "billing", "m")
+        },
+    )
+    .await;
+    let poison = member.next().await;
+    broker
+        .broker
+        .nack(pb::NackRequest {
+            stream: "orders".into(),
+            group: "billing".into(),
+            ids: vec![poison.id.clone()],
+            delay_ms: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let dead_letters = |mut admin: pb::admin_client::AdminClient<tonic::transport::Channel>| async move {
+        admin
+            .query_messages(pb::QueryMessagesRequest {
+                stream: "{orders}:dlq".into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().entries.len() == 1)
+    };
+    eventually("the poison message dead-lettered", || {
+        dead_letters(broker.admin.clone())
+    })
+    .await;
+    drop(member);
+
+    // Ordering: a key's second message only after its first is acknowledged.
+    broker
+        .admin
+        .create_subscription(create(
+            "payments",
+            pb::SubscriptionPolicy {
+                ordered: Some(true),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    broker
+        .broker
+        .produce(produce(
+            "payments",
+            vec![
+                message("first", "customer-7", ""),
+                message("second", "customer-7", ""),
+            ],
+        ))
+        .await
+        .expect("ordered produce");
+    let mut member = Subscription::open(
+        &mut broker.broker,
+        pb::SubscribeRequest {
+            create_group: false,
+            group_start_id: String::new(),
+            ..group_request(&["payments"], "billing", "m")
+        },
+    )
+    .await;
+    let first = member.next().await;
+    member.expect_quiet(Duration::from_millis(300)).await;
+    // The ordering state (the key's head, the message held behind it) is with its stream.
+    assert_one_slot(&all_keys(&cluster), "payments", 3);
+    broker
+        .broker
+        .ack(pb::AckRequest {
+            stream: "payments".into(),
+            group: "billing".into(),
+            ids: vec![first.id],
+        })
+        .await
+        .expect("an ordered ack on a prefixed cluster");
+    let second = member.next().await;
+    assert_eq!(second.fields[0].value, b"second".to_vec());
+
+    // Retention: what the group acknowledged is deleted.
+    broker
+        .admin
+        .set_retention(pb::SetRetentionRequest {
+            stream: "payments".into(),
+            policy: Some(pb::RetentionPolicy {
+                acked: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    broker
+        .broker
+        .ack(pb::AckRequest {
+            stream: "payments".into(),
+            group: "billing".into(),
+            ids: vec![second.id],
+        })
+        .await
+        .unwrap();
+    let mut admin = broker.admin.clone();
+    admin
+        .apply_retention(pb::GetRetentionRequest {
+            stream: "payments".into(),
+        })
+        .await
+        .expect("retention on a prefixed cluster");
+    let left = broker
+        .admin
+        .query_messages(pb::QueryMessagesRequest {
+            stream: "payments".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(left.is_empty(), "{left:?}");
+
+    // Every key is under the prefix, the dead-letter stream and dedupe keys with their stream.
+    let keys = all_keys(&cluster);
+    assert!(keys.iter().all(|k| k.starts_with("team:")), "{keys:?}");
+    assert_one_slot(&keys, "orders", 3);
+}

@@ -93,6 +93,23 @@ async fn a_tenant_confined_to_its_prefix_by_a_redis_acl_can_use_every_rpc() {
         ),
         "{answer:?}"
     );
+    // Dedupe keys live under the prefix too (before, they did not: NOPERM here, and two
+    // tenants' equal dedupe keys on equally named streams collided).
+    let once = |n: &str| pb::ProduceRequest {
+        stream: "receipts".into(),
+        messages: vec![pb::OutgoingMessage {
+            fields: fields(&[("n", n)]),
+            dedupe_key: "receipt-1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let first = ok!(client.produce(once("1")));
+    let again = ok!(client.produce(once("2")));
+    assert_eq!(
+        first.ids, again.ids,
+        "a dedupe key sent twice is stored once"
+    );
     let mut tail = Subscription::open(&mut client, tail_request(&[("orders", "0")])).await;
     assert_eq!(tail.take(6).await.len(), 6);
     let mut member = Subscription::open(&mut client, group_request(&["orders"], "g", "c1")).await;

@@ -5,6 +5,14 @@
 //! name cannot escape: the prefix is prepended as is, so every key starts with it, and listing
 //! matches `<escaped prefix><pattern>` and drops anything else. Names themselves are validated in
 //! the gRPC layer (no glob characters, no control characters; see `grpc::convert::name`).
+//!
+//! On a Redis Cluster the prefix also goes inside a name's hash tag: `{orders}:dlq` is kept as
+//! `team:{team:orders}:dlq`. The keys the broker derives from an untagged stream (its default
+//! dead-letter stream, its ordering state, its dedupe keys) carry the stream's whole name as
+//! their tag, and the stream `team:orders` hashes whole: with the prefix outside the braces
+//! (`team:{orders}:dlq`, the slot of `orders`) they would not share its slot, and the scripts
+//! that touch both fail with CROSSSLOT. Every key still starts with the prefix (a Redis ACL
+//! `~team:*` confines a tenant).
 
 use tokio_util::sync::CancellationToken;
 
@@ -13,7 +21,7 @@ use super::{
     Wakeups,
 };
 use crate::model::{
-    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo,
+    AckOutcome, Append, AutoClaimOptions, AutoClaimed, ClaimOptions, Claimed, ConsumerInfo, Dedupe,
     DelayStep, Delayed, DelayedKeys, Entry, EntryId, GroupInfo, IdRange, OrderStep, Ordered,
     OrderingState, PendingEntry, PendingMove, PendingQuery, PendingSummary, RetentionCut,
     ScheduleStep, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, Trimmed,
@@ -24,12 +32,27 @@ use crate::model::{
 pub struct Namespaced<S> {
     inner: S,
     prefix: String,
+    /// A Redis Cluster: the prefix goes inside hash tags too (see the module docs).
+    in_tags: bool,
+}
+
+/// Where the hash tag of `key` is, as Redis finds it: the first `{`, the first `}` after it,
+/// something between them. `(open, close)` byte offsets of the braces.
+fn hash_tag(key: &str) -> Option<(usize, usize)> {
+    let open = key.find('{')?;
+    let close = open + 1 + key[open + 1..].find('}')?;
+    (close > open + 1).then_some((open, close))
 }
 
 impl<S: Store> Namespaced<S> {
-    /// Wraps `inner`; `prefix` may be empty.
-    pub fn new(inner: S, prefix: String) -> Self {
-        Self { inner, prefix }
+    /// Wraps `inner`; `prefix` may be empty. `cluster`: the store is a Redis Cluster, so the
+    /// prefix goes inside hash tags as well.
+    pub fn new(inner: S, prefix: String, cluster: bool) -> Self {
+        Self {
+            inner,
+            in_tags: cluster && !prefix.is_empty(),
+            prefix,
+        }
     }
 
     /// The wrapped store.
@@ -38,7 +61,17 @@ impl<S: Store> Namespaced<S> {
     }
 
     fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        self.prefixed(name, &self.prefix)
+    }
+
+    /// `name` under `prefix` (the prefix itself, or its escaped form for a pattern).
+    fn prefixed(&self, name: &str, prefix: &str) -> String {
+        match hash_tag(name) {
+            Some((open, _)) if self.in_tags => {
+                format!("{prefix}{}{prefix}{}", &name[..=open], &name[open + 1..])
+            }
+            _ => format!("{prefix}{name}"),
+        }
     }
 
     fn keys(&self, names: &[String]) -> Vec<String> {
@@ -46,9 +79,22 @@ impl<S: Store> Namespaced<S> {
     }
 
     fn name(&self, key: String) -> String {
-        match key.strip_prefix(&self.prefix) {
-            Some(name) => name.to_owned(),
-            None => key,
+        let Some(name) = key.strip_prefix(&self.prefix) else {
+            return key;
+        };
+        match hash_tag(name) {
+            Some((open, close))
+                if self.in_tags
+                    && name[open + 1..close].starts_with(&self.prefix)
+                    && close > open + 1 + self.prefix.len() =>
+            {
+                format!(
+                    "{}{}",
+                    &name[..=open],
+                    &name[open + 1 + self.prefix.len()..]
+                )
+            }
+            _ => name.to_owned(),
         }
     }
 
@@ -157,6 +203,11 @@ impl<S: Store> Store for Namespaced<S> {
             .iter()
             .map(|r| Append {
                 stream: self.key(&r.stream),
+                // Dedupe keys are keys too: under the prefix, in the stream's slot.
+                dedupe: r.dedupe.as_ref().map(|dedupe| Dedupe {
+                    prefix: self.key(&dedupe.prefix),
+                    ..dedupe.clone()
+                }),
                 ..r.clone()
             })
             .collect();
@@ -255,10 +306,9 @@ impl<S: Store> Store for Namespaced<S> {
         cursor: u64,
         page_size: u32,
     ) -> StoreResult<StreamPage> {
-        let pattern = format!(
-            "{}{}",
-            glob_escape(&self.prefix),
-            if pattern.is_empty() { "*" } else { pattern }
+        let pattern = self.prefixed(
+            if pattern.is_empty() { "*" } else { pattern },
+            &glob_escape(&self.prefix),
         );
         let page = self
             .inner
@@ -269,7 +319,8 @@ impl<S: Store> Store for Namespaced<S> {
             streams: page
                 .streams
                 .into_iter()
-                .filter_map(|key| key.strip_prefix(&self.prefix).map(str::to_owned))
+                .filter(|key| key.starts_with(&self.prefix))
+                .map(|key| self.name(key))
                 .collect(),
             next_cursor: page.next_cursor,
         })
@@ -608,5 +659,37 @@ mod tests {
     fn glob_characters_in_the_prefix_match_only_themselves() {
         assert_eq!(glob_escape("team[a]*"), "team\\[a\\]\\*");
         assert_eq!(glob_escape("plain:"), "plain:");
+    }
+
+    #[test]
+    fn on_a_cluster_the_prefix_goes_inside_hash_tags_and_comes_out_again() {
+        let cluster = Namespaced::new(crate::store::MemoryStore::new(), "team:".into(), true);
+        for (name, key) in [
+            ("orders", "team:orders"),
+            ("{orders}:dlq", "team:{team:orders}:dlq"),
+            (
+                "{orders}:ordering:billing",
+                "team:{team:orders}:ordering:billing",
+            ),
+            ("a.{shop}.b", "team:a.{team:shop}.b"),
+            // No tag (empty, or unclosed): the prefix only in front.
+            ("a{}b", "team:a{}b"),
+            ("x{team:", "team:x{team:"),
+            // A tag that starts like the prefix keeps it.
+            ("{team:x}", "team:{team:team:x}"),
+        ] {
+            assert_eq!(cluster.key(name), key);
+            assert_eq!(cluster.name(key.to_owned()), name);
+        }
+        // What the broker derives from an untagged stream shares the stream's slot.
+        let slot = crate::store::key_slot(&cluster.key("orders"));
+        for derived in ["{orders}:dlq", "{orders}:ordering-held:billing"] {
+            assert_eq!(crate::store::key_slot(&cluster.key(derived)), slot);
+        }
+        // Off a cluster (and without a prefix) names only get the prefix in front.
+        let single = Namespaced::new(crate::store::MemoryStore::new(), "team:".into(), false);
+        assert_eq!(single.key("{orders}:dlq"), "team:{orders}:dlq");
+        let bare = Namespaced::new(crate::store::MemoryStore::new(), String::new(), true);
+        assert_eq!(bare.key("{orders}:dlq"), "{orders}:dlq");
     }
 }

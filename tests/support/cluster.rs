@@ -119,7 +119,8 @@ impl RedisCluster {
         }
     }
 
-    fn live_ports(&self) -> Vec<u16> {
+    /// The ports of the nodes running now.
+    pub fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
             .filter(|(_, child)| child.is_some())
