@@ -32,6 +32,14 @@ pub struct CoreDriver {
     exactly_once: bool,
 }
 
+/// Every history's stream deletes what its group acknowledged, when retention runs.
+pub fn acked_retention() -> streamgate::model::RetentionPolicy {
+    streamgate::model::RetentionPolicy {
+        acked: true,
+        ..Default::default()
+    }
+}
+
 fn id_of(id: Id) -> EntryId {
     EntryId::new(id.0, id.1)
 }
@@ -98,6 +106,10 @@ impl CoreDriver {
             })
             .await
             .expect("store the subscription");
+        core.retention()
+            .set(STREAM, &acked_retention())
+            .await
+            .expect("set the retention policy");
         Self {
             core,
             members: (0..MEMBERS).map(|_| None).collect(),
@@ -265,6 +277,14 @@ impl Driver for CoreDriver {
             })
             .await
             .expect("update the subscription");
+    }
+
+    async fn apply_retention(&mut self) {
+        self.core
+            .retention()
+            .apply(STREAM)
+            .await
+            .expect("apply retention");
     }
 
     async fn advance(&mut self, ms: u64) {

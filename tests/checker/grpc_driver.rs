@@ -111,6 +111,21 @@ impl GrpcDriver {
                 Err(status) => panic!("cannot create the subscription: {status}"),
             }
         }
+        let retention = pb::SetRetentionRequest {
+            stream: driver.stream.clone(),
+            policy: Some(pb::RetentionPolicy {
+                acked: true,
+                ..Default::default()
+            }),
+        };
+        let deadline = Instant::now() + PRODUCE_RETRY;
+        while let Err(status) = driver.admin.set_retention(retention.clone()).await {
+            assert!(
+                Instant::now() < deadline,
+                "cannot set the retention policy: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         driver
     }
 
@@ -151,6 +166,7 @@ impl Driver for GrpcDriver {
                         })
                         .collect(),
                     ordering_key: sent.key.clone().unwrap_or_default(),
+                    ttl_ms: sent.ttl_ms.unwrap_or(0),
                     dedupe_key: sent
                         .dedupe
                         .clone()
@@ -324,6 +340,16 @@ impl Driver for GrpcDriver {
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    async fn apply_retention(&mut self) {
+        // A fault may cut it: retention runs again at the broker's own interval anyway.
+        let _ = self
+            .admin
+            .apply_retention(pb::GetRetentionRequest {
+                stream: self.stream.clone(),
+            })
+            .await;
     }
 
     async fn advance(&mut self, ms: u64) {

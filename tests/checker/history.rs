@@ -45,6 +45,9 @@ pub trait Driver {
     async fn extend(&mut self, member: usize, ids: &[Id]) -> Vec<Id>;
     /// Pauses or resumes the subscription.
     async fn set_paused(&mut self, paused: bool);
+    /// Runs the stream's retention now: it deletes what the group acknowledged (the policy
+    /// every history's stream has), and nothing else.
+    async fn apply_retention(&mut self);
     /// Lets `ms` pass.
     async fn advance(&mut self, ms: u64);
     /// A fault of the driver's kind, if it has any (real drivers: kill and restart things).
@@ -71,6 +74,8 @@ pub struct Shape {
     pub stall_bound_ms: u64,
     /// The drain gives up after this long (the liveness check fires first).
     pub drain_limit_ms: u64,
+    /// Messages with TTLs (real drivers only: expiry reads the wall clock, not tokio's).
+    pub ttls: bool,
 }
 
 /// One member as the history sees it.
@@ -96,7 +101,7 @@ pub async fn run<D: Driver>(driver: &mut D, seed: u64, shape: Shape, clock_slack
         let choice = rng.random_range(0..100);
         match choice {
             0..=21 => {
-                let batch = batch(&mut rng, &mut next_message, &mut dedupe_sent);
+                let batch = batch(&mut rng, &mut next_message, &mut dedupe_sent, shape.ttls);
                 let atomic = rng.random_bool(0.3);
                 produce(driver, &mut model, &batch, atomic).await;
             }
@@ -130,10 +135,11 @@ pub async fn run<D: Driver>(driver: &mut D, seed: u64, shape: Shape, clock_slack
                 let ms = rng.random_range(1..=ACK_DEADLINE_MS / 2);
                 driver.advance(ms).await;
             }
-            93..=95 => {
+            93..=94 => {
                 paused = !paused;
                 driver.set_paused(paused).await;
             }
+            95 => driver.apply_retention().await,
             _ => {
                 if rng.random_bool(shape.fault_chance) {
                     driver.fault(&mut rng).await;
@@ -180,7 +186,12 @@ async fn join<D: Driver>(
 
 /// One producer's batch: plain messages, keyed ones, a dedupe key now and then (sometimes one
 /// sent before, which must store nothing new), and noise the filter drops.
-fn batch(rng: &mut StdRng, next: &mut u64, dedupe_sent: &mut Vec<(String, Sent)>) -> Vec<Sent> {
+fn batch(
+    rng: &mut StdRng,
+    next: &mut u64,
+    dedupe_sent: &mut Vec<(String, Sent)>,
+    ttls: bool,
+) -> Vec<Sent> {
     let n = rng.random_range(1..=4);
     (0..n)
         .map(|_| {
@@ -196,6 +207,7 @@ fn batch(rng: &mut StdRng, next: &mut u64, dedupe_sent: &mut Vec<(String, Sent)>
                     .then(|| KEYS[rng.random_range(0..KEYS.len())].to_owned()),
                 dedupe: rng.random_bool(0.15).then(|| format!("d{next}")),
                 filtered: rng.random_bool(0.08),
+                ttl_ms: (ttls && rng.random_bool(0.1)).then(|| rng.random_range(200..3000)),
             };
             if let Some(dedupe) = &sent.dedupe {
                 dedupe_sent.push((dedupe.clone(), sent.clone()));
@@ -206,10 +218,13 @@ fn batch(rng: &mut StdRng, next: &mut u64, dedupe_sent: &mut Vec<(String, Sent)>
 }
 
 async fn produce<D: Driver>(driver: &mut D, model: &mut Model, batch: &[Sent], atomic: bool) {
+    let started_ms = driver.now_ms();
     if let Some(ids) = driver.produce(batch, atomic).await {
         model.apply(Event::Produced {
             sent: batch.to_vec(),
             ids,
+            started_ms,
+            at_ms: driver.now_ms(),
         });
     }
 }
@@ -221,6 +236,7 @@ async fn poll<D: Driver>(
     m: usize,
     room: usize,
 ) -> usize {
+    let polled_at_ms = driver.now_ms();
     let got = driver.poll(m, room).await;
     let at_ms = driver.now_ms();
     for (id, count) in &got {
@@ -229,6 +245,7 @@ async fn poll<D: Driver>(
             id: *id,
             count: *count,
             at_ms,
+            polled_at_ms,
         });
         member.ignored.retain(|i| i != id);
         if !member.holding.contains(id) {

@@ -51,6 +51,9 @@ pub struct Sent {
     pub dedupe: Option<String>,
     /// The subscription's filter drops it.
     pub filtered: bool,
+    /// Its time to live: past it the broker does not deliver it, and it counts as settled
+    /// (expired) without an ack.
+    pub ttl_ms: Option<u64>,
 }
 
 /// How an ack came back.
@@ -71,7 +74,13 @@ pub enum AckOutcome {
 pub enum Event {
     /// A produce call answered with `ids` for `sent` (same length; a dedupe key sent again
     /// answers the first id).
-    Produced { sent: Vec<Sent>, ids: Vec<Id> },
+    Produced {
+        sent: Vec<Sent>,
+        ids: Vec<Id>,
+        /// When the call went out and when it answered (a TTL runs from in between).
+        started_ms: u64,
+        at_ms: u64,
+    },
     /// A member joined with an in-flight limit.
     Joined { member: usize, max_in_flight: u64 },
     /// A member left (what it held handed back) or crashed (what it held waits for its
@@ -83,6 +92,8 @@ pub enum Event {
         id: Id,
         count: u64,
         at_ms: u64,
+        /// When the poll that brought it went out (the broker delivered it after that).
+        polled_at_ms: u64,
     },
     /// `member` sent an ack of `id` (the model counts it from here: a concurrent delivery of the
     /// key's next message may arrive before the confirmation does).
@@ -135,6 +146,8 @@ struct MessageState {
     /// stops counting it one ack deadline later, as the broker does (it is due to anyone then).
     lease_ms: u64,
     deliveries: u32,
+    /// With a TTL: the earliest and the latest moment it can have expired at the broker.
+    expires: Option<(u64, u64)>,
 }
 
 /// The model and the violations found so far.
@@ -157,6 +170,8 @@ pub struct Model {
     events: usize,
     last_progress_ms: u64,
     longest_gap_ms: u64,
+    /// The latest moment an event told of.
+    now_ms: u64,
 }
 
 impl Model {
@@ -190,7 +205,7 @@ impl Model {
     pub fn unsettled(&self) -> usize {
         self.messages
             .values()
-            .filter(|m| m.acked == 0 && !m.dead_lettered && !m.sent.filtered && !m.maybe_acked)
+            .filter(|m| self.is_unsettled(m))
             .count()
     }
 
@@ -198,9 +213,29 @@ impl Model {
     pub fn unsettled_ids(&self) -> Vec<Id> {
         self.messages
             .iter()
-            .filter(|(_, m)| m.acked == 0 && !m.dead_lettered && !m.sent.filtered && !m.maybe_acked)
+            .filter(|(_, m)| self.is_unsettled(m))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Messages settled by their TTL (never acknowledged, expired by now).
+    pub fn expired(&self) -> usize {
+        self.messages
+            .values()
+            .filter(|m| {
+                m.acked == 0
+                    && !m.maybe_acked
+                    && m.expires.is_some_and(|(_, latest)| latest <= self.now_ms)
+            })
+            .count()
+    }
+
+    /// Neither acknowledged, filtered, dead-lettered, nor surely expired by now.
+    fn is_unsettled(&self, m: &MessageState) -> bool {
+        let expired = m
+            .expires
+            .is_some_and(|(_, latest)| latest + self.clock_slack_ms <= self.now_ms);
+        m.acked == 0 && !m.dead_lettered && !m.sent.filtered && !m.maybe_acked && !expired
     }
 
     /// The messages `member` holds, oldest first.
@@ -237,7 +272,15 @@ impl Model {
             eprintln!("{:>6} {event:?}", self.events);
         }
         match event {
-            Event::Produced { sent, ids } => self.produced_event(sent, ids),
+            Event::Produced {
+                sent,
+                ids,
+                started_ms,
+                at_ms,
+            } => {
+                self.now_ms = self.now_ms.max(at_ms);
+                self.produced_event(sent, ids, started_ms, at_ms);
+            }
             Event::Joined {
                 member,
                 max_in_flight,
@@ -258,7 +301,11 @@ impl Model {
                 id,
                 count,
                 at_ms,
-            } => self.delivered(member, id, count, at_ms),
+                polled_at_ms,
+            } => {
+                self.now_ms = self.now_ms.max(at_ms);
+                self.delivered(member, id, count, at_ms, polled_at_ms);
+            }
             Event::AckSent { member: _, id } => {
                 // Whoever holds it stops counting it: an ack without a holder check applies to
                 // anyone's (and one with a check that fails leaves a holder we undercount,
@@ -321,12 +368,13 @@ impl Model {
                 }
             }
             Event::Progress { at_ms } => {
+                self.now_ms = self.now_ms.max(at_ms);
                 self.last_progress_ms = self.last_progress_ms.max(at_ms);
             }
         }
     }
 
-    fn produced_event(&mut self, sent: Vec<Sent>, ids: Vec<Id>) {
+    fn produced_event(&mut self, sent: Vec<Sent>, ids: Vec<Id>, started_ms: u64, at_ms: u64) {
         for (sent, id) in sent.into_iter().zip(ids) {
             if let Some(dedupe) = &sent.dedupe {
                 match self.dedupe.get(dedupe) {
@@ -351,17 +399,19 @@ impl Model {
             if let Some(key) = &sent.key {
                 self.keys.entry(key.clone()).or_default().insert(id);
             }
+            let expires = sent.ttl_ms.map(|ttl| (started_ms + ttl, at_ms + ttl));
             self.messages.insert(
                 id,
                 MessageState {
                     sent,
+                    expires,
                     ..MessageState::default()
                 },
             );
         }
     }
 
-    fn delivered(&mut self, member: usize, id: Id, count: u64, at_ms: u64) {
+    fn delivered(&mut self, member: usize, id: Id, count: u64, at_ms: u64, polled_at_ms: u64) {
         let Some(m) = self.messages.get(&id) else {
             self.violation(format!(
                 "member {member} got {id}, which no produce returned"
@@ -384,10 +434,23 @@ impl Model {
                 "member {member} got {id} {early} ms before its nack's delay ended"
             ));
         }
+        if let Some((_, latest)) = m.expires
+            && polled_at_ms > latest + self.clock_slack_ms
+        {
+            found.push(format!(
+                "member {member} got {id} {} ms after its TTL ended",
+                polled_at_ms - latest
+            ));
+        }
         if let Some(key) = &m.sent.key {
             for before in self.keys[key].range(..id) {
                 let b = &self.messages[before];
-                if !b.ack_sent && !b.dead_lettered && !b.maybe_acked && !b.sent.filtered {
+                // An earlier message that may have expired by now settled its key.
+                let expired = b
+                    .expires
+                    .is_some_and(|(earliest, _)| earliest <= at_ms + self.clock_slack_ms);
+                if !b.ack_sent && !b.dead_lettered && !b.maybe_acked && !b.sent.filtered && !expired
+                {
                     found.push(format!(
                         "ordering key {key}: member {member} got {id} while the earlier {before} was not acknowledged"
                     ));
