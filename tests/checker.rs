@@ -66,7 +66,7 @@ fn deterministic(seed: u64, exactly_once: bool) -> checker::model::Model {
             fault_chance: 0.0,
             stall_bound_ms: stall_bound_ms(),
             drain_limit_ms: 120_000,
-            ttls: false,
+            timed: false,
         };
         history::run(&mut driver, seed, shape, 0).await
     })
@@ -80,13 +80,14 @@ fn stall_bound_ms() -> u64 {
 /// Fails with every violating seed of `results` and how to replay it; prints the figures.
 fn check_all(test: &str, results: Vec<(u64, checker::model::Model)>) {
     let mut failures = Vec::new();
-    let (mut events, mut messages, mut longest_gap, mut expired) = (0, 0, 0, 0);
+    let (mut events, mut messages, mut longest_gap, mut expired, mut delayed) = (0, 0, 0, 0, 0);
     let seeds: Vec<u64> = results.iter().map(|(seed, _)| *seed).collect();
     for (seed, model) in results {
         events += model.events();
         messages += model.produced();
         longest_gap = longest_gap.max(model.longest_gap_ms());
         expired += model.expired();
+        delayed += model.delayed();
         if !model.violations().is_empty() {
             failures.push(format!(
                 "seed {seed}:\n  {}\n  replay: STREAMGATE_CHECKER_SEED={seed} cargo test --test checker {test} -- --nocapture",
@@ -95,7 +96,7 @@ fn check_all(test: &str, results: Vec<(u64, checker::model::Model)>) {
         }
     }
     println!(
-        "{test}: {} histories (seeds {}..={}), {events} events, {messages} messages ({expired} settled by their TTL), longest wait for progress {longest_gap} ms, {} violating",
+        "{test}: {} histories (seeds {}..={}), {events} events, {messages} messages ({delayed} delayed, {expired} settled by their TTL), longest wait for progress {longest_gap} ms, {} violating",
         seeds.len(),
         seeds.first().unwrap_or(&0),
         seeds.last().unwrap_or(&0),
@@ -236,7 +237,7 @@ async fn histories_through_a_real_broker_with_faults() {
         // lost reply needs the ack deadline and its backoff, the broker a moment to reconnect.
         stall_bound_ms: 8_000,
         drain_limit_ms: 60_000,
-        ttls: true,
+        timed: true,
     };
     let mut models = Vec::new();
     while !drivers.is_empty() {

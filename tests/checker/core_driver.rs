@@ -18,7 +18,7 @@ use streamgate::model::{
 use streamgate::store::{MemoryStore, Store};
 
 use super::history::{ACK_DEADLINE_MS, BACKOFF_MAX_MS, BACKOFF_MIN_MS, Driver, FILTER, MEMBERS};
-use super::model::{AckOutcome, Id, Sent};
+use super::model::{AckOutcome, Id, Sent, number_of};
 
 const STREAM: &str = "orders";
 const GROUP: &str = "billing";
@@ -63,9 +63,9 @@ pub fn policy(paused: bool) -> SubscriptionPolicy {
 }
 
 /// The fields a model message is produced with.
-pub fn fields(sent: &Sent, n: usize) -> Vec<(String, String)> {
+pub fn fields(sent: &Sent) -> Vec<(String, String)> {
     let mut fields = vec![
-        ("n".to_owned(), n.to_string()),
+        ("n".to_owned(), sent.number.to_string()),
         (
             "kind".to_owned(),
             if sent.filtered { "noise" } else { "work" }.to_owned(),
@@ -139,10 +139,9 @@ impl Driver for CoreDriver {
     async fn produce(&mut self, batch: &[Sent], atomic: bool) -> Option<Vec<Id>> {
         let messages = batch
             .iter()
-            .enumerate()
-            .map(|(n, sent)| NewMessage {
+            .map(|sent| NewMessage {
                 id: NewEntryId::Auto,
-                fields: fields(sent, n)
+                fields: fields(sent)
                     .into_iter()
                     .map(|(name, value)| Field {
                         name,
@@ -168,6 +167,12 @@ impl Driver for CoreDriver {
             .expect("one answer")
             .expect("append");
         Some(ids.into_iter().map(model_id).collect())
+    }
+
+    async fn produce_delayed(&mut self, _batch: &[Sent], _delay_ms: u64) -> bool {
+        unreachable!(
+            "deterministic histories have no delays (the delayed mover reads the wall clock)"
+        )
     }
 
     async fn join(&mut self, member: usize, max_in_flight: u64) -> u64 {
@@ -210,12 +215,23 @@ impl Driver for CoreDriver {
         }
     }
 
-    async fn poll(&mut self, member: usize, room: usize) -> Vec<(Id, u64)> {
+    async fn poll(&mut self, member: usize, room: usize) -> Vec<(Id, u64, u64)> {
         let m = self.members[member].as_mut().expect("a live member");
         match m.next_batch(room, false).await.expect("next batch") {
             Batch::Messages(batch) => batch
                 .iter()
-                .map(|d| (model_id(d.entry.id), d.delivery_count))
+                .map(|d| {
+                    (
+                        model_id(d.entry.id),
+                        d.delivery_count,
+                        number_of(
+                            d.entry
+                                .fields
+                                .iter()
+                                .map(|f| (f.name.as_str(), &f.value[..])),
+                        ),
+                    )
+                })
                 .collect(),
             Batch::Empty | Batch::AtLimit => Vec::new(),
         }

@@ -30,13 +30,16 @@ pub trait Driver {
     /// Produces `batch` (all or nothing when `atomic`); the ids in order, `None` when the call
     /// failed (a fault: a real driver retries what carries a dedupe key).
     async fn produce(&mut self, batch: &[Sent], atomic: bool) -> Option<Vec<Id>>;
+    /// Produces `batch` to be appended `delay_ms` from now (no ids: the history knows its
+    /// messages by number when they arrive); whether the broker answered.
+    async fn produce_delayed(&mut self, batch: &[Sent], delay_ms: u64) -> bool;
     /// Member `member` joins (a new consumer name) asking for an in-flight limit; the limit
     /// the driver enforces (0: none).
     async fn join(&mut self, member: usize, max_in_flight: u64) -> u64;
     /// The member leaves, handing back what it holds, or, with `crash`, vanishes.
     async fn leave(&mut self, member: usize, crash: bool);
-    /// One batch of at most `room` for the member: (id, delivery count) each.
-    async fn poll(&mut self, member: usize, room: usize) -> Vec<(Id, u64)>;
+    /// One batch of at most `room` for the member: (id, delivery count, number) each.
+    async fn poll(&mut self, member: usize, room: usize) -> Vec<(Id, u64, u64)>;
     /// Acks `ids` as the member; one answer per id.
     async fn ack(&mut self, member: usize, ids: &[Id]) -> Vec<AckOutcome>;
     /// Nacks `ids` as the member; the ids nacked (those it still held).
@@ -74,8 +77,9 @@ pub struct Shape {
     pub stall_bound_ms: u64,
     /// The drain gives up after this long (the liveness check fires first).
     pub drain_limit_ms: u64,
-    /// Messages with TTLs (real drivers only: expiry reads the wall clock, not tokio's).
-    pub ttls: bool,
+    /// Messages with TTLs and delayed produces (real drivers only: expiry and the delayed
+    /// mover read the wall clock, not tokio's).
+    pub timed: bool,
 }
 
 /// One member as the history sees it.
@@ -101,9 +105,22 @@ pub async fn run<D: Driver>(driver: &mut D, seed: u64, shape: Shape, clock_slack
         let choice = rng.random_range(0..100);
         match choice {
             0..=21 => {
-                let batch = batch(&mut rng, &mut next_message, &mut dedupe_sent, shape.ttls);
-                let atomic = rng.random_bool(0.3);
-                produce(driver, &mut model, &batch, atomic).await;
+                if shape.timed && rng.random_bool(0.1) {
+                    let batch = delayed_batch(&mut rng, &mut next_message);
+                    let delay_ms = rng.random_range(100..2000);
+                    let started_ms = driver.now_ms();
+                    let certain = driver.produce_delayed(&batch, delay_ms).await;
+                    model.apply(Event::Delayed {
+                        sent: batch,
+                        started_ms,
+                        delay_ms,
+                        certain,
+                    });
+                } else {
+                    let batch = batch(&mut rng, &mut next_message, &mut dedupe_sent, shape.timed);
+                    let atomic = rng.random_bool(0.3);
+                    produce(driver, &mut model, &batch, atomic).await;
+                }
             }
             22..=25 => {
                 if let Some(m) = pick(&members, &mut rng, false) {
@@ -208,11 +225,29 @@ fn batch(
                 dedupe: rng.random_bool(0.15).then(|| format!("d{next}")),
                 filtered: rng.random_bool(0.08),
                 ttl_ms: (ttls && rng.random_bool(0.1)).then(|| rng.random_range(200..3000)),
+                number: *next,
             };
             if let Some(dedupe) = &sent.dedupe {
                 dedupe_sent.push((dedupe.clone(), sent.clone()));
             }
             sent
+        })
+        .collect()
+}
+
+/// A delayed produce's batch: plain and keyed messages (no dedupe keys, no TTLs, none the
+/// filter drops: a delay is what it checks).
+fn delayed_batch(rng: &mut StdRng, next: &mut u64) -> Vec<Sent> {
+    (0..rng.random_range(1..=3))
+        .map(|_| {
+            *next += 1;
+            Sent {
+                key: rng
+                    .random_bool(0.5)
+                    .then(|| KEYS[rng.random_range(0..KEYS.len())].to_owned()),
+                number: *next,
+                ..Sent::default()
+            }
         })
         .collect()
 }
@@ -239,13 +274,14 @@ async fn poll<D: Driver>(
     let polled_at_ms = driver.now_ms();
     let got = driver.poll(m, room).await;
     let at_ms = driver.now_ms();
-    for (id, count) in &got {
+    for (id, count, number) in &got {
         model.apply(Event::Delivered {
             member: m,
             id: *id,
             count: *count,
             at_ms,
             polled_at_ms,
+            number: *number,
         });
         member.ignored.retain(|i| i != id);
         if !member.holding.contains(id) {

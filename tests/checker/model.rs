@@ -54,6 +54,17 @@ pub struct Sent {
     /// Its time to live: past it the broker does not deliver it, and it counts as settled
     /// (expired) without an ack.
     pub ttl_ms: Option<u64>,
+    /// Its number in the history (the field `n`): how a delayed message, which has no id until
+    /// it is appended, is known when it arrives.
+    pub number: u64,
+}
+
+/// The number a history gave a message (its field `n`), from its fields; 0 without one.
+pub fn number_of<'a>(mut fields: impl Iterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    fields
+        .find(|(name, _)| *name == "n")
+        .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// How an ack came back.
@@ -81,6 +92,14 @@ pub enum Event {
         started_ms: u64,
         at_ms: u64,
     },
+    /// A delayed produce of `sent` went out at `started_ms` (appended `delay_ms` later, with ids
+    /// nobody is told); `certain` when the broker answered, else it may not have been stored.
+    Delayed {
+        sent: Vec<Sent>,
+        started_ms: u64,
+        delay_ms: u64,
+        certain: bool,
+    },
     /// A member joined with an in-flight limit.
     Joined { member: usize, max_in_flight: u64 },
     /// A member left (what it held handed back) or crashed (what it held waits for its
@@ -94,6 +113,8 @@ pub enum Event {
         at_ms: u64,
         /// When the poll that brought it went out (the broker delivered it after that).
         polled_at_ms: u64,
+        /// Its number (the field `n`).
+        number: u64,
     },
     /// `member` sent an ack of `id` (the model counts it from here: a concurrent delivery of the
     /// key's next message may arrive before the confirmation does).
@@ -172,6 +193,11 @@ pub struct Model {
     longest_gap_ms: u64,
     /// The latest moment an event told of.
     now_ms: u64,
+    /// Delayed messages not seen yet, by number: what they are, when they are due at the
+    /// earliest, and whether they were surely stored.
+    delayed: HashMap<u64, (Sent, u64, bool)>,
+    /// Delayed messages that arrived.
+    delayed_seen: usize,
 }
 
 impl Model {
@@ -203,10 +229,12 @@ impl Model {
 
     /// Messages not yet settled: neither acknowledged, filtered, nor dead-lettered.
     pub fn unsettled(&self) -> usize {
+        let waiting = self.delayed.values().filter(|(_, _, certain)| *certain);
         self.messages
             .values()
             .filter(|m| self.is_unsettled(m))
             .count()
+            + waiting.count()
     }
 
     /// Unsettled ids, for a report.
@@ -216,6 +244,11 @@ impl Model {
             .filter(|(_, m)| self.is_unsettled(m))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Delayed messages that arrived (each checked against its due time).
+    pub fn delayed(&self) -> usize {
+        self.delayed_seen
     }
 
     /// Messages settled by their TTL (never acknowledged, expired by now).
@@ -281,6 +314,17 @@ impl Model {
                 self.now_ms = self.now_ms.max(at_ms);
                 self.produced_event(sent, ids, started_ms, at_ms);
             }
+            Event::Delayed {
+                sent,
+                started_ms,
+                delay_ms,
+                certain,
+            } => {
+                for sent in sent {
+                    self.delayed
+                        .insert(sent.number, (sent, started_ms + delay_ms, certain));
+                }
+            }
             Event::Joined {
                 member,
                 max_in_flight,
@@ -302,8 +346,10 @@ impl Model {
                 count,
                 at_ms,
                 polled_at_ms,
+                number,
             } => {
                 self.now_ms = self.now_ms.max(at_ms);
+                self.appended_late(id, number, at_ms);
                 self.delivered(member, id, count, at_ms, polled_at_ms);
             }
             Event::AckSent { member: _, id } => {
@@ -363,8 +409,13 @@ impl Model {
             Event::StreamEntries { ids } => {
                 let stored: BTreeSet<Id> = ids.into_iter().collect();
                 let produced: BTreeSet<Id> = self.messages.keys().copied().collect();
-                for id in stored.difference(&produced) {
-                    self.violation(format!("entry {id} is in the stream but no produce returned it (a dedupe key stored twice?)"));
+                // A delayed produce whose answer was lost may have stored what nobody received.
+                let unsure = self.delayed.values().filter(|(_, _, c)| !*c).count();
+                let unknown: Vec<&Id> = stored.difference(&produced).collect();
+                if unknown.len() > unsure {
+                    for id in unknown {
+                        self.violation(format!("entry {id} is in the stream but no produce returned it (a dedupe key stored twice?)"));
+                    }
                 }
             }
             Event::Progress { at_ms } => {
@@ -409,6 +460,34 @@ impl Model {
                 },
             );
         }
+    }
+
+    /// A delayed message's first delivery: from now on it is known by its id. Delivered before
+    /// it was due is a violation.
+    fn appended_late(&mut self, id: Id, number: u64, at_ms: u64) {
+        if self.messages.contains_key(&id) {
+            return;
+        }
+        let Some((sent, due_ms, _)) = self.delayed.remove(&number) else {
+            return;
+        };
+        self.delayed_seen += 1;
+        if at_ms + self.clock_slack_ms < due_ms {
+            self.violation(format!(
+                "{id} (delayed message {number}) was delivered {} ms before it was due",
+                due_ms - at_ms
+            ));
+        }
+        if let Some(key) = &sent.key {
+            self.keys.entry(key.clone()).or_default().insert(id);
+        }
+        self.messages.insert(
+            id,
+            MessageState {
+                sent,
+                ..MessageState::default()
+            },
+        );
     }
 
     fn delivered(&mut self, member: usize, id: Id, count: u64, at_ms: u64, polled_at_ms: u64) {
@@ -548,6 +627,18 @@ impl Model {
 
     /// What must hold once the history is drained: every message settled once.
     pub fn finish(&mut self) {
+        let mut never: Vec<u64> = self
+            .delayed
+            .iter()
+            .filter(|(_, (_, _, certain))| *certain)
+            .map(|(number, _)| *number)
+            .collect();
+        never.sort();
+        if !never.is_empty() {
+            self.violation(format!(
+                "at-least-once: delayed messages {never:?} were never delivered"
+            ));
+        }
         let lost: Vec<Id> = self.unsettled_ids();
         if !lost.is_empty() {
             let shown: Vec<String> = lost.iter().take(10).map(Id::to_string).collect();
