@@ -74,7 +74,7 @@ fn deterministic(seed: u64, exactly_once: bool) -> checker::model::Model {
 
 /// Liveness: one ack deadline, the longest backoff and two sweep intervals, plus a margin.
 fn stall_bound_ms() -> u64 {
-    history::ACK_DEADLINE_MS + history::BACKOFF_MAX_MS + 2 * history::BACKOFF_MIN_MS + 500
+    history::LONGER_ACK_DEADLINE_MS + history::BACKOFF_MAX_MS + 2 * history::BACKOFF_MIN_MS + 500
 }
 
 /// Fails with every violating seed of `results` and how to replay it; prints the figures.

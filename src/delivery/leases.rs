@@ -22,15 +22,47 @@ use crate::model::EntryId;
 /// One group on one stream: (stream, group).
 type GroupKey = (String, String);
 
+/// How much a member may hold, and for how long a lease counts: its subscription's, which an
+/// update may change while it reads (see [`Leases::follow`]).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    limit: u64,
+    deadline: Duration,
+    /// Free room at which a member waiting at its limit reads again.
+    resume_at: u64,
+}
+
+impl Window {
+    fn new(limit: u64, deadline: Duration) -> Self {
+        Self {
+            limit,
+            deadline,
+            resume_at: (limit / 4).max(1),
+        }
+    }
+}
+
 /// What one member holds: (stream, id) → when its current lease started. `None` until it has
 /// been counted from Redis.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Book {
+    window: Window,
     held: Option<HashMap<(String, EntryId), Instant>>,
     /// No lease in `held` started before this: expiry needs no walk until a deadline after it.
     oldest: Option<Instant>,
-    /// The member filled its window and waits for [`Shared::resume_at`] of room.
+    /// The member filled its window and waits for its `resume_at` of room.
     paused: bool,
+}
+
+impl Book {
+    fn new(window: Window) -> Self {
+        Self {
+            window,
+            held: None,
+            oldest: None,
+            paused: false,
+        }
+    }
 }
 
 /// A member's book and its limits, shared with the [`LeaseBooks`] registry.
@@ -39,10 +71,6 @@ struct Shared {
     book: Mutex<Book>,
     /// The consumer whose book this is: an extension renews its leases, nobody else's.
     consumer: String,
-    limit: u64,
-    deadline: Duration,
-    /// Free room at which a member waiting at its limit reads again.
-    resume_at: u64,
     /// Signalled when releases bring the free room to `resume_at`.
     freed: Notify,
 }
@@ -59,8 +87,9 @@ fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
 }
 
 impl Book {
-    /// Drops the leases past `deadline`; walks the book only when one may have expired.
-    fn expire(&mut self, now: Instant, deadline: Duration) {
+    /// Drops the leases past the deadline; walks the book only when one may have expired.
+    fn expire(&mut self, now: Instant) {
+        let deadline = self.window.deadline;
         let Some(held) = self.held.as_mut() else {
             return;
         };
@@ -78,12 +107,24 @@ impl Book {
 impl Leases {
     /// The most messages the member may hold unacknowledged.
     pub fn limit(&self) -> u64 {
-        self.shared.limit
+        lock(&self.shared.book).window.limit
     }
 
     /// The free room at which a member at its limit reads again: a quarter of its window.
     pub fn resume_at(&self) -> u64 {
-        self.shared.resume_at
+        lock(&self.shared.book).window.resume_at
+    }
+
+    /// The subscription's limit and ack deadline as they are now (an update may change them
+    /// while the member reads): a lease counts for the current deadline, as Redis redelivers
+    /// by it. Before, a book kept the deadline it was opened with: after an update to a longer
+    /// one it let leases go that Redis still held for the member, which read past its limit
+    /// (found by the model checker, seed 100061).
+    pub fn follow(&self, limit: u64, deadline: Duration) {
+        let mut book = lock(&self.shared.book);
+        if book.window.limit != limit || book.window.deadline != deadline {
+            book.window = Window::new(limit, deadline);
+        }
     }
 
     /// How many more messages the member may take now, or `None` when the book must first be
@@ -91,12 +132,12 @@ impl Leases {
     /// window is full, the answer stays 0 until [`resume_at`](Self::resume_at) is free.
     pub fn room(&self) -> Option<u64> {
         let mut book = lock(&self.shared.book);
-        book.expire(Instant::now(), self.shared.deadline);
+        book.expire(Instant::now());
         let held = book.held.as_ref()?.len() as u64;
-        let free = self.shared.limit.saturating_sub(held);
+        let free = book.window.limit.saturating_sub(held);
         if free == 0 {
             book.paused = true;
-        } else if free >= self.shared.resume_at {
+        } else if free >= book.window.resume_at {
             book.paused = false;
         }
         Some(if book.paused { 0 } else { free })
@@ -122,7 +163,8 @@ impl Leases {
 
     /// Forget what the book says: the next [`room`](Self::room) asks for a rebuild.
     pub fn invalidate(&self) {
-        *lock(&self.shared.book) = Book::default();
+        let mut book = lock(&self.shared.book);
+        *book = Book::new(book.window);
     }
 
     /// The book as Redis has it: each held message with how long ago its lease started.
@@ -133,10 +175,11 @@ impl Leases {
             .map(|(stream, id, age)| ((stream, id), now.checked_sub(age).unwrap_or(now)))
             .collect();
         let oldest = held.values().min().copied();
-        *lock(&self.shared.book) = Book {
+        let mut book = lock(&self.shared.book);
+        *book = Book {
             held: Some(held),
             oldest,
-            paused: false,
+            ..Book::new(book.window)
         };
     }
 
@@ -158,7 +201,7 @@ impl Leases {
             held.remove(&(stream.to_owned(), *id));
         }
         let after = held.len() as u64;
-        let threshold = self.shared.limit.saturating_sub(self.shared.resume_at);
+        let threshold = book.window.limit.saturating_sub(book.window.resume_at);
         // A paused member whose window this release opened far enough is woken (one stored
         // permit if it is not waiting yet, so the wake-up is not lost).
         if book.paused && after <= threshold && before > threshold {
@@ -214,11 +257,8 @@ impl LeaseBooks {
         deadline: Duration,
     ) -> Leases {
         let shared = Arc::new(Shared {
-            book: Mutex::default(),
+            book: Mutex::new(Book::new(Window::new(limit, deadline))),
             consumer: consumer.to_owned(),
-            limit,
-            deadline,
-            resume_at: (limit / 4).max(1),
             freed: Notify::new(),
         });
         let mut books = self.books.lock().unwrap_or_else(PoisonError::into_inner);
@@ -307,6 +347,24 @@ mod tests {
         drop(leases);
         books.released("s", "g", &[id(1)]);
         assert!(books.books.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_book_follows_an_updated_deadline_and_limit() {
+        let books = LeaseBooks::default();
+        let leases = books.open(&["s".to_owned()], "g", "c", 2, Duration::from_secs(1));
+        leases.replace([("s".to_owned(), id(1), Duration::ZERO)]);
+        // The subscription now gives each message 3 s and the member room for 3.
+        leases.follow(3, Duration::from_secs(3));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            leases.room(),
+            Some(2),
+            "the lease still counts under the new deadline"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(leases.room(), Some(3));
+        assert_eq!((leases.limit(), leases.resume_at()), (3, 1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -210,6 +210,13 @@ impl<S: Store> Member<S> {
             } => {
                 let resumed =
                     refresh_policy(&self.core, &self.streams, membership, stored, own).await?;
+                // The book counts by the subscription as it is now (an update may have changed
+                // its limit or deadline; one that lifted the limit leaves the last one).
+                if let Some(leases) = leases
+                    && membership.max_in_flight > 0
+                {
+                    leases.follow(membership.max_in_flight, membership.delivery.ack_deadline);
+                }
                 if membership.paused {
                     return Ok(Batch::Empty);
                 }

@@ -119,6 +119,18 @@ impl CoreDriver {
         }
     }
 
+    /// Updates the stored subscription.
+    async fn update(&self, change: impl FnOnce(&mut SubscriptionPolicy)) {
+        self.core
+            .policies()
+            .update(STREAM, GROUP, |p| {
+                change(p);
+                Ok(())
+            })
+            .await
+            .expect("update the subscription");
+    }
+
     fn consumer(&self, member: usize) -> String {
         self.members[member]
             .as_ref()
@@ -285,14 +297,11 @@ impl Driver for CoreDriver {
     }
 
     async fn set_paused(&mut self, paused: bool) {
-        self.core
-            .policies()
-            .update(STREAM, GROUP, |p| {
-                p.paused = paused;
-                Ok(())
-            })
-            .await
-            .expect("update the subscription");
+        self.update(|p| p.paused = paused).await;
+    }
+
+    async fn set_ack_deadline(&mut self, ack_deadline_ms: u64) {
+        self.update(|p| p.ack_deadline_ms = ack_deadline_ms).await;
     }
 
     async fn apply_retention(&mut self) {

@@ -141,6 +141,26 @@ impl GrpcDriver {
         driver
     }
 
+    /// Updates the subscription with what `policy` sets, retried through faults: a resume
+    /// must land, or the drain would wait on a paused subscription.
+    async fn update(&mut self, policy: pb::SubscriptionPolicy) {
+        let request = pb::UpdateSubscriptionRequest {
+            stream: self.stream.clone(),
+            group: GROUP.into(),
+            policy: Some(policy),
+        };
+        let deadline = Instant::now() + PRODUCE_RETRY;
+        while self
+            .admin
+            .update_subscription(request.clone())
+            .await
+            .is_err()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn consumer(&self, member: usize) -> String {
         self.consumers[member].clone().expect("a live member")
     }
@@ -349,25 +369,19 @@ impl Driver for GrpcDriver {
     }
 
     async fn set_paused(&mut self, paused: bool) {
-        let request = pb::UpdateSubscriptionRequest {
-            stream: self.stream.clone(),
-            group: GROUP.into(),
-            policy: Some(pb::SubscriptionPolicy {
-                paused: Some(paused),
-                ..Default::default()
-            }),
-        };
-        let deadline = Instant::now() + PRODUCE_RETRY;
-        // A resume must land, or the drain would wait on a paused subscription.
-        while self
-            .admin
-            .update_subscription(request.clone())
-            .await
-            .is_err()
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.update(pb::SubscriptionPolicy {
+            paused: Some(paused),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn set_ack_deadline(&mut self, ack_deadline_ms: u64) {
+        self.update(pb::SubscriptionPolicy {
+            ack_deadline_ms: Some(ack_deadline_ms as u32),
+            ..Default::default()
+        })
+        .await;
     }
 
     async fn apply_retention(&mut self) {

@@ -12,6 +12,8 @@ use super::model::{AckOutcome, Event, Id, Model, Sent};
 
 /// The subscription every history reads: short deadlines so that histories let them pass.
 pub const ACK_DEADLINE_MS: u64 = 400;
+/// The ack deadline a subscription update switches to now and then (and back).
+pub const LONGER_ACK_DEADLINE_MS: u64 = 600;
 /// The subscription's backoff.
 pub const BACKOFF_MIN_MS: u64 = 50;
 /// The subscription's longest backoff.
@@ -48,6 +50,8 @@ pub trait Driver {
     async fn extend(&mut self, member: usize, ids: &[Id]) -> Vec<Id>;
     /// Pauses or resumes the subscription.
     async fn set_paused(&mut self, paused: bool);
+    /// Updates the subscription's ack deadline.
+    async fn set_ack_deadline(&mut self, ack_deadline_ms: u64);
     /// Runs the stream's retention now: it deletes what the group acknowledged (the policy
     /// every history's stream has), and nothing else.
     async fn apply_retention(&mut self);
@@ -100,6 +104,7 @@ pub async fn run<D: Driver>(driver: &mut D, seed: u64, shape: Shape, clock_slack
     let mut dedupe_sent: Vec<(String, Sent)> = Vec::new();
     let mut next_message = 0u64;
     let mut paused = false;
+    let mut longer = false;
     join(driver, &mut model, &mut members, 0, &mut rng).await;
     for _ in 0..shape.steps {
         let choice = rng.random_range(0..100);
@@ -152,9 +157,22 @@ pub async fn run<D: Driver>(driver: &mut D, seed: u64, shape: Shape, clock_slack
                 let ms = rng.random_range(1..=ACK_DEADLINE_MS / 2);
                 driver.advance(ms).await;
             }
-            93..=94 => {
+            93 => {
                 paused = !paused;
                 driver.set_paused(paused).await;
+            }
+            94 => {
+                longer = !longer;
+                let ack_deadline_ms = if longer {
+                    LONGER_ACK_DEADLINE_MS
+                } else {
+                    ACK_DEADLINE_MS
+                };
+                driver.set_ack_deadline(ack_deadline_ms).await;
+                model.apply(Event::DeadlineChanged {
+                    ack_deadline_ms,
+                    at_ms: driver.now_ms(),
+                });
             }
             95 => driver.apply_retention().await,
             _ => {

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use streamgate::delivery::POLICY_TTL;
 
 /// A stream entry id as the broker prints it, ordered like Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -133,6 +134,9 @@ pub enum Event {
         delay_ms: Option<u64>,
         at_ms: u64,
     },
+    /// The subscription's ack deadline was changed to `ack_deadline_ms` at `at_ms` (members
+    /// apply it within the policy cache's lifetime).
+    DeadlineChanged { ack_deadline_ms: u64, at_ms: u64 },
     /// `member` extended the deadline of `ids` at `at_ms`.
     Extended {
         member: usize,
@@ -185,6 +189,9 @@ pub struct Model {
     pub clock_slack_ms: u64,
     /// The subscription's ack deadline.
     ack_deadline_ms: u64,
+    /// The deadline before the latest change, and when it changed: until every member has
+    /// applied the change, a lease counts for the shorter of the two.
+    previous_deadline: Option<(u64, u64)>,
     violations: Vec<String>,
     /// Prints every event (`STREAMGATE_CHECKER_TRACE`), to read a replayed history.
     trace: bool,
@@ -418,6 +425,13 @@ impl Model {
                     }
                 }
             }
+            Event::DeadlineChanged {
+                ack_deadline_ms,
+                at_ms,
+            } => {
+                self.previous_deadline = Some((self.ack_deadline_ms, at_ms));
+                self.ack_deadline_ms = ack_deadline_ms;
+            }
             Event::Progress { at_ms } => {
                 self.now_ms = self.now_ms.max(at_ms);
                 self.last_progress_ms = self.last_progress_ms.max(at_ms);
@@ -556,9 +570,17 @@ impl Model {
         held.insert(id);
         // Leases surely still running at the broker (it started them a little before we saw).
         let live_until = at_ms + self.clock_slack_ms;
+        let deadline = match self.previous_deadline {
+            Some((previous, changed_ms))
+                if at_ms <= changed_ms + POLICY_TTL.as_millis() as u64 + self.clock_slack_ms =>
+            {
+                previous.min(self.ack_deadline_ms)
+            }
+            _ => self.ack_deadline_ms,
+        };
         let holding = held
             .iter()
-            .filter(|h| self.messages[*h].lease_ms + self.ack_deadline_ms > live_until)
+            .filter(|h| self.messages[*h].lease_ms + deadline > live_until)
             .count() as u64;
         if let Some(&limit) = self.limits.get(&member)
             && limit > 0
