@@ -81,6 +81,7 @@ fn stall_bound_ms() -> u64 {
 fn check_all(test: &str, results: Vec<(u64, checker::model::Model)>) {
     let mut failures = Vec::new();
     let (mut events, mut messages, mut longest_gap, mut expired, mut delayed) = (0, 0, 0, 0, 0);
+    let (mut seeks, mut skipped) = (0, 0);
     let seeds: Vec<u64> = results.iter().map(|(seed, _)| *seed).collect();
     for (seed, model) in results {
         events += model.events();
@@ -88,6 +89,8 @@ fn check_all(test: &str, results: Vec<(u64, checker::model::Model)>) {
         longest_gap = longest_gap.max(model.longest_gap_ms());
         expired += model.expired();
         delayed += model.delayed();
+        seeks += model.seeks().0;
+        skipped += model.seeks().1;
         if !model.violations().is_empty() {
             failures.push(format!(
                 "seed {seed}:\n  {}\n  replay: STREAMGATE_CHECKER_SEED={seed} cargo test --test checker {test} -- --nocapture",
@@ -96,7 +99,7 @@ fn check_all(test: &str, results: Vec<(u64, checker::model::Model)>) {
         }
     }
     println!(
-        "{test}: {} histories (seeds {}..={}), {events} events, {messages} messages ({delayed} delayed, {expired} settled by their TTL), longest wait for progress {longest_gap} ms, {} violating",
+        "{test}: {} histories (seeds {}..={}), {events} events, {messages} messages ({delayed} delayed, {expired} settled by their TTL, {skipped} skipped by {seeks} seeks), longest wait for progress {longest_gap} ms, {} violating",
         seeds.len(),
         seeds.first().unwrap_or(&0),
         seeds.last().unwrap_or(&0),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
+use streamgate::delivery::seek::SeekTarget;
 use streamgate::delivery::{
     Batch, DeliveryCore, GroupMembership, Member, MemberSpec, Reading, RedeliverySettings, Replay,
     Requested, replay_everything,
@@ -302,6 +303,13 @@ impl Driver for CoreDriver {
 
     async fn set_ack_deadline(&mut self, ack_deadline_ms: u64) {
         self.update(|p| p.ack_deadline_ms = ack_deadline_ms).await;
+    }
+
+    async fn seek(&mut self, position: Id) {
+        self.core
+            .seek(STREAM, GROUP, SeekTarget::After(id_of(position)), true)
+            .await
+            .expect("seek");
     }
 
     async fn apply_retention(&mut self) {

@@ -376,6 +376,24 @@ impl Driver for GrpcDriver {
         .await;
     }
 
+    async fn seek(&mut self, position: Id) {
+        let request = pb::SeekSubscriptionRequest {
+            stream: self.stream.clone(),
+            group: GROUP.into(),
+            target: Some(pb::seek_subscription_request::Target::AfterId(
+                position.to_string(),
+            )),
+            clear_pending: true,
+        };
+        // Retried through a fault: moving to the same place again, and acknowledging what is
+        // pending up to it again, changes nothing (nothing of this history reads meanwhile).
+        let deadline = Instant::now() + PRODUCE_RETRY;
+        while let Err(status) = self.admin.seek_subscription(request.clone()).await {
+            assert!(Instant::now() < deadline, "seek kept failing: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn set_ack_deadline(&mut self, ack_deadline_ms: u64) {
         self.update(pb::SubscriptionPolicy {
             ack_deadline_ms: Some(ack_deadline_ms as u32),

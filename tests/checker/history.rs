@@ -52,6 +52,8 @@ pub trait Driver {
     async fn set_paused(&mut self, paused: bool);
     /// Updates the subscription's ack deadline.
     async fn set_ack_deadline(&mut self, ack_deadline_ms: u64);
+    /// Seeks the group to just after `position`, acknowledging what is pending up to it.
+    async fn seek(&mut self, position: Id);
     /// Runs the stream's retention now: it deletes what the group acknowledged (the policy
     /// every history's stream has), and nothing else.
     async fn apply_retention(&mut self);
@@ -153,9 +155,21 @@ pub async fn run<D: Driver>(driver: &mut D, seed: u64, shape: Shape, clock_slack
                     settle_some(driver, &mut model, &mut members[m], m, &mut rng).await;
                 }
             }
-            81..=92 => {
+            81..=91 => {
                 let ms = rng.random_range(1..=ACK_DEADLINE_MS / 2);
                 driver.advance(ms).await;
+            }
+            92 => {
+                // Skip the backlog: move the group past everything produced so far.
+                if let Some(position) = model.seek_position()
+                    && rng.random_bool(0.15)
+                {
+                    driver.seek(position).await;
+                    model.apply(Event::Seeked { position });
+                    model.apply(Event::Progress {
+                        at_ms: driver.now_ms(),
+                    });
+                }
             }
             93 => {
                 paused = !paused;

@@ -147,6 +147,9 @@ pub enum Event {
     DeadLettered { ids: Vec<Id> },
     /// Entries in the stream (once, at the end).
     StreamEntries { ids: Vec<Id> },
+    /// The group was moved to just after `position`, what was pending up to it acknowledged:
+    /// every message up to it is settled (skipped), none may be delivered again.
+    Seeked { position: Id },
     /// Something was settled at `at_ms` (for liveness).
     Progress { at_ms: u64 },
 }
@@ -173,6 +176,8 @@ struct MessageState {
     deliveries: u32,
     /// With a TTL: the earliest and the latest moment it can have expired at the broker.
     expires: Option<(u64, u64)>,
+    /// A seek moved the group past it.
+    skipped: bool,
 }
 
 /// The model and the violations found so far.
@@ -205,6 +210,8 @@ pub struct Model {
     delayed: HashMap<u64, (Sent, u64, bool)>,
     /// Delayed messages that arrived.
     delayed_seen: usize,
+    /// Seeks, and the messages they skipped.
+    seeks: (usize, usize),
 }
 
 impl Model {
@@ -253,6 +260,11 @@ impl Model {
             .collect()
     }
 
+    /// Seeks, and the messages they skipped before anyone acknowledged them.
+    pub fn seeks(&self) -> (usize, usize) {
+        self.seeks
+    }
+
     /// Delayed messages that arrived (each checked against its due time).
     pub fn delayed(&self) -> usize {
         self.delayed_seen
@@ -275,7 +287,21 @@ impl Model {
         let expired = m
             .expires
             .is_some_and(|(_, latest)| latest + self.clock_slack_ms <= self.now_ms);
-        m.acked == 0 && !m.dead_lettered && !m.sent.filtered && !m.maybe_acked && !expired
+        m.acked == 0
+            && !m.dead_lettered
+            && !m.sent.filtered
+            && !m.maybe_acked
+            && !expired
+            && !m.skipped
+    }
+
+    /// The highest id produced so far, when no delayed message is still to come (its id,
+    /// unknown until it arrives, might be higher: a seek to this id would move the group back).
+    pub fn seek_position(&self) -> Option<Id> {
+        if !self.delayed.is_empty() {
+            return None;
+        }
+        self.messages.keys().next_back().copied()
     }
 
     /// The messages `member` holds, oldest first.
@@ -432,6 +458,21 @@ impl Model {
                 self.previous_deadline = Some((self.ack_deadline_ms, at_ms));
                 self.ack_deadline_ms = ack_deadline_ms;
             }
+            Event::Seeked { position } => {
+                // Acknowledged by the seek: nobody holds them any more.
+                self.seeks.0 += 1;
+                for (id, m) in self.messages.range_mut(..=position) {
+                    if !m.skipped && m.acked == 0 && !m.sent.filtered {
+                        self.seeks.1 += 1;
+                    }
+                    m.skipped = true;
+                    if let Some(holder) = m.holder.take()
+                        && let Some(held) = self.held.get_mut(&holder)
+                    {
+                        held.remove(id);
+                    }
+                }
+            }
             Event::Progress { at_ms } => {
                 self.now_ms = self.now_ms.max(at_ms);
                 self.last_progress_ms = self.last_progress_ms.max(at_ms);
@@ -512,6 +553,11 @@ impl Model {
             return;
         };
         let mut found = Vec::new();
+        if m.skipped {
+            found.push(format!(
+                "member {member} got {id} after a seek moved the group past it"
+            ));
+        }
         if m.sent.filtered {
             found.push(format!("member {member} got {id}, which the filter drops"));
         }
@@ -542,7 +588,12 @@ impl Model {
                 let expired = b
                     .expires
                     .is_some_and(|(earliest, _)| earliest <= at_ms + self.clock_slack_ms);
-                if !b.ack_sent && !b.dead_lettered && !b.maybe_acked && !b.sent.filtered && !expired
+                if !b.ack_sent
+                    && !b.dead_lettered
+                    && !b.maybe_acked
+                    && !b.sent.filtered
+                    && !b.skipped
+                    && !expired
                 {
                     found.push(format!(
                         "ordering key {key}: member {member} got {id} while the earlier {before} was not acknowledged"
