@@ -70,12 +70,10 @@ fn imports(files: &BTreeMap<Module, PathBuf>) -> BTreeMap<Module, BTreeSet<Modul
     for (module, path) in files {
         let text = std::fs::read_to_string(path).expect("read source");
         let text = comment.replace_all(&text, "");
-        let is_mod_file = path.ends_with("mod.rs") || path.ends_with("lib.rs");
-        let base: Module = if is_mod_file {
-            module.clone()
-        } else {
-            module[..module.len().saturating_sub(1)].to_vec()
-        };
+        // `self` is the file's own module (`a/b.rs` and `a/b/mod.rs` are both `a::b`), `super`
+        // its parent. (Taking `a/b.rs`'s parent for `self` once dropped every sibling import,
+        // and with them three circles.)
+        let base: Module = module.clone();
         let split = |s: &str| -> Vec<String> {
             s.split("::")
                 .filter(|p| !p.is_empty())
@@ -253,5 +251,32 @@ fn the_check_sees_a_cycle_when_there_is_one() {
     ]);
     let groups = cycles(&edges);
     assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].len(), 2);
+}
+
+#[test]
+fn the_check_reads_sibling_imports_in_every_kind_of_file() {
+    // A planted tree: siblings naming each other through `super::` (in `x/a.rs`, `x/b.rs`),
+    // and a `mod.rs` child naming its parent's sibling.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    let write = |path: &str, text: &str| {
+        let path = src.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("lib.rs", "mod x;\nmod y;\n");
+    write("x/mod.rs", "mod a;\nmod b;\n");
+    write("x/a.rs", "use super::b::Thing;\n");
+    write("x/b.rs", "use super::a::Other;\n");
+    write("y/mod.rs", "mod c;\n");
+    write("y/c/mod.rs", "use super::super::x::a::Other;\n");
+    let files = module_files(src);
+    let edges = imports(&files);
+    let module = |path: &str| -> Module { path.split("::").map(str::to_owned).collect() };
+    assert_eq!(edges[&module("x::a")], BTreeSet::from([module("x::b")]));
+    assert_eq!(edges[&module("y::c")], BTreeSet::from([module("x::a")]));
+    let groups = cycles(&edges);
+    assert_eq!(groups.len(), 1, "{edges:?}");
     assert_eq!(groups[0].len(), 2);
 }

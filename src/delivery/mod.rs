@@ -28,6 +28,7 @@ mod group_read;
 pub mod leases;
 pub mod member;
 pub mod membership;
+mod ordered;
 pub mod ordering;
 pub mod policies;
 pub mod reading;

@@ -30,6 +30,11 @@ use crate::store::Store;
 use crate::subscription::Subscriptions;
 use records::Records;
 
+/// The StreamingPull response stream.
+pub(super) type StreamingPullStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::StreamingPullResponse, tonic::Status>> + Send>,
+>;
+
 /// Code generated from `proto/google/pubsub/v1/pubsub.proto` (the subset served).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod pb {

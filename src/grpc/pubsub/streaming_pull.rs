@@ -6,18 +6,17 @@
 //! every request is answered with the confirmations the clients wait for.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ack_ids;
 use super::subscriber::{Target, member_request, received};
-use super::{PubsubService, pb};
+use super::{PubsubService, StreamingPullStream, pb};
 use crate::auth::{Caller, Permission};
 use crate::delivery::Reading;
 use crate::error::{BrokerError, BrokerResult};
@@ -27,10 +26,6 @@ use crate::grpc::pb as sg;
 use crate::grpc::settle::{Settler, Settling};
 use crate::store::Store;
 use crate::subscription::{Event, Session};
-
-/// The StreamingPull response stream.
-pub(super) type StreamingPullStream =
-    Pin<Box<dyn Stream<Item = Result<pb::StreamingPullResponse, Status>> + Send>>;
 
 /// Most requests already received that are applied together.
 const SETTLE_BATCH: usize = 64;

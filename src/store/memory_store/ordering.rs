@@ -1,22 +1,12 @@
 //! The twin of `ordering.lua`: ordered delivery's admit, ack, release and heal steps on a group of
 //! the embedded store (see [`crate::store::Store::order`]).
 
-use std::collections::{BTreeSet, HashMap};
-
 use super::pending;
 use super::state::{Group, Lease, Stream};
 use crate::model::{
     AckOutcome, Entry, EntryId, HELD_CONSUMER, ORDERING_KEY_FIELD, OrderStep, Ordered,
     PARKED_CONSUMER, PARKED_HORIZON_MS,
 };
-
-/// A group's ordering state: each key's outstanding message, and the messages held back by
-/// key then id.
-#[derive(Default)]
-pub(super) struct OrderBook {
-    heads: HashMap<String, EntryId>,
-    held: BTreeSet<(String, EntryId)>,
-}
 
 /// Applies `step` to `group` of `stream` (which exists).
 pub(super) fn order(stream: &mut Stream, group: &str, step: &OrderStep, now: u64) -> Ordered {

@@ -8,9 +8,6 @@ use super::state::{Stream, no_stream};
 use crate::model::{Append, EntryId};
 use crate::store::StoreResult;
 
-/// A stream's remembered dedupe keys: key → (the first message's id, until when, in ms).
-pub(super) type DedupeKeys = HashMap<String, (EntryId, u64)>;
-
 /// Appends `request` (see the module docs).
 pub(super) fn append(
     streams: &mut HashMap<String, Stream>,

@@ -2,7 +2,7 @@
 //! Redis rules each follows (id generation, trimming, entries-read bookkeeping, XCLAIM's
 //! transfer of one pending entry).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,18 @@ pub(super) struct Stream {
     pub(super) entries_added: u64,
     pub(super) groups: BTreeMap<String, Group>,
     /// Idempotent produce's remembered keys (Redis keeps them as keys beside the stream).
-    pub(super) dedupe: super::produce::DedupeKeys,
+    pub(super) dedupe: DedupeKeys,
+}
+
+/// A stream's remembered dedupe keys: key → (the first message's id, until when, in ms).
+pub(super) type DedupeKeys = HashMap<String, (EntryId, u64)>;
+
+/// A group's ordering state (`ordering.rs` applies the steps): each key's outstanding
+/// message, and the messages held back by key then id.
+#[derive(Default)]
+pub(super) struct OrderBook {
+    pub(super) heads: HashMap<String, EntryId>,
+    pub(super) held: BTreeSet<(String, EntryId)>,
 }
 
 pub(super) struct Group {
@@ -30,7 +41,7 @@ pub(super) struct Group {
     /// Consumer name → when it was last seen (ms since the epoch).
     pub(super) consumers: BTreeMap<String, u64>,
     /// Ordered delivery's state (Redis keeps it in two keys beside the stream).
-    pub(super) ordering: super::ordering::OrderBook,
+    pub(super) ordering: OrderBook,
 }
 
 /// One pending entry: who holds it, since when, how many deliveries.
@@ -294,7 +305,7 @@ impl Group {
             entries_read,
             pending: BTreeMap::new(),
             consumers: BTreeMap::new(),
-            ordering: super::ordering::OrderBook::default(),
+            ordering: OrderBook::default(),
         }
     }
 
