@@ -52,12 +52,22 @@ pub(super) fn classify(err: &RedisError, ctx: Ctx<'_>) -> StoreError {
             stream: ctx.stream.to_owned(),
             group: ctx.group.to_owned(),
         },
-        // The command and user are filled in by `RedisStore::failed`, which knows them.
-        Some("NOPERM") => StoreError::PermissionDenied {
-            user: String::new(),
-            command: String::new(),
-            detail: detail.to_owned(),
-        },
+        // The command and user are filled in by `RedisStore::failed`, which knows them. A script
+        // whose user may not touch a key fails with ERR, not NOPERM: the same refusal.
+        Some(code)
+            if code == "NOPERM"
+                || (code == "ERR" && detail.contains("can't access at least one of the keys")) =>
+        {
+            StoreError::PermissionDenied {
+                user: String::new(),
+                command: String::new(),
+                detail: detail.to_owned(),
+            }
+        }
+        Some("CROSSSLOT") => StoreError::Rejected(format!(
+            "{detail}: on a Redis Cluster every key one request touches must share a slot; give \
+             streams read or written together one hash tag (`{{shop}}.orders`, `{{shop}}.payments`)"
+        )),
         Some("WRONGTYPE") => StoreError::WrongType {
             key: ctx.stream.to_owned(),
         },
@@ -124,5 +134,21 @@ mod tests {
             ),
             StoreError::Rejected(_)
         ));
+        assert!(matches!(
+            classify(
+                &err(
+                    "ERR The user executing the script can't access at least one of the keys mentioned in the command arguments script: 4e69, on @user_script:35."
+                ),
+                ctx
+            ),
+            StoreError::PermissionDenied { .. }
+        ));
+        match classify(
+            &err("CROSSSLOT Keys in request don't hash to the same slot"),
+            ctx,
+        ) {
+            StoreError::Rejected(text) => assert!(text.contains("hash tag"), "{text}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
