@@ -10,6 +10,7 @@
 #[allow(dead_code, unreachable_pub)]
 mod checker {
     pub mod core_driver;
+    pub mod events;
     pub mod grpc_driver;
     pub mod history;
     pub mod model;

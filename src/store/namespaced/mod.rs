@@ -27,21 +27,15 @@ use crate::model::{
     ScheduleStep, StartId, StreamInfo, SweepRequest, Swept, TrimPolicy, Trimmed,
 };
 
+mod keys;
+
+use keys::Keys;
+
 /// A store whose keys all start with `prefix` (empty: no change at all).
 #[derive(Clone)]
 pub struct Namespaced<S> {
     inner: S,
-    prefix: String,
-    /// A Redis Cluster: the prefix goes inside hash tags too (see the module docs).
-    in_tags: bool,
-}
-
-/// Where the hash tag of `key` is, as Redis finds it: the first `{`, the first `}` after it,
-/// something between them. `(open, close)` byte offsets of the braces.
-fn hash_tag(key: &str) -> Option<(usize, usize)> {
-    let open = key.find('{')?;
-    let close = open + 1 + key[open + 1..].find('}')?;
-    (close > open + 1).then_some((open, close))
+    keys: Keys,
 }
 
 impl<S: Store> Namespaced<S> {
@@ -50,8 +44,7 @@ impl<S: Store> Namespaced<S> {
     pub fn new(inner: S, prefix: String, cluster: bool) -> Self {
         Self {
             inner,
-            in_tags: cluster && !prefix.is_empty(),
-            prefix,
+            keys: Keys::new(prefix, cluster),
         }
     }
 
@@ -61,17 +54,7 @@ impl<S: Store> Namespaced<S> {
     }
 
     fn key(&self, name: &str) -> String {
-        self.prefixed(name, &self.prefix)
-    }
-
-    /// `name` under `prefix` (the prefix itself, or its escaped form for a pattern).
-    fn prefixed(&self, name: &str, prefix: &str) -> String {
-        match hash_tag(name) {
-            Some((open, _)) if self.in_tags => {
-                format!("{prefix}{}{prefix}{}", &name[..=open], &name[open + 1..])
-            }
-            _ => format!("{prefix}{name}"),
-        }
+        self.keys.key(name)
     }
 
     fn keys(&self, names: &[String]) -> Vec<String> {
@@ -79,23 +62,7 @@ impl<S: Store> Namespaced<S> {
     }
 
     fn name(&self, key: String) -> String {
-        let Some(name) = key.strip_prefix(&self.prefix) else {
-            return key;
-        };
-        match hash_tag(name) {
-            Some((open, close))
-                if self.in_tags
-                    && name[open + 1..close].starts_with(&self.prefix)
-                    && close > open + 1 + self.prefix.len() =>
-            {
-                format!(
-                    "{}{}",
-                    &name[..=open],
-                    &name[open + 1 + self.prefix.len()..]
-                )
-            }
-            _ => name.to_owned(),
-        }
+        self.keys.name(key)
     }
 
     /// Errors name streams; a client must see its own names, not keys.
@@ -118,8 +85,8 @@ impl<S: Store> Namespaced<S> {
                 topic: self.name(topic),
                 partitions,
             },
-            StoreError::Rejected(text) if !self.prefix.is_empty() => {
-                StoreError::Rejected(text.replace(&self.prefix, ""))
+            StoreError::Rejected(text) if !self.keys.prefix().is_empty() => {
+                StoreError::Rejected(text.replace(self.keys.prefix(), ""))
             }
             other => other,
         }
@@ -160,18 +127,6 @@ impl<S: Store> Namespaced<S> {
     }
 }
 
-/// Escapes glob metacharacters so that the prefix matches only itself in SCAN MATCH.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl<S: Store> Store for Namespaced<S> {
     async fn create_topic(
         &self,
@@ -192,7 +147,7 @@ impl<S: Store> Store for Namespaced<S> {
             .topic_partitions(&self.key(registry), topic)
             .await
             .map_err(|e| self.unkey(e))?;
-        if found.is_some() || self.prefix.is_empty() {
+        if found.is_some() || self.keys.prefix().is_empty() {
             return Ok(found);
         }
         self.adopt_legacy_topic(registry, topic).await
@@ -306,10 +261,9 @@ impl<S: Store> Store for Namespaced<S> {
         cursor: u64,
         page_size: u32,
     ) -> StoreResult<StreamPage> {
-        let pattern = self.prefixed(
-            if pattern.is_empty() { "*" } else { pattern },
-            &glob_escape(&self.prefix),
-        );
+        let pattern = self
+            .keys
+            .pattern(if pattern.is_empty() { "*" } else { pattern });
         let page = self
             .inner
             .list_streams(&pattern, cursor, page_size)
@@ -319,7 +273,7 @@ impl<S: Store> Store for Namespaced<S> {
             streams: page
                 .streams
                 .into_iter()
-                .filter(|key| key.starts_with(&self.prefix))
+                .filter(|key| key.starts_with(self.keys.prefix()))
                 .map(|key| self.name(key))
                 .collect(),
             next_cursor: page.next_cursor,
@@ -648,48 +602,5 @@ impl<S: Store> Store for Namespaced<S> {
             )
             .await
             .map_err(|e| self.unkey(e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_characters_in_the_prefix_match_only_themselves() {
-        assert_eq!(glob_escape("team[a]*"), "team\\[a\\]\\*");
-        assert_eq!(glob_escape("plain:"), "plain:");
-    }
-
-    #[test]
-    fn on_a_cluster_the_prefix_goes_inside_hash_tags_and_comes_out_again() {
-        let cluster = Namespaced::new(crate::store::MemoryStore::new(), "team:".into(), true);
-        for (name, key) in [
-            ("orders", "team:orders"),
-            ("{orders}:dlq", "team:{team:orders}:dlq"),
-            (
-                "{orders}:ordering:billing",
-                "team:{team:orders}:ordering:billing",
-            ),
-            ("a.{shop}.b", "team:a.{team:shop}.b"),
-            // No tag (empty, or unclosed): the prefix only in front.
-            ("a{}b", "team:a{}b"),
-            ("x{team:", "team:x{team:"),
-            // A tag that starts like the prefix keeps it.
-            ("{team:x}", "team:{team:team:x}"),
-        ] {
-            assert_eq!(cluster.key(name), key);
-            assert_eq!(cluster.name(key.to_owned()), name);
-        }
-        // What the broker derives from an untagged stream shares the stream's slot.
-        let slot = crate::store::key_slot(&cluster.key("orders"));
-        for derived in ["{orders}:dlq", "{orders}:ordering-held:billing"] {
-            assert_eq!(crate::store::key_slot(&cluster.key(derived)), slot);
-        }
-        // Off a cluster (and without a prefix) names only get the prefix in front.
-        let single = Namespaced::new(crate::store::MemoryStore::new(), "team:".into(), false);
-        assert_eq!(single.key("{orders}:dlq"), "team:{orders}:dlq");
-        let bare = Namespaced::new(crate::store::MemoryStore::new(), String::new(), true);
-        assert_eq!(bare.key("{orders}:dlq"), "{orders}:dlq");
     }
 }
