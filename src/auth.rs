@@ -3,7 +3,8 @@
 //! stream name patterns.
 //!
 //! Authentication happens once per call, in a tower layer in front of every service
-//! ([`AuthLayer`]): it puts a [`Caller`] into the request's extensions, or answers
+//! ([`AuthLayer`]): it scopes the call's [`Caller`] (the task-local that
+//! [`Caller::current`] reads; a copy also goes into the request's extensions), or answers
 //! UNAUTHENTICATED itself. Authorization happens in the handlers, which know the streams a call
 //! touches: [`Caller::require`] answers PERMISSION_DENIED naming the permission and the stream.
 //! Without a principals file every call is allowed (and the broker says so at start).

@@ -4,14 +4,18 @@
 //! Layers point one way (checked by `tests/layers.rs`): transport → calls → core → store → base.
 //!
 //! Transport:
-//! - [`grpc`]: one file per service; each handler authorizes, converts the request
-//!   ([`grpc::convert`]), calls the core, and converts the answer.
+//! - [`grpc`]: the Broker and Admin services (a folder each) and Google's Pub/Sub API
+//!   ([`grpc::pubsub`]: Publisher and Subscriber over the same core, for Google's own client
+//!   libraries); each handler authorizes, converts the request ([`grpc::convert`]), calls the
+//!   core, and converts the answer.
 //! - [`cli`]: the client commands of the binary (produce, subscribe, consume, ack, nack,
 //!   subscription, admin, health).
 //! - [`server`]: binds the services, health and reflection together and drains on shutdown.
 //! - [`config`]: the command line and environment (`streamgate serve --help`).
 //! - [`auth`]: principals (tokens, client certificates), permissions on stream patterns.
 //! - [`gauges`]: gauges sampled on a timer (pool, group pending and lag).
+//! - [`telemetry`]: OpenTelemetry traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), context carried in
+//!   message fields from Produce to delivery.
 //! - [`console`]: the operators' web page (`--console-addr`), served with gRPC-Web.
 //!
 //! Calls, thin loops around the core:
@@ -34,7 +38,9 @@
 //! - [`metrics`]: Prometheus counters and histograms (`--metrics-addr`).
 //!
 //! A Produce call travels `grpc::broker` → `grpc::convert` (validation) → `DeliveryCore::route`
-//! (topics) → `DeliveryCore::append` → one pipelined round trip to Redis → ids back. A group
+//! (topics) → `DeliveryCore::append_one`, which shares one pipelined round trip to Redis with
+//! the other calls waiting at that moment (the appender's group commit; a ProduceStream's
+//! requests go through `DeliveryCore::append`) → ids back. A group
 //! Subscribe call resolves its topics through the core and starts a pump in `subscription`,
 //! which joins the group (`DeliveryCore::join`) and sends each `Member::next_batch` down a
 //! bounded channel that tonic drains into the response stream; an Ack goes through

@@ -282,15 +282,17 @@ impl<S: Store> BrokerOn<S> {
             background.clone(),
         ));
         let watcher_task = tokio::spawn(self.store.clone().run_watcher(background.clone()));
-        tokio::spawn(self.core.delayed().clone().run(background.clone()));
-        tokio::spawn(
+        // The periodic work, stopped by `background` and awaited at the end of the drain.
+        let periodic = TaskTracker::new();
+        periodic.spawn(self.core.delayed().clone().run(background.clone()));
+        periodic.spawn(
             self.core
                 .retention()
                 .clone()
                 .run(self.config.retention_interval, background.clone()),
         );
         if self.config.metrics_addr.is_some() {
-            tokio::spawn(crate::gauges::sample(
+            periodic.spawn(crate::gauges::sample(
                 self.store.clone(),
                 self.core.redelivery().clone(),
                 self.config.metrics_interval,
@@ -312,7 +314,7 @@ impl<S: Store> BrokerOn<S> {
                 window: Duration::from_secs(3600),
                 max_streams: CONSOLE_MAX_STREAMS,
             });
-            tokio::spawn(history.clone().run(self.store.clone(), background.clone()));
+            periodic.spawn(history.clone().run(self.store.clone(), background.clone()));
             history
         });
         let mut admin_service = AdminService::new(&self.core, limits.clone());
@@ -414,6 +416,15 @@ impl<S: Store> BrokerOn<S> {
         self.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
         let _ = watcher_task.await;
+        periodic.close();
+        if tokio::time::timeout(Duration::from_secs(5), periodic.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "periodic tasks (delayed delivery, retention, gauges, history) did not stop within 5 s"
+            );
+        }
         result
     }
 }

@@ -1,5 +1,6 @@
 //! `streamgate.v1.Admin`: introspection and repair of streams, groups, consumers and pending
-//! entries. Each handler validates, makes one store call and converts the answer.
+//! entries. Each handler validates, makes one store call (or, for dead letters, retention,
+//! subscriptions and topics, one core call) and converts the answer.
 
 use std::sync::Arc;
 

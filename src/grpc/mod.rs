@@ -1,7 +1,8 @@
-//! The gRPC layer: generated code, conversions, and one file per service.
+//! The gRPC layer: generated code, conversions, and the services (Broker and Admin in a folder
+//! each, Google's Pub/Sub in [`pubsub`]).
 //!
 //! Each handler has the same rhythm: take the request, validate and convert it
-//! ([`convert`]), call the store or the subscription pump, convert the answer. Errors become
+//! ([`convert`]), call the core (or the subscription pump it feeds), convert the answer. Errors become
 //! statuses through `From<BrokerError> for Status` in [`crate::error`], nowhere else.
 
 pub mod admin;

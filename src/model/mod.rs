@@ -1,7 +1,8 @@
 //! Domain types shared by the gRPC layer and the store: stream entry ids and positions
 //! ([`ids`]), entries and what the store reports back (here), how a group's messages are
 //! delivered again ([`delivery`]), per-key order ([`ordering`]), and stored subscriptions ([`subscription`]). Nothing here
-//! knows about tonic or Redis.
+//! knows about tonic; what it knows of Redis is plain data (the shapes of XINFO and XPENDING
+//! replies, the names of the consumers the design reserves).
 
 mod delayed;
 mod delivery;

@@ -1,7 +1,7 @@
 //! [`Store`] in this process's memory: the zero-setup default, for trying streamgate and for
 //! development. Nothing survives a restart.
 //!
-//! Over 600 lines because it is one `impl Store` block of 38 methods (a trait impl cannot be
+//! Over 600 lines because it is one `impl Store` block of 44 methods (a trait impl cannot be
 //! split across files); the state, the twins of the Lua scripts, and registry records and leases
 //! live in `state.rs`, `pending.rs` and `records.rs`.
 //!

@@ -1,7 +1,7 @@
 //! The [`Store`] implementation over Redis: one method per command or Lua script.
 //!
 //! Over 600 lines because it is one `impl Store` block (Rust cannot split a trait
-//! implementation across files): 38 methods of a few lines each, plus the per-slot helpers they
+//! implementation across files): 44 methods of a few lines each, plus the per-slot helpers they
 //! share. Parsing lives in `replies.rs`, error classification in `errors.rs`, registry records,
 //! leases and confirmed acks in `records.rs`, ordered delivery in `ordering.rs`, retention in
 //! `retention.rs`, delayed messages in `delayed.rs`.
