@@ -16,7 +16,8 @@
 //! - [`gauges`]: gauges sampled on a timer (pool, group pending and lag).
 //! - [`telemetry`]: OpenTelemetry traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), context carried in
 //!   message fields from Produce to delivery.
-//! - [`console`]: the operators' web page (`--console-addr`), served with gRPC-Web.
+//! - [`console`]: the operators' web page (`--console-addr`), served with gRPC-Web, and the
+//!   last hour of lengths, lags and rates it charts ([`console::history`]).
 //!
 //! Calls, thin loops around the core:
 //! - [`subscription`]: the pump of Subscribe and Consume, a `select!` over shutdown, the client
@@ -27,9 +28,8 @@
 //! Core:
 //! - [`delivery`]: a member's next batch (own pending entries, in-flight limit, redeliveries,
 //!   new entries), Ack/Nack/Extend, flow control, redelivery and its sweep lease, stored
-//!   subscriptions (policy, pause, filter), seek, topics; knows nothing of tonic.
-//! - [`dead_letters`]: listing and replaying dead-letter streams (Admin).
-//! - [`history`]: the last hour of lengths, lags and rates, sampled for the console's charts.
+//!   subscriptions (policy, pause, filter), seek, topics, listing and replaying dead letters
+//!   ([`delivery::dead_letters`]); knows nothing of tonic.
 //! - [`error`]: the broker's error type and its single mapping to gRPC status codes.
 //!
 //! Store and base:
@@ -52,13 +52,11 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod console;
-pub mod dead_letters;
 pub mod delivery;
 pub mod error;
 pub mod fetch;
 pub mod gauges;
 pub mod grpc;
-pub mod history;
 pub mod metrics;
 pub mod model;
 pub mod server;

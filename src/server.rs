@@ -25,12 +25,12 @@ use tonic_health::server::HealthReporter;
 use crate::auth::{AuthLayer, Principals};
 use crate::config::ServeConfig;
 use crate::console;
+use crate::console::history::{History, HistoryConfig};
 use crate::delivery::{DeliveryCore, RedeliveryCounters};
 use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
 use crate::grpc::pubsub::{self, PubsubService};
-use crate::history::{History, HistoryConfig};
 use crate::store::{
     MemoryStore, Namespaced, RedisStore, RedisStoreConfig, SentinelConfig, Store, StoreError,
     Wakeups,

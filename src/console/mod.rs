@@ -7,6 +7,8 @@
 //! `scripts/console-vendor.sh`. The page parses our `.proto` files, served from here too, so it
 //! always speaks the API this binary serves.
 
+pub mod history;
+
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

@@ -22,6 +22,7 @@
 
 mod appender;
 pub mod credit;
+pub mod dead_letters;
 pub mod delayed;
 mod expiry;
 mod group_read;

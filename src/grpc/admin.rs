@@ -8,11 +8,11 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, Permission};
 use crate::config::Limits;
+use crate::console::history::History;
 use crate::delivery::{DeliveryCore, Policies, Topics};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert::{self, id_strings};
 use crate::grpc::pb;
-use crate::history::History;
 use crate::model::{AutoClaimOptions, EntryId, PendingQuery, StartId};
 use crate::model::{Backoff, DeliveryPolicy};
 use crate::store::Store;

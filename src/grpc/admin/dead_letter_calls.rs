@@ -1,12 +1,12 @@
 //! The dead-letter calls of `streamgate.v1.Admin` (list, replay): authorize, convert, call
-//! [`crate::dead_letters`], convert back. Replay also needs `produce` on every stream the
+//! [`crate::delivery::dead_letters`], convert back. Replay also needs `produce` on every stream the
 //! letters go back to.
 
 use tonic::{Request, Response};
 
 use super::{AdminService, RpcResult};
 use crate::auth::{Caller, Permission};
-use crate::dead_letters::{self, Selection};
+use crate::delivery::dead_letters::{self, Selection};
 use crate::error::BrokerError;
 use crate::grpc::convert;
 use crate::grpc::pb;
