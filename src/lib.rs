@@ -48,6 +48,8 @@
 //! pump within the client's credit, beside a loop that turns acks, nacks and extensions sent on
 //! the stream into core calls and confirmations.
 
+#![warn(clippy::disallowed_methods)]
+
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -275,12 +275,14 @@ impl<S: Store> BrokerOn<S> {
             .await;
 
         let background = CancellationToken::new();
+        #[allow(clippy::disallowed_methods, reason = "awaited by the drain")]
         let health_task = tokio::spawn(report_health(
             self.store.clone(),
             reporter.clone(),
             self.config.health_interval,
             background.clone(),
         ));
+        #[allow(clippy::disallowed_methods, reason = "awaited at the end of the drain")]
         let watcher_task = tokio::spawn(self.store.clone().run_watcher(background.clone()));
         // The periodic work, stopped by `background` and awaited at the end of the drain.
         let periodic = TaskTracker::new();
@@ -514,11 +516,16 @@ async fn serve_console(
         .layer(auth.with_public_prefix(console::ASSET_PREFIX))
         .add_routes(console::routes(routes))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned());
-    Ok(tokio::spawn(async move {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the caller awaits the handle at the end of the drain"
+    )]
+    let console = tokio::spawn(async move {
         if let Err(err) = server.await {
             tracing::error!(error = %err, "the console server failed");
         }
-    }))
+    });
+    Ok(console)
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

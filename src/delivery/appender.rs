@@ -54,6 +54,10 @@ impl<S: Store> Appender<S> {
         let (answer, answered) = oneshot::channel();
         let queue = self.queue.get_or_init(|| {
             let (queue, requests) = mpsc::unbounded_channel();
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the group-commit loop ends when the last handle of the core drops its queue"
+            )]
             tokio::spawn(commit_in_groups(self.store.clone(), requests));
             queue
         });
@@ -87,6 +91,10 @@ async fn commit_in_groups<S: Store>(store: S, mut requests: mpsc::UnboundedRecei
         }
         let batch = std::mem::replace(&mut waiting, Vec::with_capacity(MOST_PER_ROUND_TRIP));
         let store = store.clone();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "one round trip in flight: it ends when Redis answers (or the timeout)"
+        )]
         tokio::spawn(async move {
             commit(&store, batch).await;
             drop(slot);

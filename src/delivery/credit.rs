@@ -97,6 +97,10 @@ impl Credit {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test's tasks end with its runtime"
+)]
 mod tests {
     use super::*;
 

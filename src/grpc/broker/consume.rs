@@ -229,6 +229,10 @@ impl<S: Store> BrokerService<S> {
             session,
         )?;
         let (confirmations, confirmed) = mpsc::channel(CONFIRMATIONS_BUFFERED);
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the call's settle loop ends with its stream, or when the broker stops"
+        )]
         tokio::spawn(settler.run(inbound, confirmations, finished, self.stopping.clone()));
         let messages = framed(events, spec.frames).map(consume_response);
         Ok(Response::new(Box::pin(

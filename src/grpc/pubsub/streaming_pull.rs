@@ -361,6 +361,10 @@ impl<S: Store> PubsubService<S> {
             session,
         )?;
         let (out, answers) = mpsc::channel(SETTLE_BATCH);
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the call's settle loop ends with its stream, or when the broker stops"
+        )]
         tokio::spawn(settle.run(first, inbound, out, finished, shared.stopping.clone()));
         let attempts = target.subscription.dead_letter_policy.is_some();
         let properties = pb::streaming_pull_response::SubscriptionProperties {
