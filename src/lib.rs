@@ -19,11 +19,12 @@
 //! - [`console`]: the operators' web page (`--console-addr`), served with gRPC-Web, and the
 //!   last hour of lengths, lags and rates it charts ([`console::history`]).
 //!
-//! Calls, thin loops around the core:
-//! - [`subscription`]: the pump of Subscribe and Consume, a `select!` over shutdown, the client
-//!   going away and the next batch; heartbeats, credit, lease renewal of buffered messages,
-//!   hand-back on exit.
-//! - [`fetch`]: Fetch, one batch per call, with an optional wait for new entries.
+//! Calls, thin loops around the core that every transport shares ([`calls`]):
+//! - [`calls::subscribe`]: the pump of Subscribe, Consume and StreamingPull, a `select!` over
+//!   shutdown, the client going away and the next batch; heartbeats, credit, lease renewal of
+//!   buffered messages, hand-back on exit.
+//! - [`calls::frames`]: ready messages grouped into frames.
+//! - [`calls::fetch`]: Fetch and Pull, one batch per call, with an optional wait for new entries.
 //!
 //! Core:
 //! - [`delivery`]: a member's next batch (own pending entries, in-flight limit, redeliveries,
@@ -41,7 +42,7 @@
 //! (topics) → `DeliveryCore::append_one`, which shares one pipelined round trip to Redis with
 //! the other calls waiting at that moment (the appender's group commit; a ProduceStream's
 //! requests go through `DeliveryCore::append`) → ids back. A group
-//! Subscribe call resolves its topics through the core and starts a pump in `subscription`,
+//! Subscribe call resolves its topics through the core and starts a pump in `calls::subscribe`,
 //! which joins the group (`DeliveryCore::join`) and sends each `Member::next_batch` down a
 //! bounded channel that tonic drains into the response stream; an Ack goes through
 //! `DeliveryCore::ack`, which frees the holder's room and wakes it. A Consume call runs the same
@@ -51,17 +52,16 @@
 #![warn(clippy::disallowed_methods)]
 
 pub mod auth;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod error;
-pub mod fetch;
 pub mod gauges;
 pub mod grpc;
 pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod store;
-pub mod subscription;
 pub mod telemetry;

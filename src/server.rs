@@ -23,6 +23,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::auth::{AuthLayer, Principals};
+use crate::calls::{PumpLimits, Pumps};
 use crate::config::ServeConfig;
 use crate::console;
 use crate::console::history::{History, HistoryConfig};
@@ -35,7 +36,6 @@ use crate::store::{
     MemoryStore, Namespaced, RedisStore, RedisStoreConfig, SentinelConfig, Store, StoreError,
     Wakeups,
 };
-use crate::subscription::{SubscriptionLimits, Subscriptions};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ pub struct BrokerOn<S> {
     store: S,
     subscriptions_shutdown: CancellationToken,
     tracker: TaskTracker,
-    subscriptions: Subscriptions<S>,
+    pumps: Pumps<S>,
     core: DeliveryCore<S>,
     auth: AuthLayer,
     tls: Option<ServerTlsConfig>,
@@ -180,7 +180,7 @@ impl Broker {
         })
     }
 
-    /// Subscriptions whose pump is running.
+    /// Pumps whose pump is running.
     pub fn open_subscriptions(&self) -> usize {
         self.stats().open_subscriptions()
     }
@@ -229,12 +229,12 @@ impl<S: Store> BrokerOn<S> {
         let subscriptions_shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let core = DeliveryCore::new(store.clone(), config.redelivery());
-        let subscriptions = Subscriptions::new(
+        let pumps = Pumps::new(
             core.clone(),
             subscriptions_shutdown.clone(),
             tracker.clone(),
             config.idle_recheck,
-            SubscriptionLimits {
+            PumpLimits {
                 total: config.limits.max_subscriptions,
                 per_principal: config.limits.max_subscriptions_per_principal,
                 heartbeat: config.heartbeat_interval,
@@ -248,14 +248,14 @@ impl<S: Store> BrokerOn<S> {
             tls,
             subscriptions_shutdown,
             tracker,
-            subscriptions,
+            pumps,
         }
     }
 
     fn stats(&self) -> BrokerStats {
-        let subscriptions = self.subscriptions.clone();
+        let pumps = self.pumps.clone();
         BrokerStats {
-            open: Arc::new(move || subscriptions.open_count()),
+            open: Arc::new(move || pumps.open_count()),
             wakeups: self.store.wakeups().clone(),
             counters: self.core.redelivery().shared_counters(),
         }
@@ -304,7 +304,7 @@ impl<S: Store> BrokerOn<S> {
 
         let broker = pb::broker_server::BrokerServer::new(BrokerService::new(
             self.core.clone(),
-            self.subscriptions.clone(),
+            self.pumps.clone(),
             limits.clone(),
             self.subscriptions_shutdown.clone(),
         ))
@@ -342,7 +342,7 @@ impl<S: Store> BrokerOn<S> {
         };
         let pubsub = PubsubService::new(
             self.core.clone(),
-            self.subscriptions.clone(),
+            self.pumps.clone(),
             limits.clone(),
             self.subscriptions_shutdown.clone(),
         );
@@ -440,12 +440,12 @@ pub struct BrokerStats {
 }
 
 impl BrokerStats {
-    /// Subscriptions whose pump is running.
+    /// Pumps whose pump is running.
     pub fn open_subscriptions(&self) -> usize {
         (self.open)()
     }
 
-    /// Subscriptions registered for wake-ups (each one counted once per stream it reads).
+    /// Pumps registered for wake-ups (each one counted once per stream it reads).
     pub fn waiting_registrations(&self) -> usize {
         self.wakeups.watcher_count()
     }

@@ -25,7 +25,7 @@ use crate::store::{GroupCursor, Store, StoreError, StreamWatch};
 
 /// How a member reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reading {
+pub enum ReadMode {
     /// XREAD from a start position per stream (same order as the streams).
     Tail(Vec<StartId>),
     /// XREADGROUP as a group member.
@@ -44,9 +44,24 @@ pub struct MemberSpec {
     /// Streams or topics, no duplicates.
     pub streams: Vec<String>,
     /// Tail or group, with per-stream positions.
-    pub reading: Reading,
+    pub reading: ReadMode,
     /// How a replay of pending entries is paced.
     pub replay: Replay,
+}
+
+impl MemberSpec {
+    /// A group member reading one stream, starting with the consumer's own pending entries,
+    /// as a subscription does.
+    pub fn group_member(stream: String, membership: GroupMembership) -> Self {
+        Self {
+            streams: vec![stream],
+            reading: ReadMode::Group {
+                membership,
+                cursors: super::replay_everything(1),
+            },
+            replay: Replay::Continuous,
+        }
+    }
 }
 
 /// What one [`Member::next_batch`] produced.
@@ -101,10 +116,10 @@ impl<S: Store> Member<S> {
     pub(super) async fn start(core: DeliveryCore<S>, spec: MemberSpec) -> BrokerResult<Self> {
         let store = core.store();
         let position = match spec.reading {
-            Reading::Tail(starts) => {
+            ReadMode::Tail(starts) => {
                 Position::Tail(reading::resolve_starts(store, &spec.streams, &starts).await?)
             }
-            Reading::Group {
+            ReadMode::Group {
                 mut membership,
                 cursors,
             } => {

@@ -67,6 +67,38 @@ pub struct OwnSettings {
 }
 
 impl GroupMembership {
+    /// A member of a stored subscription's group that names no setting itself (Pub/Sub's
+    /// readers): the stored policy decides deadlines, limits and dead letters, `defaults` apply
+    /// where there is none. `consumer` `None`: a name is generated. `max_in_flight`: the
+    /// member's own limit (a StreamingPull's `max_outstanding_messages`), which narrows the
+    /// policy's.
+    pub fn of_stored(
+        group: String,
+        consumer: Option<String>,
+        defaults: OwnSettings,
+        max_in_flight: Option<u64>,
+    ) -> Self {
+        let generated_name = consumer.is_none();
+        Self {
+            group,
+            consumer: consumer.unwrap_or_else(generate_consumer_name),
+            create_from: None,
+            no_ack: false,
+            generated_name,
+            delivery: defaults.delivery,
+            max_in_flight: max_in_flight.unwrap_or(defaults.max_in_flight),
+            requested: Requested {
+                max_in_flight: max_in_flight.is_some(),
+                flow_controlled: true,
+                ..Requested::default()
+            },
+            paused: false,
+            filter: None,
+            ordered: false,
+            dead_letter_expired: false,
+        }
+    }
+
     /// What this member applies without a stored subscription.
     pub fn own_settings(&self) -> OwnSettings {
         OwnSettings {

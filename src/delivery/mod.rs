@@ -47,7 +47,7 @@ use std::time::Duration;
 pub use credit::Credit;
 pub use delayed::{DELAYED_REGISTRY, DelayedDelivery};
 pub use group_read::Replay;
-pub use member::{Batch, Member, MemberSpec, Reading, Resume};
+pub use member::{Batch, Member, MemberSpec, ReadMode, Resume};
 pub use membership::{GroupMembership, OwnSettings, Requested, generate_consumer_name};
 pub use policies::{POLICY_TTL, Policies, SUBSCRIPTIONS_REGISTRY};
 pub use redelivery::{MAX_DELAY, Redelivery, RedeliveryCounters, RedeliverySettings};
@@ -76,7 +76,7 @@ impl ResolvedSpec {
     }
 
     /// Tail or group.
-    pub fn reading(&self) -> &Reading {
+    pub fn reading(&self) -> &ReadMode {
         &self.0.reading
     }
 }
@@ -177,8 +177,8 @@ impl<S: Store> DeliveryCore<S> {
         let expanded = self.parts.topics.expand(&spec.streams).await?;
         if expanded.len() != spec.streams.len() {
             match &mut spec.reading {
-                Reading::Tail(starts) => *starts = follow(&expanded, starts),
-                Reading::Group { cursors, .. } => *cursors = follow(&expanded, cursors),
+                ReadMode::Tail(starts) => *starts = follow(&expanded, starts),
+                ReadMode::Group { cursors, .. } => *cursors = follow(&expanded, cursors),
             }
             spec.streams = expanded.into_iter().map(|(s, _)| s).collect();
         }

@@ -56,7 +56,7 @@ async fn member(
 ) -> Member<MemoryStore> {
     let spec = MemberSpec {
         streams: vec!["s".into()],
-        reading: Reading::Group {
+        reading: ReadMode::Group {
             membership: GroupMembership {
                 group: "g".into(),
                 consumer: consumer.into(),

@@ -14,37 +14,37 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, Permission};
+use crate::calls::fetch;
+use crate::calls::frames::{Frame, framed};
+use crate::calls::{Event, Pumps};
 use crate::config::Limits;
-use crate::delivery::{DeliveryCore, Reading, ResolvedSpec};
+use crate::delivery::{DeliveryCore, ReadMode, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
-use crate::fetch;
 use crate::grpc::convert;
-use crate::grpc::frames::{Frame, framed};
 use crate::grpc::pb;
 use crate::model::Append;
 use crate::store::Store;
-use crate::subscription::{Event, Subscriptions};
 
 /// The data-plane service over any [`Store`].
 pub struct BrokerService<S> {
     core: DeliveryCore<S>,
-    subscriptions: Subscriptions<S>,
+    pumps: Pumps<S>,
     limits: Arc<Limits>,
     stopping: CancellationToken,
 }
 
 impl<S: Store> BrokerService<S> {
-    /// Serves through `core`; subscriptions are started through `subscriptions`. When
+    /// Serves through `core`; subscription pumps are started through `pumps`. When
     /// `stopping` is cancelled (shutdown), waiting Fetch calls return their empty batch at once.
     pub fn new(
         core: DeliveryCore<S>,
-        subscriptions: Subscriptions<S>,
+        pumps: Pumps<S>,
         limits: Arc<Limits>,
         stopping: CancellationToken,
     ) -> Self {
         Self {
             core,
-            subscriptions,
+            pumps,
             limits,
             stopping,
         }
@@ -217,7 +217,7 @@ async fn pump_produce_stream<S: Store>(
 fn record_reader(spec: &ResolvedSpec) {
     let span = tracing::Span::current();
     span.record("stream", spec.streams().join(",").as_str());
-    if let Reading::Group { membership, .. } = spec.reading() {
+    if let ReadMode::Group { membership, .. } = spec.reading() {
         span.record("group", membership.group.as_str());
         span.record("consumer", membership.consumer.as_str());
     }
@@ -320,9 +320,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         )?;
         let resolved = self.core.resolve(spec.member).await?;
         record_reader(&resolved);
-        let events = self
-            .subscriptions
-            .open(resolved, spec.batch_size, caller.name())?;
+        let events = self.pumps.open(resolved, spec.batch_size, caller.name())?;
         if per_response <= 1 {
             return Ok(Response::new(Box::pin(
                 ReceiverStream::new(events).map(to_response),

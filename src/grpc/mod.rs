@@ -9,9 +9,7 @@ pub mod admin;
 pub mod broker;
 pub mod convert;
 pub mod deadline;
-pub mod frames;
 pub mod pubsub;
-pub mod settle;
 
 /// Code generated from `proto/streamgate/v1/*.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

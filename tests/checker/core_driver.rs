@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use streamgate::delivery::seek::SeekTarget;
 use streamgate::delivery::{
-    Batch, DeliveryCore, GroupMembership, Member, MemberSpec, Reading, RedeliverySettings, Replay,
+    Batch, DeliveryCore, GroupMembership, Member, MemberSpec, ReadMode, RedeliverySettings, Replay,
     Requested, replay_everything,
 };
 use streamgate::model::{
@@ -192,7 +192,7 @@ impl Driver for CoreDriver {
         self.generation += 1;
         let spec = MemberSpec {
             streams: vec![STREAM.into()],
-            reading: Reading::Group {
+            reading: ReadMode::Group {
                 membership: GroupMembership {
                     group: GROUP.into(),
                     consumer: format!("m{member}-{}", self.generation),

@@ -1,29 +1,27 @@
-//! `Broker.Consume`: a group member's whole session on one bidirectional stream. The reading
-//! side is the Subscribe pump (with the client's credit, see [`Session`]); this file adds the
-//! other direction: acks, nacks, extensions and credit arriving on the same stream, each ack,
-//! nack and extend answered by a confirmation that says which ids it applied to and why not the
-//! others.
+//! `Broker.Consume`: a group member's whole session on one bidirectional stream
+//! ([`open_session`]). This file only translates: the opening request into the session's
+//! options, acks, nacks, extensions and credit into settle requests, and what became of each
+//! into a confirmation that says which ids it applied to and why not the others.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{BrokerService, record_reader};
 use crate::auth::{Caller, Permission};
-use crate::delivery::{Credit, Reading};
+use crate::calls::Event;
+use crate::calls::frames::Frame;
+use crate::calls::session::{Outgoing, SessionOptions, SessionWire, Step, open_session};
+use crate::calls::settle::{Refusal, SettleKind, SettleOutcome, SettleRequest, Settled};
+use crate::config::Limits;
+use crate::delivery::Credit;
 use crate::error::BrokerError;
 use crate::grpc::convert;
-use crate::grpc::frames::{Frame, framed};
 use crate::grpc::pb;
-use crate::grpc::settle::{Checked, Settler, Settling};
 use crate::store::Store;
-use crate::subscription::{Event, Session};
 
 /// The Consume response stream.
 pub(super) type ConsumeStream =
@@ -32,116 +30,136 @@ pub(super) type ConsumeStream =
 /// How long a client may take to send `open` after opening the stream.
 const OPEN_WAIT: Duration = Duration::from_secs(30);
 
-/// Confirmations waiting for the client to read them; when full, the session stops taking
-/// requests until it reads (a client that stops reading cannot make the broker buffer more).
-const CONFIRMATIONS_BUFFERED: usize = 64;
+/// How Consume spells a session: `pb::Settle` in, `pb::Confirmation` out.
+struct ConsumeWire {
+    limits: Arc<Limits>,
+    /// The session's credit, if the client grants any.
+    credit: Option<Credit>,
+}
 
-/// Most requests already received that are taken together: consecutive acks among them are
-/// applied in one round trip per stream.
-const SETTLE_BATCH: usize = 64;
+/// What a confirmation repeats of its request: its id and the ids as the client wrote them.
+struct Note {
+    request_id: u64,
+    ids: Vec<String>,
+}
 
-impl<S: Store> Settler<S> {
-    /// Takes the client's requests until it half-closes, goes away or the broker stops; then
-    /// ends the session's reading (`finished`). The requests already received are taken
-    /// together (up to [`SETTLE_BATCH`]) and applied in order. A request that breaks the
-    /// protocol ends the call with INVALID_ARGUMENT.
-    async fn run(
-        self,
-        mut inbound: Streaming<pb::ConsumeRequest>,
-        confirmations: mpsc::Sender<Result<pb::ConsumeResponse, Status>>,
-        finished: CancellationToken,
-        stopping: CancellationToken,
-    ) {
-        let mut open = true;
-        while open {
-            let first = tokio::select! {
-                biased;
-                _ = stopping.cancelled() => break,
-                _ = confirmations.closed() => break,
-                request = inbound.message() => request,
-            };
-            let mut received = vec![first];
-            while received.len() < SETTLE_BATCH {
-                match inbound.message().now_or_never() {
-                    Some(request) => received.push(request),
-                    None => break,
-                }
+impl ConsumeWire {
+    /// A settle request from its wire form: ids that parse, a delay only on a nack.
+    fn settle(&self, kind: SettleKind, settle: &pb::Settle) -> Result<SettleRequest, Refusal> {
+        let invalid = |err: BrokerError| Refusal::Invalid(err.to_string());
+        let kind = match (kind, settle.delay_ms) {
+            (SettleKind::Nack { .. }, Some(ms)) => SettleKind::Nack {
+                delay: Some(convert::delay("delay_ms", ms).map_err(invalid)?),
+            },
+            (_, Some(_)) => {
+                return Err(invalid(BrokerError::invalid(
+                    "delay_ms",
+                    "only applies to a nack",
+                )));
             }
-            let mut settles = Vec::new();
-            let mut broken = None;
-            for request in received {
-                match self.take(request) {
-                    Taken::Settle(checked) => settles.push(checked),
-                    Taken::Nothing => {}
-                    Taken::End(status) => {
-                        open = false;
-                        broken = status;
-                        break;
-                    }
-                }
-            }
-            // What came before a broken request is applied and confirmed first.
-            let items = self.apply(settles).await.into_iter().map(|confirmation| {
-                Ok(pb::ConsumeResponse {
-                    event: Some(pb::consume_response::Event::Confirmation(confirmation)),
-                })
-            });
-            for item in items.chain(broken.map(Err)) {
-                if confirmations.send(item).await.is_err() {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        finished.cancel();
-    }
-
-    /// What one received request means for the loop: a settle to apply, credit granted (here),
-    /// or the end (half-close, transport gone, or the protocol broken).
-    fn take(&self, request: Result<Option<pb::ConsumeRequest>, Status>) -> Taken {
-        use pb::consume_request::Request as Kind;
-        let kind = match request {
-            Ok(Some(request)) => request.request,
-            // Half-closed: the client is done.
-            Ok(None) => return Taken::End(None),
-            Err(status) => {
-                tracing::debug!(%status, "the client's side of the Consume stream failed");
-                return Taken::End(None);
-            }
+            (kind, None) => kind,
         };
-        let (settling, settle) = match kind {
-            Some(Kind::Ack(settle)) => (Settling::Ack, settle),
-            Some(Kind::Nack(settle)) => (Settling::Nack, settle),
-            Some(Kind::Extend(settle)) => (Settling::Extend, settle),
+        Ok(SettleRequest {
+            kind,
+            stream: settle.stream.clone(),
+            ids: convert::ids("ids", &settle.ids, &self.limits).map_err(invalid)?,
+        })
+    }
+}
+
+impl SessionWire for ConsumeWire {
+    type Request = pb::ConsumeRequest;
+    type Note = Note;
+    type Answer = pb::Confirmation;
+
+    fn take(&mut self, request: pb::ConsumeRequest) -> Step<Note> {
+        use pb::consume_request::Request as Kind;
+        let (kind, settle) = match request.request {
+            Some(Kind::Ack(settle)) => (SettleKind::Ack, settle),
+            Some(Kind::Nack(settle)) => (SettleKind::Nack { delay: None }, settle),
+            Some(Kind::Extend(settle)) => (SettleKind::Extend, settle),
             Some(Kind::Credit(credit)) => {
                 if let Some(granted) = &self.credit {
                     granted.grant(u64::from(credit.messages), credit.bytes);
                 }
-                return Taken::Nothing;
+                return Step::Nothing;
             }
             Some(Kind::Open(_)) => {
-                let err = BrokerError::invalid(
+                return Step::End(Some(BrokerError::invalid(
                     "open",
                     "may only be the first request of a Consume stream",
-                );
-                return Taken::End(Some(err.into()));
+                )));
             }
             None => {
-                let err =
-                    BrokerError::invalid("request", "is empty: set ack, nack, extend or credit");
-                return Taken::End(Some(err.into()));
+                return Step::End(Some(BrokerError::invalid(
+                    "request",
+                    "is empty: set ack, nack, extend or credit",
+                )));
             }
         };
-        Taken::Settle(self.check(settling, settle))
+        let request = self.settle(kind, &settle);
+        let note = Note {
+            request_id: settle.request_id,
+            ids: settle.ids,
+        };
+        Step::Settle(note, vec![request])
+    }
+
+    fn answer(&mut self, settled: Vec<(Note, Vec<Settled>)>) -> Vec<pb::Confirmation> {
+        settled
+            .into_iter()
+            .map(|(note, mut settled)| {
+                let settled = settled
+                    .pop()
+                    .unwrap_or_else(|| Err(Refusal::Failed("not applied".into())));
+                confirmation(note, settled)
+            })
+            .collect()
     }
 }
 
-/// See [`Settler::take`].
-enum Taken {
-    Settle(Result<Checked, pb::Confirmation>),
-    Nothing,
-    /// With the status to end the call with, when the protocol was broken.
-    End(Option<Status>),
+/// A confirmation: every id of the request, in order, among the succeeded or the failed.
+fn confirmation(note: Note, settled: Settled) -> pb::Confirmation {
+    use pb::SettleFailureReason as Reason;
+    let failure = |id, reason: Reason, message: &str| pb::SettleFailure {
+        id,
+        reason: reason as i32,
+        message: message.to_owned(),
+    };
+    let mut confirmation = pb::Confirmation {
+        request_id: note.request_id,
+        succeeded: Vec::new(),
+        failed: Vec::new(),
+    };
+    match settled {
+        Ok(outcomes) => {
+            for (id, outcome) in note.ids.into_iter().zip(outcomes) {
+                let reason = match outcome {
+                    SettleOutcome::Applied => {
+                        confirmation.succeeded.push(id);
+                        continue;
+                    }
+                    SettleOutcome::NotPending => Reason::NotPending,
+                    SettleOutcome::HeldByAnotherConsumer => Reason::HeldByAnotherConsumer,
+                    SettleOutcome::NotHeld => Reason::NotHeld,
+                };
+                let message = outcome.explanation().unwrap_or_default();
+                confirmation.failed.push(failure(id, reason, message));
+            }
+        }
+        Err(refusal) => {
+            let reason = match refusal {
+                Refusal::Invalid(_) => Reason::Invalid,
+                Refusal::Failed(_) => Reason::Failed,
+            };
+            confirmation.failed = note
+                .ids
+                .into_iter()
+                .map(|id| failure(id, reason, refusal.message()))
+                .collect();
+        }
+    }
+    confirmation
 }
 
 /// The opening request: the first of the stream, within [`OPEN_WAIT`].
@@ -167,27 +185,33 @@ async fn receive_open(
     }
 }
 
-fn consume_response(frame: Frame) -> Result<pb::ConsumeResponse, Status> {
+/// What the session sends, as a Consume response.
+fn consume_response(out: Outgoing<pb::Confirmation>) -> Result<pb::ConsumeResponse, Status> {
     use pb::consume_response::Event as Kind;
-    let event = match frame {
-        Frame::Messages(deliveries) => Kind::Messages(pb::MessageBatch {
+    let event = match out {
+        Outgoing::Frame(Frame::Messages(deliveries)) => Kind::Messages(pb::MessageBatch {
             messages: deliveries.into_iter().map(Into::into).collect(),
         }),
-        Frame::Event(Ok(Event::Started { consumer, streams })) => {
+        Outgoing::Frame(Frame::Event(Ok(Event::Started { consumer, streams }))) => {
             Kind::Started(pb::SubscriptionStarted { consumer, streams })
         }
-        Frame::Event(Ok(Event::Heartbeat)) => Kind::Heartbeat(pb::Heartbeat {}),
-        Frame::Event(Ok(Event::Message(delivery))) => Kind::Messages(pb::MessageBatch {
-            messages: vec![delivery.into()],
-        }),
-        Frame::Event(Err(err)) => return Err(err.into()),
+        Outgoing::Frame(Frame::Event(Ok(Event::Heartbeat))) => Kind::Heartbeat(pb::Heartbeat {}),
+        Outgoing::Frame(Frame::Event(Ok(Event::Message(delivery)))) => {
+            Kind::Messages(pb::MessageBatch {
+                messages: vec![delivery.into()],
+            })
+        }
+        Outgoing::Answer(confirmation) => Kind::Confirmation(confirmation),
+        Outgoing::Frame(Frame::Event(Err(err))) | Outgoing::Broken(err) => {
+            return Err(err.into());
+        }
     };
     Ok(pb::ConsumeResponse { event: Some(event) })
 }
 
 impl<S: Store> BrokerService<S> {
-    /// Opens the session: validates `open`, starts the pump with the client's credit and the
-    /// settle loop beside it, and merges what both send.
+    /// Opens the session: validates `open`, authorizes, and starts it with the client's
+    /// credit.
     pub(super) async fn consume_call(
         &self,
         request: Request<Streaming<pb::ConsumeRequest>>,
@@ -202,41 +226,21 @@ impl<S: Store> BrokerService<S> {
         )?;
         let resolved = self.core.resolve(spec.subscription.member).await?;
         record_reader(&resolved);
-        let Reading::Group { membership, .. } = resolved.reading() else {
-            return Err(BrokerError::Internal("a Consume session without a group".into()).into());
-        };
         let credit = spec
             .credit
             .map(|(messages, bytes)| Credit::new(messages, bytes));
-        let settler = Settler {
-            core: self.core.clone(),
+        let wire = ConsumeWire {
             limits: self.limits.clone(),
-            streams: resolved.streams().to_vec(),
-            group: membership.group.clone(),
-            consumer: membership.consumer.clone(),
             credit: credit.clone(),
-            exactly_once: spec.exactly_once,
         };
-        let session = Session {
+        let options = SessionOptions {
+            batch_size: spec.subscription.batch_size,
+            frames: spec.frames,
             credit,
-            finished: CancellationToken::new(),
+            exactly_once: spec.exactly_once,
+            max_ids: self.limits.max_read_count,
         };
-        let finished = session.finished.clone();
-        let events = self.subscriptions.open_session(
-            resolved,
-            spec.subscription.batch_size,
-            caller.name(),
-            session,
-        )?;
-        let (confirmations, confirmed) = mpsc::channel(CONFIRMATIONS_BUFFERED);
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the call's settle loop ends with its stream, or when the broker stops"
-        )]
-        tokio::spawn(settler.run(inbound, confirmations, finished, self.stopping.clone()));
-        let messages = framed(events, spec.frames).map(consume_response);
-        Ok(Response::new(Box::pin(
-            messages.merge(ReceiverStream::new(confirmed)),
-        )))
+        let outgoing = open_session(&self.pumps, resolved, options, caller.name(), wire, inbound)?;
+        Ok(Response::new(Box::pin(outgoing.map(consume_response))))
     }
 }

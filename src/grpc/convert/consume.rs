@@ -2,32 +2,18 @@
 //! client's opening credit, and how messages are framed.
 
 use super::subscription;
+use crate::calls::SubscribeSpec;
+use crate::calls::frames::{DEFAULT_FRAME_BYTES, DEFAULT_FRAME_MESSAGES, FrameLimits};
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::pb;
 use crate::model::Backoff;
-use crate::subscription::SubscriptionSpec;
-
-/// Messages per frame when the client does not say.
-pub const DEFAULT_FRAME_MESSAGES: usize = 100;
-
-/// Bytes of message fields per frame when the client does not say.
-pub const DEFAULT_FRAME_BYTES: usize = 1 << 20;
-
-/// How many messages, and bytes of their fields, travel in one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameLimits {
-    /// Messages; at least 1.
-    pub messages: usize,
-    /// Bytes; a message larger than this travels alone.
-    pub bytes: usize,
-}
 
 /// A validated ConsumeOpen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumeSpec {
     /// What to read, as for Subscribe.
-    pub subscription: SubscriptionSpec,
+    pub subscription: SubscribeSpec,
     /// The opening credit (messages, bytes); `None`: no credit accounting.
     pub credit: Option<(u64, u64)>,
     /// How messages are framed.

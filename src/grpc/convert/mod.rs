@@ -11,7 +11,7 @@ pub mod subscriptions;
 #[cfg(test)]
 mod tests;
 
-pub use reads::{fetch, fetch_wait, subscription};
+pub use reads::{fetch, subscription};
 pub use responses::{id_strings, pending_entry};
 
 /// The W3C trace-context header, and the message field it is stored in.

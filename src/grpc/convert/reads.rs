@@ -4,17 +4,17 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{check_len, count, delay, member_name, name, parse};
+use crate::calls::SubscribeSpec;
+use crate::calls::fetch::{FetchSpec, wait_within};
 use crate::config::Limits;
 use crate::delivery::{
-    GroupMembership, MemberSpec, Reading, Replay, Requested, generate_consumer_name,
+    GroupMembership, MemberSpec, ReadMode, Replay, Requested, generate_consumer_name,
     replay_everything,
 };
 use crate::error::{BrokerError, BrokerResult};
-use crate::fetch::FetchSpec;
 use crate::grpc::pb;
 use crate::model::{Backoff, DeliveryPolicy, StartId};
 use crate::store::GroupCursor;
-use crate::subscription::SubscriptionSpec;
 
 /// The reading options Subscribe and Fetch share, borrowed from either request.
 struct ReadOptions<'a> {
@@ -167,7 +167,7 @@ pub fn subscription(
     request: pb::SubscribeRequest,
     limits: &Limits,
     backoff: Backoff,
-) -> BrokerResult<SubscriptionSpec> {
+) -> BrokerResult<SubscribeSpec> {
     let options = read_options!(request);
     let streams = options.stream_names(limits)?;
     let batch_size = count(
@@ -177,7 +177,7 @@ pub fn subscription(
         limits,
     )?;
     let reading = if !options.is_group_mode() {
-        Reading::Tail(options.tail_starts()?)
+        ReadMode::Tail(options.tail_starts()?)
     } else {
         if let Some(i) = request.streams.iter().position(|s| !s.after_id.is_empty()) {
             return Err(BrokerError::invalid(
@@ -201,7 +201,7 @@ pub fn subscription(
         )?;
         membership.requested.max_in_flight = request.max_in_flight.is_some();
         membership.requested.flow_controlled = true;
-        Reading::Group {
+        ReadMode::Group {
             membership,
             // A subscription starts by replaying what this consumer holds.
             cursors: replay_everything(streams.len()),
@@ -213,7 +213,7 @@ pub fn subscription(
             "only applies in group mode; set `group` too",
         ));
     }
-    Ok(SubscriptionSpec {
+    Ok(SubscribeSpec {
         member: MemberSpec {
             streams,
             reading,
@@ -235,7 +235,7 @@ pub fn fetch(
     let streams = options.stream_names(limits)?;
     let count = count("count", request.count, limits.default_batch_size, limits)?;
     let reading = if !options.is_group_mode() {
-        Reading::Tail(options.tail_starts()?)
+        ReadMode::Tail(options.tail_starts()?)
     } else {
         if request.consumer.is_empty() {
             return Err(BrokerError::invalid(
@@ -259,7 +259,7 @@ pub fn fetch(
                 id => parse(&format!("streams[{i}].after_id"), id).map(GroupCursor::PendingAfter),
             })
             .collect::<BrokerResult<_>>()?;
-        Reading::Group {
+        ReadMode::Group {
             membership,
             cursors,
         }
@@ -271,17 +271,10 @@ pub fn fetch(
             replay: Replay::OnePage,
         },
         count,
-        wait: fetch_wait(request.wait_ms, limits.max_fetch_wait, deadline),
+        wait: wait_within(
+            Duration::from_millis(u64::from(request.wait_ms)),
+            limits.max_fetch_wait,
+            deadline,
+        ),
     })
-}
-
-/// The wait a fetch may use: what the client asked, at most the server limit, and ending before
-/// the client's deadline with a margin for the reply to travel (a tenth, at least 50 ms).
-pub fn fetch_wait(requested_ms: u32, max: Duration, deadline: Option<Duration>) -> Duration {
-    let mut wait = Duration::from_millis(u64::from(requested_ms)).min(max);
-    if let Some(deadline) = deadline {
-        let margin = (deadline / 10).max(Duration::from_millis(50));
-        wait = wait.min(deadline.saturating_sub(margin));
-    }
-    wait
 }

@@ -1,15 +1,15 @@
 //! Domain values into response messages: one `From` impl per type, gathered here.
 
 use super::TRACEPARENT;
+use crate::calls::Event;
+use crate::calls::fetch::Fetched;
 use crate::delivery::Resume;
-use crate::fetch::Fetched;
 use crate::grpc::pb;
 use crate::model::{
     AutoClaimed, ConsumerInfo, DeadLetter, Delivery, DeliveryPolicy, Entry, EntryId, Field,
     GroupInfo, HELD_CONSUMER, PARKED_CONSUMER, PendingEntry, PendingState, PendingSummary,
     StreamInfo,
 };
-use crate::subscription::Event;
 
 /// Fetch's result as the response message.
 impl From<Fetched> for pb::FetchResponse {

@@ -6,7 +6,7 @@ use tonic::Code;
 
 use super::*;
 use crate::config::ServeConfig;
-use crate::delivery::Reading;
+use crate::delivery::ReadMode;
 use crate::model::{Backoff, StartId};
 use crate::store::GroupCursor;
 
@@ -141,7 +141,7 @@ fn subscribe_requests_are_checked() {
     let spec = subscription(tail, &limits(), backoff()).unwrap();
     assert_eq!(
         spec.member.reading,
-        Reading::Tail(vec![StartId::After(EntryId::ZERO), StartId::Latest])
+        ReadMode::Tail(vec![StartId::After(EntryId::ZERO), StartId::Latest])
     );
 
     let group = pb::SubscribeRequest {
@@ -154,7 +154,7 @@ fn subscribe_requests_are_checked() {
         .member
         .reading
     {
-        Reading::Group {
+        ReadMode::Group {
             membership: m,
             cursors,
         } => {
@@ -269,22 +269,6 @@ fn grpc_timeouts_parse() {
 }
 
 #[test]
-fn fetch_waits_are_capped_by_the_server_and_the_deadline() {
-    let max = Duration::from_secs(30);
-    assert_eq!(fetch_wait(1000, max, None), Duration::from_secs(1));
-    assert_eq!(fetch_wait(u32::MAX, max, None), max);
-    // A 2 s deadline leaves 200 ms for the reply.
-    assert_eq!(
-        fetch_wait(5000, max, Some(Duration::from_secs(2))),
-        Duration::from_millis(1800)
-    );
-    assert_eq!(
-        fetch_wait(5000, max, Some(Duration::from_millis(40))),
-        Duration::ZERO
-    );
-}
-
-#[test]
 fn fetch_requests_are_checked() {
     let start = |stream: &str, after: &str| pb::StreamStart {
         stream: stream.into(),
@@ -301,7 +285,7 @@ fn fetch_requests_are_checked() {
         .member
         .reading
     {
-        Reading::Group { cursors, .. } => assert_eq!(
+        ReadMode::Group { cursors, .. } => assert_eq!(
             cursors,
             [
                 GroupCursor::New,

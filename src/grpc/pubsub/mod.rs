@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::calls::Pumps;
 use crate::config::Limits;
 use crate::delivery::DeliveryCore;
 use crate::store::Store;
-use crate::subscription::Subscriptions;
 use records::Records;
 
 /// The StreamingPull response stream.
@@ -56,18 +56,18 @@ impl<S> Clone for PubsubService<S> {
 
 struct Shared<S> {
     core: DeliveryCore<S>,
-    subscriptions: Subscriptions<S>,
+    pumps: Pumps<S>,
     limits: Arc<Limits>,
     records: Records<S>,
     stopping: CancellationToken,
 }
 
 impl<S: Store> PubsubService<S> {
-    /// Serves Pub/Sub through `core`; StreamingPull sessions start through `subscriptions` and
+    /// Serves Pub/Sub through `core`; StreamingPull sessions start through `pumps` and
     /// end when `stopping` is cancelled.
     pub fn new(
         core: DeliveryCore<S>,
-        subscriptions: Subscriptions<S>,
+        pumps: Pumps<S>,
         limits: Arc<Limits>,
         stopping: CancellationToken,
     ) -> Self {
@@ -75,7 +75,7 @@ impl<S: Store> PubsubService<S> {
             shared: Arc::new(Shared {
                 records: Records::new(core.store().clone()),
                 core,
-                subscriptions,
+                pumps,
                 limits,
                 stopping,
             }),

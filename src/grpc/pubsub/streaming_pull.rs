@@ -1,301 +1,250 @@
-//! StreamingPull, the Pub/Sub clients' default way to receive: a Consume session in Pub/Sub's
-//! words. Reading is the subscription pump (frames of what is ready, the stream's
-//! `max_outstanding_messages` as the member's in-flight limit); acks and deadline changes that
-//! arrive on the stream go through the same [`Settler`] as Consume's, requests already
-//! received taken together, consecutive acks in one round trip. With exactly-once delivery
-//! every request is answered with the confirmations the clients wait for.
+//! StreamingPull, the Pub/Sub clients' default way to receive: a session
+//! ([`open_session`](crate::calls::session::open_session)) in Pub/Sub's words. Reading is the
+//! subscription pump (frames of what is ready, the stream's `max_outstanding_messages` as the
+//! member's in-flight limit); this file only translates: ack ids and deadline changes into
+//! settle requests, and, with exactly-once delivery, what became of them into the
+//! confirmations the clients wait for.
 
-use std::collections::HashMap;
-
-use futures_util::FutureExt;
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ack_ids;
-use super::subscriber::{Target, member_request, received};
+use super::subscriber::{Target, received};
 use super::{PubsubService, StreamingPullStream, pb};
 use crate::auth::{Caller, Permission};
-use crate::delivery::Reading;
+use crate::calls::Event;
+use crate::calls::frames::{Frame, FrameLimits};
+use crate::calls::session::{
+    Outgoing, SessionMember, SessionOptions, SessionWire, Step, open_session,
+};
+use crate::calls::settle::{Refusal, SettleKind, SettleOutcome, SettleRequest, Settled};
 use crate::error::{BrokerError, BrokerResult};
-use crate::grpc::convert;
-use crate::grpc::frames::{Frame, framed};
-use crate::grpc::pb as sg;
-use crate::grpc::settle::{Settler, Settling};
+use crate::model::EntryId;
 use crate::store::Store;
-use crate::subscription::{Event, Session};
-
-/// Most requests already received that are applied together.
-const SETTLE_BATCH: usize = 64;
 
 /// The in-flight limit of a stream whose client sets none (the clients' own default).
 const DEFAULT_MAX_OUTSTANDING: i64 = 1000;
 
-/// One StreamingPull request's acks and deadline changes as settle requests, with the ack id
-/// of every entry id (to answer in the client's terms).
-struct Translated {
-    settles: Vec<(Settling, sg::Settle)>,
-    ack_ids: HashMap<String, String>,
+/// How a StreamingPull spells a session: ack ids in, confirmations out.
+struct PullWire {
+    /// The topic's stream: the one every ack id settles on.
+    stream: String,
+    /// The session's consumer: with exactly-once delivery, only its ack ids are valid.
+    consumer: String,
+    exactly_once: bool,
+}
+
+/// What a request's settle requests were, to answer in the client's terms.
+#[derive(Default)]
+struct Note {
+    /// Per settle request given, in order: whether it acks (or modifies a deadline), and the
+    /// ack id of each of its ids.
+    settles: Vec<(bool, Vec<String>)>,
     /// Ack ids that are not this stream's to settle (malformed, or, with exactly-once
     /// delivery, delivered to another member).
     invalid_acks: Vec<String>,
     invalid_modacks: Vec<String>,
 }
 
-/// The session's side of settling: the member it acts for and the mapping back.
-struct Settle<S> {
-    settler: Settler<S>,
-    stream: String,
-    exactly_once: bool,
+/// Deadline changes are one per ack id, each between 0 (a nack) and 600 seconds.
+fn check_deadlines(request: &pb::StreamingPullRequest) -> BrokerResult<()> {
+    if request.modify_deadline_seconds.len() != request.modify_deadline_ack_ids.len() {
+        return Err(BrokerError::invalid(
+            "modify_deadline_seconds",
+            "must have one deadline per entry of modify_deadline_ack_ids",
+        ));
+    }
+    match request
+        .modify_deadline_seconds
+        .iter()
+        .find(|s| !(0..=600).contains(*s))
+    {
+        Some(seconds) => Err(BrokerError::invalid(
+            "modify_deadline_seconds",
+            format!("{seconds} is not between 0 (nack) and 600"),
+        )),
+        None => Ok(()),
+    }
 }
 
-impl<S: Store> Settle<S> {
-    /// Splits a request into settle requests: acks; a deadline of 0 (a nack); others (an
-    /// extension: the member's deadline starts again).
-    fn translate(&self, request: &pb::StreamingPullRequest) -> BrokerResult<Translated> {
-        if request.modify_deadline_seconds.len() != request.modify_deadline_ack_ids.len() {
-            return Err(BrokerError::invalid(
-                "modify_deadline_seconds",
-                "must have one deadline per entry of modify_deadline_ack_ids",
-            ));
-        }
-        let mut translated = Translated {
-            settles: Vec::new(),
-            ack_ids: HashMap::new(),
-            invalid_acks: Vec::new(),
-            invalid_modacks: Vec::new(),
-        };
-        let acks = self.entry_ids(
-            request.ack_ids.iter(),
-            &mut translated.ack_ids,
-            &mut translated.invalid_acks,
-        );
-        let (mut nacked, mut extended) = (Vec::new(), Vec::new());
-        for (seconds, ack_id) in request
-            .modify_deadline_seconds
-            .iter()
-            .zip(&request.modify_deadline_ack_ids)
-        {
-            if !(0..=600).contains(seconds) {
-                return Err(BrokerError::invalid(
-                    "modify_deadline_seconds",
-                    format!("{seconds} is not between 0 (nack) and 600"),
-                ));
-            }
-            if *seconds == 0 {
-                nacked.push(ack_id);
-            } else {
-                extended.push(ack_id);
-            }
-        }
-        let nacks = self.entry_ids(
-            nacked.into_iter(),
-            &mut translated.ack_ids,
-            &mut translated.invalid_modacks,
-        );
-        let extends = self.entry_ids(
-            extended.into_iter(),
-            &mut translated.ack_ids,
-            &mut translated.invalid_modacks,
-        );
-        for (settling, ids) in [
-            (Settling::Ack, acks),
-            (Settling::Nack, nacks),
-            (Settling::Extend, extends),
-        ] {
-            if !ids.is_empty() {
-                translated.settles.push((
-                    settling,
-                    sg::Settle {
-                        request_id: 0,
-                        stream: self.stream.clone(),
-                        ids,
-                        delay_ms: None,
-                    },
-                ));
-            }
-        }
-        Ok(translated)
-    }
-
-    /// The entry ids of `ack_ids` this session may settle (remembering each one's ack id);
-    /// the others (malformed, or with exactly-once delivery another member's) into `invalid`.
+impl PullWire {
+    /// The entry ids of `ack_ids` this session may settle, beside their ack ids; the others
+    /// (malformed, or with exactly-once delivery another member's) into `invalid`.
     fn entry_ids<'a>(
         &self,
         ack_ids: impl Iterator<Item = &'a String>,
-        by_entry: &mut HashMap<String, String>,
         invalid: &mut Vec<String>,
-    ) -> Vec<String> {
-        let mut ids = Vec::new();
+    ) -> (Vec<EntryId>, Vec<String>) {
+        let mut valid = (Vec::new(), Vec::new());
         for ack_id in ack_ids {
             match ack_ids::decode(ack_id) {
-                Some((id, consumer)) if !self.exactly_once || consumer == self.settler.consumer => {
-                    by_entry.insert(id.to_string(), ack_id.clone());
-                    ids.push(id.to_string());
+                Some((id, consumer)) if !self.exactly_once || consumer == self.consumer => {
+                    valid.0.push(id);
+                    valid.1.push(ack_id.clone());
                 }
                 _ => invalid.push(ack_id.clone()),
             }
         }
-        ids
+        valid
     }
 
-    /// Applies the requests taken together; with exactly-once delivery, the confirmations.
-    async fn apply(&self, requests: Vec<Translated>) -> Vec<pb::StreamingPullResponse> {
-        let mut checked = Vec::new();
-        let mut kinds = Vec::new();
-        let mut ack_ids = HashMap::new();
-        let mut acks = pb::streaming_pull_response::AcknowledgeConfirmation::default();
-        let mut modacks = pb::streaming_pull_response::ModifyAckDeadlineConfirmation::default();
-        for request in requests {
-            ack_ids.extend(request.ack_ids);
-            acks.invalid_ack_ids.extend(request.invalid_acks);
-            modacks.invalid_ack_ids.extend(request.invalid_modacks);
-            for (settling, settle) in request.settles {
-                kinds.push(settling);
-                checked.push(self.settler.check(settling, settle));
+    /// Splits a request into settle requests: acks; a deadline of 0 (a nack); others (an
+    /// extension: the member's deadline starts again).
+    fn translate(
+        &self,
+        request: &pb::StreamingPullRequest,
+    ) -> BrokerResult<(Note, Vec<Result<SettleRequest, Refusal>>)> {
+        check_deadlines(request)?;
+        let mut note = Note::default();
+        let acks = self.entry_ids(request.ack_ids.iter(), &mut note.invalid_acks);
+        let (nacked, extended): (Vec<_>, Vec<_>) = request
+            .modify_deadline_seconds
+            .iter()
+            .zip(&request.modify_deadline_ack_ids)
+            .partition(|(seconds, _)| **seconds == 0);
+        let nacks = self.entry_ids(
+            nacked.into_iter().map(|(_, a)| a),
+            &mut note.invalid_modacks,
+        );
+        let extends = self.entry_ids(
+            extended.into_iter().map(|(_, a)| a),
+            &mut note.invalid_modacks,
+        );
+        let mut settles = Vec::new();
+        for (kind, (ids, ack_ids)) in [
+            (SettleKind::Ack, acks),
+            (SettleKind::Nack { delay: None }, nacks),
+            (SettleKind::Extend, extends),
+        ] {
+            if !ids.is_empty() {
+                note.settles.push((kind == SettleKind::Ack, ack_ids));
+                settles.push(Ok(SettleRequest {
+                    kind,
+                    stream: self.stream.clone(),
+                    ids,
+                }));
             }
         }
-        let confirmations = self.settler.apply(checked).await;
+        Ok((note, settles))
+    }
+}
+
+/// The three lists both of Pub/Sub's confirmations carry.
+#[derive(Default)]
+struct Confirmed {
+    ok: Vec<String>,
+    invalid: Vec<String>,
+    temporary: Vec<String>,
+}
+
+impl Confirmed {
+    /// Sorts the ack ids of one settle request by what became of it.
+    fn add(&mut self, ack_ids: Vec<String>, settled: Settled) {
+        match settled {
+            Ok(outcomes) => {
+                for (ack_id, outcome) in ack_ids.into_iter().zip(outcomes) {
+                    match outcome {
+                        SettleOutcome::Applied => self.ok.push(ack_id),
+                        _ => self.invalid.push(ack_id),
+                    }
+                }
+            }
+            Err(Refusal::Failed(_)) => self.temporary.extend(ack_ids),
+            Err(Refusal::Invalid(_)) => self.invalid.extend(ack_ids),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ok.is_empty() && self.invalid.is_empty() && self.temporary.is_empty()
+    }
+}
+
+impl SessionWire for PullWire {
+    type Request = pb::StreamingPullRequest;
+    type Note = Note;
+    type Answer = pb::StreamingPullResponse;
+
+    fn take(&mut self, request: pb::StreamingPullRequest) -> Step<Note> {
+        match self.translate(&request) {
+            Ok((note, settles)) => Step::Settle(note, settles),
+            Err(err) => Step::End(Some(err)),
+        }
+    }
+
+    /// With exactly-once delivery, one acknowledgement and one deadline confirmation for the
+    /// requests taken together; without, nothing (the clients expect none).
+    fn answer(&mut self, settled: Vec<(Note, Vec<Settled>)>) -> Vec<pb::StreamingPullResponse> {
         if !self.exactly_once {
             return Vec::new();
         }
-        let client_id = |id: String| ack_ids.get(&id).cloned().unwrap_or(id);
-        for (settling, confirmation) in kinds.into_iter().zip(confirmations) {
-            let succeeded = confirmation.succeeded.into_iter().map(&client_id);
-            let (ok, invalid, temporary) = match settling {
-                Settling::Ack => (
-                    &mut acks.ack_ids,
-                    &mut acks.invalid_ack_ids,
-                    &mut acks.temporary_failed_ack_ids,
-                ),
-                _ => (
-                    &mut modacks.ack_ids,
-                    &mut modacks.invalid_ack_ids,
-                    &mut modacks.temporary_failed_ack_ids,
-                ),
-            };
-            ok.extend(succeeded);
-            for failure in confirmation.failed {
-                let id = client_id(failure.id);
-                if failure.reason == sg::SettleFailureReason::Failed as i32 {
-                    temporary.push(id);
-                } else {
-                    invalid.push(id);
-                }
+        let (mut acks, mut modacks) = (Confirmed::default(), Confirmed::default());
+        for (note, settled) in settled {
+            acks.invalid.extend(note.invalid_acks);
+            modacks.invalid.extend(note.invalid_modacks);
+            for ((is_ack, ack_ids), settled) in note.settles.into_iter().zip(settled) {
+                let confirmed = if is_ack { &mut acks } else { &mut modacks };
+                confirmed.add(ack_ids, settled);
             }
         }
+        use pb::streaming_pull_response::{AcknowledgeConfirmation, ModifyAckDeadlineConfirmation};
         let mut responses = Vec::new();
-        if !(acks.ack_ids.is_empty()
-            && acks.invalid_ack_ids.is_empty()
-            && acks.temporary_failed_ack_ids.is_empty())
-        {
+        if !acks.is_empty() {
             responses.push(pb::StreamingPullResponse {
-                acknowledge_confirmation: Some(acks),
+                acknowledge_confirmation: Some(AcknowledgeConfirmation {
+                    ack_ids: acks.ok,
+                    invalid_ack_ids: acks.invalid,
+                    unordered_ack_ids: Vec::new(),
+                    temporary_failed_ack_ids: acks.temporary,
+                }),
                 ..Default::default()
             });
         }
-        if !(modacks.ack_ids.is_empty()
-            && modacks.invalid_ack_ids.is_empty()
-            && modacks.temporary_failed_ack_ids.is_empty())
-        {
+        if !modacks.is_empty() {
             responses.push(pb::StreamingPullResponse {
-                modify_ack_deadline_confirmation: Some(modacks),
+                modify_ack_deadline_confirmation: Some(ModifyAckDeadlineConfirmation {
+                    ack_ids: modacks.ok,
+                    invalid_ack_ids: modacks.invalid,
+                    temporary_failed_ack_ids: modacks.temporary,
+                }),
                 ..Default::default()
             });
         }
         responses
     }
-
-    /// Takes the client's requests until it half-closes, goes away or the broker stops, then
-    /// ends the session's reading (`finished`). A malformed request ends the call with
-    /// INVALID_ARGUMENT, after what came before it was applied.
-    async fn run(
-        self,
-        first: Translated,
-        mut inbound: Streaming<pb::StreamingPullRequest>,
-        out: mpsc::Sender<Result<pb::StreamingPullResponse, Status>>,
-        finished: CancellationToken,
-        stopping: CancellationToken,
-    ) {
-        let mut pending = vec![first];
-        let mut open = true;
-        while open {
-            let mut broken = None;
-            while pending.len() < SETTLE_BATCH {
-                let request = if pending.is_empty() {
-                    tokio::select! {
-                        biased;
-                        _ = stopping.cancelled() => None,
-                        _ = out.closed() => None,
-                        request = inbound.message() => Some(request),
-                    }
-                } else {
-                    inbound.message().now_or_never()
-                };
-                match request {
-                    None if pending.is_empty() => {
-                        open = false;
-                        break;
-                    }
-                    None => break,
-                    Some(Ok(Some(request))) => match self.translate(&request) {
-                        Ok(translated) => pending.push(translated),
-                        Err(err) => {
-                            broken = Some(Status::from(err));
-                            open = false;
-                            break;
-                        }
-                    },
-                    // Half-closed, or the client's side failed: the client is done.
-                    Some(Ok(None) | Err(_)) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
-            let answers = self.apply(std::mem::take(&mut pending)).await;
-            for answer in answers.into_iter().map(Ok).chain(broken.map(Err)) {
-                if out.send(answer).await.is_err() {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        finished.cancel();
-    }
 }
 
-/// A frame of the pump as a StreamingPull response; `None` for what Pub/Sub has no word for.
+/// What the session sends, as a StreamingPull response; `None` for what Pub/Sub has no word
+/// for.
 fn response(
-    frame: Frame,
+    out: Outgoing<pb::StreamingPullResponse>,
     consumer: &str,
     attempts: bool,
     properties: pb::streaming_pull_response::SubscriptionProperties,
 ) -> Option<Result<pb::StreamingPullResponse, Status>> {
-    match frame {
-        Frame::Messages(deliveries) => Some(Ok(pb::StreamingPullResponse {
-            received_messages: deliveries
-                .into_iter()
-                .map(|d| received(d, consumer, attempts))
-                .collect(),
-            subscription_properties: Some(properties),
-            ..Default::default()
-        })),
-        Frame::Event(Ok(Event::Message(delivery))) => Some(Ok(pb::StreamingPullResponse {
-            received_messages: vec![received(delivery, consumer, attempts)],
-            subscription_properties: Some(properties),
-            ..Default::default()
-        })),
-        Frame::Event(Ok(Event::Started { .. } | Event::Heartbeat)) => None,
-        Frame::Event(Err(err)) => Some(Err(err.into())),
-    }
+    let deliveries = match out {
+        Outgoing::Frame(Frame::Messages(deliveries)) => deliveries,
+        Outgoing::Frame(Frame::Event(Ok(Event::Message(delivery)))) => vec![delivery],
+        Outgoing::Frame(Frame::Event(Ok(Event::Started { .. } | Event::Heartbeat))) => {
+            return None;
+        }
+        Outgoing::Frame(Frame::Event(Err(err))) | Outgoing::Broken(err) => {
+            return Some(Err(err.into()));
+        }
+        Outgoing::Answer(answer) => return Some(Ok(answer)),
+    };
+    Some(Ok(pb::StreamingPullResponse {
+        received_messages: deliveries
+            .into_iter()
+            .map(|d| received(d, consumer, attempts))
+            .collect(),
+        subscription_properties: Some(properties),
+        ..Default::default()
+    }))
 }
 
 impl<S: Store> PubsubService<S> {
     /// Opens the session from its first request (the subscription, its deadline and flow
-    /// control, maybe acks already), starts the pump and the settle loop, merges what both send.
+    /// control, maybe acks already, settled as the session's first request).
     pub(super) async fn streaming_pull_call(
         &self,
         request: Request<Streaming<pb::StreamingPullRequest>>,
@@ -314,68 +263,46 @@ impl<S: Store> PubsubService<S> {
             )
             .into());
         }
+        check_deadlines(&first)?;
         let max_outstanding = match first.max_outstanding_messages {
             n if n <= 0 => DEFAULT_MAX_OUTSTANDING,
             n => n,
         };
+        let max_outstanding = u64::from(u32::try_from(max_outstanding).unwrap_or(u32::MAX));
         let exactly_once = target.subscription.enable_exactly_once_delivery;
         let shared = &self.shared;
-        let read = member_request(&target, "", 0);
-        let open = sg::ConsumeOpen {
-            streams: read.streams,
-            group: read.group,
-            max_in_flight: Some(u32::try_from(max_outstanding).unwrap_or(u32::MAX)),
-            exactly_once,
-            ..Default::default()
-        };
-        let spec = convert::consume::consume(open, &shared.limits, shared.core.backoff())?;
-        let caller = Caller::current();
-        let resolved = shared.core.resolve(spec.subscription.member).await?;
-        let Reading::Group { membership, .. } = resolved.reading() else {
-            return Err(BrokerError::Internal("a StreamingPull without a group".into()).into());
-        };
-        let consumer = membership.consumer.clone();
-        let settle = Settle {
-            settler: Settler {
-                core: shared.core.clone(),
-                limits: shared.limits.clone(),
-                streams: vec![target.stream.clone()],
-                group: membership.group.clone(),
-                consumer: consumer.clone(),
-                credit: None,
-                exactly_once,
-            },
+        let member = self.member(&target, None, Some(max_outstanding));
+        let resolved = shared.core.resolve(member).await?;
+        let consumer = SessionMember::of(&resolved)?.consumer;
+        let wire = PullWire {
             stream: target.stream.clone(),
+            consumer: consumer.clone(),
             exactly_once,
         };
-        let first = settle.translate(&first)?;
-        let session = Session {
+        let options = SessionOptions {
+            batch_size: shared.limits.default_batch_size,
+            frames: FrameLimits::defaults(shared.limits.max_read_count),
             credit: None,
-            finished: CancellationToken::new(),
+            exactly_once,
+            max_ids: shared.limits.max_read_count,
         };
-        let finished = session.finished.clone();
-        let events = shared.subscriptions.open_session(
+        let inbound = tokio_stream::iter([Ok(first)]).chain(inbound);
+        let outgoing = open_session(
+            &shared.pumps,
             resolved,
-            spec.subscription.batch_size,
-            caller.name(),
-            session,
+            options,
+            Caller::current().name(),
+            wire,
+            inbound,
         )?;
-        let (out, answers) = mpsc::channel(SETTLE_BATCH);
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the call's settle loop ends with its stream, or when the broker stops"
-        )]
-        tokio::spawn(settle.run(first, inbound, out, finished, shared.stopping.clone()));
         let attempts = target.subscription.dead_letter_policy.is_some();
         let properties = pb::streaming_pull_response::SubscriptionProperties {
             exactly_once_delivery_enabled: exactly_once,
             // The clients read it to know the stream's messages come in key order.
             message_ordering_enabled: target.subscription.enable_message_ordering,
         };
-        let messages = framed(events, spec.frames)
-            .filter_map(move |frame| response(frame, &consumer, attempts, properties));
-        Ok(Response::new(Box::pin(
-            messages.merge(ReceiverStream::new(answers)),
-        )))
+        Ok(Response::new(Box::pin(outgoing.filter_map(move |out| {
+            response(out, &consumer, attempts, properties)
+        }))))
     }
 }

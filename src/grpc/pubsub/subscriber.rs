@@ -14,12 +14,13 @@ use super::records::page;
 use super::settings::{normalized, policy, refuse_unsupported_subscription};
 use super::{PubsubService, StreamingPullStream, pb};
 use crate::auth::{Caller, Permission};
-use crate::delivery::SeekTarget;
+use crate::calls::fetch::{fetch, wait_within};
+use crate::delivery::{GroupMembership, MemberSpec, OwnSettings, SeekTarget};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert;
-use crate::grpc::pb as sg;
 use crate::model::{
-    AckOutcome, Delivery, EntryId, StartId, Subscription, SubscriptionPolicy, millis,
+    AckOutcome, Delivery, DeliveryPolicy, EntryId, StartId, Subscription, SubscriptionPolicy,
+    millis,
 };
 use crate::store::{Store, StoreError};
 
@@ -59,6 +60,34 @@ impl<S: Store> PubsubService<S> {
             max_in_flight: 0,
             ..SubscriptionPolicy::default()
         }
+    }
+
+    /// What a Pub/Sub reader of `target` reads: the subscription's group on its topic's
+    /// stream, as `consumer` (`None`: a generated name), its stored policy applying and the
+    /// server's defaults where the policy sets nothing; `max_in_flight`: the reader's own limit.
+    pub(super) fn member(
+        &self,
+        target: &Target,
+        consumer: Option<&str>,
+        max_in_flight: Option<u64>,
+    ) -> MemberSpec {
+        let limits = &self.shared.limits;
+        let defaults = OwnSettings {
+            delivery: DeliveryPolicy {
+                ack_deadline: limits.default_ack_deadline,
+                backoff: self.shared.core.backoff(),
+                max_deliveries: u64::from(limits.default_max_deliveries),
+                dead_letter_stream: None,
+            },
+            max_in_flight: u64::from(limits.default_max_in_flight),
+        };
+        let membership = GroupMembership::of_stored(
+            target.group().to_owned(),
+            consumer.map(str::to_owned),
+            defaults,
+            max_in_flight,
+        );
+        MemberSpec::group_member(target.stream.clone(), membership)
     }
 
     /// The subscription named by `text`, the caller allowed `permission` on its topic's stream.
@@ -138,21 +167,6 @@ pub(super) fn received(delivery: Delivery, consumer: &str, attempts: bool) -> pb
         ack_id: ack_ids::encode(delivery.entry.id, consumer),
         message: Some(from_entry(delivery.entry)),
         delivery_attempt,
-    }
-}
-
-/// A streamgate group-read request for a Pub/Sub member: the subscription's group on its
-/// topic's stream, its stored policy applying.
-pub(super) fn member_request(target: &Target, consumer: &str, batch: u32) -> sg::SubscribeRequest {
-    sg::SubscribeRequest {
-        streams: vec![sg::StreamStart {
-            stream: target.stream.clone(),
-            after_id: String::new(),
-        }],
-        group: target.group().to_owned(),
-        consumer: consumer.to_owned(),
-        batch_size: batch,
-        ..Default::default()
     }
 }
 
@@ -430,20 +444,16 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             return Err(BrokerError::invalid("max_messages", "must be at least 1").into());
         }
         let count = (request.max_messages as usize).min(self.shared.limits.max_read_count);
-        let spec = convert::subscription(
-            member_request(&target, PULL_CONSUMER, count as u32),
-            &self.shared.limits,
-            self.shared.core.backoff(),
-        )?;
-        let resolved = self.shared.core.resolve(spec.member).await?;
+        let member = self.member(&target, Some(PULL_CONSUMER), None);
+        let resolved = self.shared.core.resolve(member).await?;
         // Pub/Sub's Pull waits for messages unless told to return at once; within the call's
         // own deadline, and at most as long as a Fetch may wait.
         let most = self.shared.limits.max_fetch_wait;
         let wait = match request.return_immediately {
             true => Duration::ZERO,
-            false => wait.map_or(most, |w| w.mul_f64(0.9).min(most)),
+            false => wait_within(most, most, wait),
         };
-        let fetched = crate::fetch::fetch(
+        let fetched = fetch(
             &self.shared.core,
             resolved,
             count,

@@ -7,10 +7,35 @@ use futures_util::StreamExt as _;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::subscribe::{Event, EventReceiver};
 use crate::error::BrokerResult;
-use crate::grpc::convert::consume::FrameLimits;
 use crate::model::Delivery;
-use crate::subscription::{Event, EventReceiver};
+
+/// Messages per frame when the client does not say.
+pub const DEFAULT_FRAME_MESSAGES: usize = 100;
+
+/// Bytes of message fields per frame when the client does not say.
+pub const DEFAULT_FRAME_BYTES: usize = 1 << 20;
+
+/// How many messages, and bytes of their fields, travel in one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Messages; at least 1.
+    pub messages: usize,
+    /// Bytes; a message larger than this travels alone.
+    pub bytes: usize,
+}
+
+impl FrameLimits {
+    /// The defaults, for a client that does not say: at most `max_messages` (the server's read
+    /// limit) per frame.
+    pub fn defaults(max_messages: usize) -> Self {
+        Self {
+            messages: DEFAULT_FRAME_MESSAGES.min(max_messages),
+            bytes: DEFAULT_FRAME_BYTES,
+        }
+    }
+}
 
 /// One frame of a framed subscription.
 #[derive(Debug)]

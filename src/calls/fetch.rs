@@ -38,6 +38,18 @@ pub struct Fetched {
     pub next: Vec<(String, Resume)>,
 }
 
+/// The wait a fetch or a pull may use: what the client asked, at most the server's limit, and
+/// ending before the client's deadline (`grpc-timeout`) with a margin for the reply to travel
+/// (a tenth, at least 50 ms), so that an empty batch arrives instead of DEADLINE_EXCEEDED.
+pub fn wait_within(requested: Duration, max: Duration, deadline: Option<Duration>) -> Duration {
+    let mut wait = requested.min(max);
+    if let Some(deadline) = deadline {
+        let margin = (deadline / 10).max(Duration::from_millis(50));
+        wait = wait.min(deadline.saturating_sub(margin));
+    }
+    wait
+}
+
 /// Runs one fetch of `spec`, at most `count` messages, waiting up to `wait` for some.
 /// `stopping` ends a wait early (the server is shutting down): the call then returns what it
 /// has, an empty batch, rather than holding the drain up.
@@ -80,5 +92,21 @@ pub async fn fetch<S: Store>(
             _ = tokio::time::sleep_until(deadline) => return Ok(finish(deliveries)),
             _ = stopping.cancelled() => return Ok(finish(deliveries)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_capped_by_the_server_and_the_deadline() {
+        let max = Duration::from_secs(30);
+        let ms = Duration::from_millis;
+        assert_eq!(wait_within(ms(1000), max, None), ms(1000));
+        assert_eq!(wait_within(Duration::MAX, max, None), max);
+        // A 2 s deadline leaves 200 ms for the reply.
+        assert_eq!(wait_within(ms(5000), max, Some(ms(2000))), ms(1800));
+        assert_eq!(wait_within(ms(5000), max, Some(ms(40))), Duration::ZERO);
     }
 }

@@ -23,13 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::guards::{AtLimit, OpenGuard, Outage, PerPrincipal};
 use crate::delivery::{Batch, Credit, DeliveryCore, Member, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
 use crate::model::{Delivery, EntryId};
 use crate::store::Store;
-use guards::{AtLimit, OpenGuard, Outage, PerPrincipal};
-
-mod guards;
 
 /// What a subscription emits, in order: `Started` once, then messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +47,7 @@ pub enum Event {
 
 /// A validated Subscribe request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriptionSpec {
+pub struct SubscribeSpec {
     /// What to read, and how.
     pub member: crate::delivery::MemberSpec,
     /// Messages per read.
@@ -61,19 +59,20 @@ pub type EventReceiver = mpsc::Receiver<BrokerResult<Event>>;
 
 /// Starts and counts subscription pumps.
 #[derive(Clone)]
-pub struct Subscriptions<S> {
-    core: DeliveryCore<S>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+pub struct Pumps<S> {
+    pub(super) core: DeliveryCore<S>,
+    pub(super) shutdown: CancellationToken,
+    /// Every task a call leaves running (pumps, settle loops): the server waits for them.
+    pub(super) tracker: TaskTracker,
     open: Arc<AtomicUsize>,
     idle_recheck: Duration,
-    limits: SubscriptionLimits,
+    limits: PumpLimits,
     per_principal: PerPrincipal,
 }
 
 /// How many subscriptions may be open at once, and how quiet one may stay.
 #[derive(Debug, Clone, Copy)]
-pub struct SubscriptionLimits {
+pub struct PumpLimits {
     /// On this broker.
     pub total: usize,
     /// Per principal (callers without one share no limit but the total).
@@ -82,7 +81,7 @@ pub struct SubscriptionLimits {
     pub heartbeat: Duration,
 }
 
-impl<S: Store> Subscriptions<S> {
+impl<S: Store> Pumps<S> {
     /// Pumps stop when `shutdown` is cancelled, ending their streams with UNAVAILABLE; the
     /// tracker lets the server wait for them.
     pub fn new(
@@ -90,7 +89,7 @@ impl<S: Store> Subscriptions<S> {
         shutdown: CancellationToken,
         tracker: TaskTracker,
         idle_recheck: Duration,
-        limits: SubscriptionLimits,
+        limits: PumpLimits,
     ) -> Self {
         Self {
             core,
@@ -103,7 +102,7 @@ impl<S: Store> Subscriptions<S> {
         }
     }
 
-    /// Subscriptions whose pump is still running.
+    /// Pumps whose pump is still running.
     pub fn open_count(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
@@ -117,12 +116,12 @@ impl<S: Store> Subscriptions<S> {
         batch_size: usize,
         principal: &str,
     ) -> BrokerResult<EventReceiver> {
-        self.open_session(spec, batch_size, principal, Session::default())
+        self.open_with(spec, batch_size, principal, Session::default())
     }
 
     /// [`open`](Self::open) for a session that grants credit and can end its reading while the
-    /// call goes on (Consume).
-    pub fn open_session(
+    /// call goes on ([`open_session`](super::session::open_session)).
+    pub(super) fn open_with(
         &self,
         spec: ResolvedSpec,
         batch_size: usize,
@@ -155,10 +154,10 @@ impl<S: Store> Subscriptions<S> {
         // Room for one batch: the pump reads the next one only once this one is taken.
         let (tx, rx) = mpsc::channel(batch_size.max(1));
         let span = match spec.reading() {
-            crate::delivery::Reading::Group { membership, .. } => {
+            crate::delivery::ReadMode::Group { membership, .. } => {
                 tracing::info_span!("subscription", streams = ?spec.streams(), group = %membership.group, consumer = %membership.consumer)
             }
-            crate::delivery::Reading::Tail(_) => {
+            crate::delivery::ReadMode::Tail(_) => {
                 tracing::info_span!("subscription", streams = ?spec.streams())
             }
         };
