@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cli::{ClientCommand, ClientOptions};
+use crate::model::{Backoff, SubscriptionPolicy, millis};
 
 /// streamgate: Redis Streams behind a typed gRPC API.
 #[derive(Debug, Parser)]
@@ -294,6 +295,26 @@ pub struct Limits {
     /// Longest wait a Fetch may ask for (`wait_ms`); a longer one is cut to this.
     #[arg(long, env = "STREAMGATE_MAX_FETCH_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_fetch_wait: Duration,
+}
+
+impl Limits {
+    /// What a new stored subscription gets where its request leaves a setting unset (Admin's
+    /// and Pub/Sub's alike): the server's deadline, delivery limit and in-flight limit, and
+    /// redelivery with `backoff` (the server's).
+    pub fn default_policy(&self, backoff: Backoff) -> SubscriptionPolicy {
+        SubscriptionPolicy {
+            ack_deadline_ms: millis(self.default_ack_deadline),
+            backoff_min_ms: backoff.min_ms(),
+            backoff_max_ms: backoff.max_ms(),
+            max_deliveries: u64::from(self.default_max_deliveries),
+            dead_letter_stream: None,
+            max_in_flight: u64::from(self.default_max_in_flight),
+            paused: false,
+            filter: None,
+            ordered: false,
+            dead_letter_expired: false,
+        }
+    }
 }
 
 impl ServeConfig {

@@ -36,6 +36,7 @@ pub mod reading;
 pub mod redelivery;
 pub mod retention;
 pub mod seek;
+mod stored;
 pub mod topics;
 
 #[cfg(test)]

@@ -6,11 +6,11 @@ use tonic::{Request, Response};
 use super::{AdminService, RpcResult};
 use crate::auth::{Caller, Permission};
 use crate::delivery::SeekTarget;
-use crate::error::{BrokerError, BrokerResult};
+use crate::error::BrokerError;
 use crate::grpc::convert::{self, subscriptions::policy};
 use crate::grpc::pb;
-use crate::model::{StartId, Subscription, SubscriptionPolicy, millis};
-use crate::store::{Store, StoreError};
+use crate::model::{StartId, Subscription, SubscriptionPolicy};
+use crate::store::Store;
 
 /// The reply of the calls that answer with one subscription.
 fn answer(
@@ -29,46 +29,6 @@ fn answer(
 }
 
 impl<S: Store> AdminService<S> {
-    /// What a new subscription gets where its request leaves a field unset.
-    fn default_policy(&self) -> SubscriptionPolicy {
-        let limits = &self.limits;
-        SubscriptionPolicy {
-            ack_deadline_ms: millis(limits.default_ack_deadline),
-            backoff_min_ms: self.backoff.min_ms(),
-            backoff_max_ms: self.backoff.max_ms(),
-            max_deliveries: u64::from(limits.default_max_deliveries),
-            dead_letter_stream: None,
-            max_in_flight: u64::from(limits.default_max_in_flight),
-            paused: false,
-            filter: None,
-            ordered: false,
-            dead_letter_expired: false,
-        }
-    }
-
-    /// The stream, or a topic's partitions.
-    async fn streams_of(&self, stream: &str) -> BrokerResult<Vec<String>> {
-        Ok(match self.topics.partitions(stream).await? {
-            Some(count) => self.topics.streams_of(stream, count),
-            None => vec![stream.to_owned()],
-        })
-    }
-
-    /// The group on the stream, or on every partition of a topic, created where missing.
-    async fn ensure_group(&self, stream: &str, group: &str, start: StartId) -> BrokerResult<()> {
-        for stream in self.streams_of(stream).await? {
-            match self
-                .store
-                .create_group(&stream, group, start, true, None)
-                .await
-            {
-                Ok(()) | Err(StoreError::GroupExists { .. }) => {}
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Ok(())
-    }
-
     pub(super) async fn create_subscription_call(
         &self,
         request: Request<pb::CreateSubscriptionRequest>,
@@ -77,35 +37,14 @@ impl<S: Store> AdminService<S> {
         let (stream, group) =
             self.group(Permission::AdminWrite, &request.stream, &request.group)?;
         let start: StartId = convert::parse("start_id", &request.start_id)?;
-        let policy = policy(request.policy.as_ref(), self.default_policy(), &self.limits)?;
+        let defaults = self.limits.default_policy(self.backoff);
+        let policy = policy(request.policy.as_ref(), defaults, &self.limits)?;
         let subscription = Subscription {
             stream,
             group,
             policy,
         };
-        // Stored first, so that a subscription stored already is refused before the group is
-        // touched; taken back when the group cannot be made.
-        if let Err(err) = self.policies.create(&subscription).await {
-            if matches!(err, BrokerError::AlreadyExists(_)) {
-                // A create cut short (Redis restarting, or this broker dying, between the two
-                // steps, with the take-back failing too) left the policy without its group: a
-                // retry that is refused still leaves a subscription that works.
-                self.ensure_group(&subscription.stream, &subscription.group, start)
-                    .await?;
-            }
-            return Err(err.into());
-        }
-        if let Err(err) = self
-            .ensure_group(&subscription.stream, &subscription.group, start)
-            .await
-        {
-            let _ = self
-                .policies
-                .delete(&subscription.stream, &subscription.group)
-                .await;
-            return Err(err.into());
-        }
-        tracing::info!(stream = %subscription.stream, group = %subscription.group, policy = ?subscription.policy, "subscription created");
+        self.core.create_subscription(&subscription, start).await?;
         Ok(Response::new(subscription.into()))
     }
 
@@ -132,19 +71,12 @@ impl<S: Store> AdminService<S> {
             self.group(Permission::AdminWrite, &request.stream, &request.group)?;
         let limits = self.limits.clone();
         let policy = self
-            .policies
-            .update(&stream, &group, |stored| {
+            .core
+            .update_subscription(&stream, &group, |stored| {
                 *stored = policy(request.policy.as_ref(), stored.clone(), &limits)?;
                 Ok(())
             })
             .await?;
-        tracing::info!(%stream, %group, policy = ?policy, "subscription updated");
-        if !policy.paused {
-            // Members idle on this instance look at once (others within a second, at their
-            // next sweep wake-up): a resumed subscription delivers what waited.
-            let streams = self.streams_of(&stream).await?;
-            self.store.watch(&streams, Some(&group)).pass_on();
-        }
         answer(stream, group, policy)
     }
 
@@ -182,8 +114,9 @@ impl<S: Store> AdminService<S> {
         let request = request.into_inner();
         let (stream, group) =
             self.group(Permission::AdminWrite, &request.stream, &request.group)?;
-        self.policies.delete(&stream, &group).await?;
-        tracing::info!(%stream, %group, "subscription deleted; the group stays, with the server's defaults");
+        self.core
+            .delete_subscription(&stream, &group, false)
+            .await?;
         Ok(Response::new(pb::DeleteSubscriptionResponse {}))
     }
 

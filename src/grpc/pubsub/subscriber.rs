@@ -22,7 +22,7 @@ use crate::model::{
     AckOutcome, Delivery, DeliveryPolicy, EntryId, StartId, Subscription, SubscriptionPolicy,
     millis,
 };
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
@@ -53,12 +53,16 @@ fn unimplemented_snapshots() -> Status {
 }
 
 impl<S: Store> PubsubService<S> {
-    /// The server's defaults for what Pub/Sub does not set: no in-flight limit of the
-    /// subscription's own (each stream's `max_outstanding_messages` is its limit).
-    fn default_policy(&self) -> SubscriptionPolicy {
+    /// The server's defaults for what Pub/Sub does not set, but no in-flight limit of the
+    /// subscription's own: each stream's `max_outstanding_messages` is its limit.
+    fn policy_defaults(&self) -> SubscriptionPolicy {
+        let defaults = self
+            .shared
+            .limits
+            .default_policy(self.shared.core.backoff());
         SubscriptionPolicy {
             max_in_flight: 0,
-            ..SubscriptionPolicy::default()
+            ..defaults
         }
     }
 
@@ -125,33 +129,6 @@ impl<S: Store> PubsubService<S> {
             by_consumer.entry(consumer).or_default().push(id);
         }
         Ok(by_consumer)
-    }
-
-    /// The group on the topic's stream (new messages only, as Pub/Sub starts a subscription),
-    /// and its stored policy.
-    async fn create_group(&self, target: &Target, policy: SubscriptionPolicy) -> BrokerResult<()> {
-        let subscription = Subscription {
-            stream: target.stream.clone(),
-            group: target.group().to_owned(),
-            policy,
-        };
-        self.shared.core.policies().create(&subscription).await?;
-        let store = self.shared.core.store();
-        match store
-            .create_group(&target.stream, target.group(), StartId::Latest, true, None)
-            .await
-        {
-            Ok(()) | Err(StoreError::GroupExists { .. }) => Ok(()),
-            Err(err) => {
-                let _ = self
-                    .shared
-                    .core
-                    .policies()
-                    .delete(&target.stream, target.group())
-                    .await;
-                Err(err.into())
-            }
-        }
     }
 }
 
@@ -225,14 +202,25 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             )?;
             self.topic(&dead).await?;
         }
-        let policy = policy(&subscription, self.default_policy())?;
+        let policy = policy(&subscription, self.policy_defaults())?;
         self.shared.records.put(&name, &subscription, true).await?;
         let target = Target {
             name,
             subscription,
             stream: topic.stream(),
         };
-        if let Err(err) = self.create_group(&target, policy).await {
+        // New messages only, as Pub/Sub starts a subscription.
+        let stored = Subscription {
+            stream: target.stream.clone(),
+            group: target.group().to_owned(),
+            policy,
+        };
+        if let Err(err) = self
+            .shared
+            .core
+            .create_subscription(&stored, StartId::Latest)
+            .await
+        {
             let _ = self.shared.records.remove(&target.name).await;
             return Err(err.into());
         }
@@ -263,11 +251,10 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
         let mut subscription = target.subscription.clone();
         apply_update(&mut subscription, update, request.update_mask)?;
         let subscription = normalized(subscription)?;
-        let updated = policy(&subscription, self.default_policy())?;
+        let updated = policy(&subscription, self.policy_defaults())?;
         self.shared
             .core
-            .policies()
-            .update(&target.stream, target.group(), |stored| {
+            .update_subscription(&target.stream, target.group(), |stored| {
                 *stored = SubscriptionPolicy {
                     max_in_flight: stored.max_in_flight,
                     paused: stored.paused,
@@ -330,18 +317,10 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             Some(topic) => {
                 let stream = topic.stream();
                 Caller::current().require(Permission::AdminWrite, [stream.as_str()])?;
-                let _ = self.shared.core.policies().delete(&stream, &name.id).await;
-                match self
-                    .shared
+                self.shared
                     .core
-                    .store()
-                    .destroy_group(&stream, &name.id)
-                    .await
-                {
-                    Ok(())
-                    | Err(StoreError::NoSuchGroup { .. } | StoreError::NoSuchStream { .. }) => {}
-                    Err(err) => return Err(BrokerError::from(err).into()),
-                }
+                    .delete_subscription(&stream, &name.id, true)
+                    .await?;
             }
             None => Caller::current().require_any(Permission::AdminWrite)?,
         }
