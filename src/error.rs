@@ -83,7 +83,7 @@ impl BrokerError {
 
 impl From<StoreError> for BrokerError {
     fn from(err: StoreError) -> Self {
-        crate::metrics::store_error(err.kind());
+        crate::ops::metrics::store_error(err.kind());
         match err {
             StoreError::NoSuchGroup { stream, group } => Self::NoSuchGroup { stream, group },
             StoreError::NoSuchStream { .. } => Self::NotFound(err.to_string()),

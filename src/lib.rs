@@ -13,9 +13,7 @@
 //! - [`server`]: binds the services, health and reflection together and drains on shutdown.
 //! - [`config`]: the command line and environment (`streamgate serve --help`).
 //! - [`auth`]: principals (tokens, client certificates), permissions on stream patterns.
-//! - [`gauges`]: gauges sampled on a timer (pool, group pending and lag).
-//! - [`telemetry`]: OpenTelemetry traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), context carried in
-//!   message fields from Produce to delivery.
+//! - [`ops::gauges`]: gauges sampled on a timer (pool, group pending and lag).
 //! - [`console`]: the operators' web page (`--console-addr`), served with gRPC-Web, and the
 //!   last hour of lengths, lags and rates it charts ([`console::history`]).
 //!
@@ -36,7 +34,9 @@
 //! Store and base:
 //! - [`store`]: the only code that talks to Redis, behind the [`store::Store`] trait.
 //! - [`model`]: domain types (ids, entries, delivery policy) shared by all of the above.
-//! - [`metrics`]: Prometheus counters and histograms (`--metrics-addr`).
+//! - [`ops::metrics`]: Prometheus counters and histograms (`--metrics-addr`).
+//! - [`ops::telemetry`]: OpenTelemetry traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), context carried
+//!   in message fields from Produce to delivery.
 //!
 //! A Produce call travels `grpc::broker` → `grpc::convert` (validation) → `DeliveryCore::route`
 //! (topics) → `DeliveryCore::append_one`, which shares one pipelined round trip to Redis with
@@ -58,10 +58,8 @@ pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod error;
-pub mod gauges;
 pub mod grpc;
-pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod server;
 pub mod store;
-pub mod telemetry;

@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<ExitCode> {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let _telemetry = init_tracing(config.log_format, &config.log)?;
     if let Some(addr) = config.metrics_addr {
-        streamgate::metrics::install(addr).map_err(anyhow::Error::msg)?;
+        streamgate::ops::metrics::install(addr).map_err(anyhow::Error::msg)?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
     let listener = TcpListener::bind(config.listen)
@@ -73,11 +73,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 /// Logs to stderr in `format`, and spans to an OTLP endpoint when `OTEL_EXPORTER_OTLP_ENDPOINT`
-/// says where (see [`streamgate::telemetry`]); the guard flushes the last spans.
+/// says where (see [`streamgate::ops::telemetry`]); the guard flushes the last spans.
 fn init_tracing(
     format: LogFormat,
     filter: &str,
-) -> anyhow::Result<Option<streamgate::telemetry::Telemetry>> {
+) -> anyhow::Result<Option<streamgate::ops::telemetry::Telemetry>> {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -88,7 +88,7 @@ fn init_tracing(
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
-    let (otel, guard) = match streamgate::telemetry::layer().map_err(anyhow::Error::msg)? {
+    let (otel, guard) = match streamgate::ops::telemetry::layer().map_err(anyhow::Error::msg)? {
         Some((layer, guard)) => (Some(layer), Some(guard)),
         None => (None, None),
     };

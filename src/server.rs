@@ -294,7 +294,7 @@ impl<S: Store> BrokerOn<S> {
                 .run(self.config.retention_interval, background.clone()),
         );
         if self.config.metrics_addr.is_some() {
-            periodic.spawn(crate::gauges::sample(
+            periodic.spawn(crate::ops::gauges::sample(
                 self.store.clone(),
                 self.core.redelivery().clone(),
                 self.config.metrics_interval,
@@ -388,7 +388,7 @@ impl<S: Store> BrokerOn<S> {
             .http2_keepalive_timeout(keepalive(self.config.http2_keepalive_timeout))
             .max_concurrent_streams(self.config.http2_max_concurrent_streams)
             .trace_fn(rpc_span)
-            .layer(crate::metrics::RpcMetricsLayer)
+            .layer(crate::ops::metrics::RpcMetricsLayer)
             .layer(crate::grpc::deadline::DeadlineLayer)
             .layer(self.auth.clone())
             .add_service(health_service)
@@ -481,7 +481,7 @@ fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
     {
-        crate::telemetry::adopt(&span, traceparent);
+        crate::ops::telemetry::adopt(&span, traceparent);
     }
     span
 }
@@ -511,7 +511,7 @@ async fn serve_console(
     let server = Server::builder()
         .accept_http1(true)
         .trace_fn(rpc_span)
-        .layer(crate::metrics::RpcMetricsLayer)
+        .layer(crate::ops::metrics::RpcMetricsLayer)
         .layer(crate::grpc::deadline::DeadlineLayer)
         .layer(auth.with_public_prefix(console::ASSET_PREFIX))
         .add_routes(console::routes(routes))

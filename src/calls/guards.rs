@@ -25,7 +25,7 @@ pub(super) struct OpenGuard {
 impl OpenGuard {
     pub(super) fn new(open: Arc<AtomicUsize>, principal: Option<(PerPrincipal, String)>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::subscriptions_open(1.0);
+        crate::ops::metrics::subscriptions_open(1.0);
         Self { open, principal }
     }
 }
@@ -33,7 +33,7 @@ impl OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
-        crate::metrics::subscriptions_open(-1.0);
+        crate::ops::metrics::subscriptions_open(-1.0);
         if let Some((counts, principal)) = &self.principal {
             let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(count) = counts.get_mut(principal) {
@@ -55,7 +55,7 @@ pub(super) struct AtLimit;
 
 impl AtLimit {
     pub(super) fn enter() -> Self {
-        crate::metrics::subscriptions_at_limit(1.0);
+        crate::ops::metrics::subscriptions_at_limit(1.0);
         tracing::debug!("at the in-flight limit; waiting for acks or expiring deadlines");
         Self
     }
@@ -63,7 +63,7 @@ impl AtLimit {
 
 impl Drop for AtLimit {
     fn drop(&mut self) {
-        crate::metrics::subscriptions_at_limit(-1.0);
+        crate::ops::metrics::subscriptions_at_limit(-1.0);
     }
 }
 

@@ -132,7 +132,7 @@ pub(super) async fn append_counted<S: Store>(
     let answers = store.append(requests).await?;
     for (answer, request) in answers.iter().zip(requests) {
         if let Ok(ids) = answer {
-            crate::metrics::produced(&request.stream, ids.len());
+            crate::ops::metrics::produced(&request.stream, ids.len());
         }
     }
     Ok(answers)

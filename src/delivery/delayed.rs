@@ -95,7 +95,7 @@ impl<S: Store> DelayedDelivery<S> {
                 },
             )
             .await?;
-        crate::metrics::delayed("held", stream, 1);
+        crate::ops::metrics::delayed("held", stream, 1);
         Ok(tokens)
     }
 
@@ -138,7 +138,7 @@ impl<S: Store> DelayedDelivery<S> {
             };
             let done = self.store.delay(&stream, &keys, &step).await?;
             moved += done.moved.len() as u64;
-            crate::metrics::delayed("delivered", &stream, done.moved.len());
+            crate::ops::metrics::delayed("delivered", &stream, done.moved.len());
             let set = ScheduleStep::Set {
                 stream: stream.clone(),
                 due_ms: done.next_due_ms,

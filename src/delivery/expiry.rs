@@ -37,7 +37,7 @@ pub(super) async fn expire_out<S: Store>(
         .partition(|d| expires_at(d).is_none_or(|at| at > now));
     for run in expired.chunk_by(|a, b| a.stream == b.stream) {
         let stream = &run[0].stream;
-        crate::metrics::expired(stream, run.len());
+        crate::ops::metrics::expired(stream, run.len());
         let Some(membership) = membership.filter(|m| !m.no_ack) else {
             continue;
         };
@@ -99,6 +99,6 @@ async fn dead_letter<S: Store>(
     for answer in core.append(std::slice::from_ref(&request)).await? {
         answer?;
     }
-    crate::metrics::redelivery(stream, 0, run.len(), 0);
+    crate::ops::metrics::redelivery(stream, 0, run.len(), 0);
     Ok(())
 }

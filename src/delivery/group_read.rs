@@ -168,7 +168,7 @@ pub(super) async fn filter_out<S: Store>(
         .partition(|d| filter.matches(&d.entry.fields));
     for run in dropped.chunk_by(|a, b| a.stream == b.stream) {
         let stream = &run[0].stream;
-        crate::metrics::filtered(stream, run.len());
+        crate::ops::metrics::filtered(stream, run.len());
         if !membership.no_ack {
             let ids: Vec<EntryId> = run.iter().map(|d| d.entry.id).collect();
             core.ack(stream, &membership.group, &ids).await?;

@@ -269,7 +269,7 @@ impl<S: Store> Member<S> {
         };
         // One count per run of one stream's messages, not one per message.
         for run in deliveries.chunk_by(|a, b| a.stream == b.stream) {
-            crate::metrics::delivered(&run[0].stream, mode, run.len());
+            crate::ops::metrics::delivered(&run[0].stream, mode, run.len());
         }
         Ok(Batch::Messages(deliveries))
     }

@@ -249,7 +249,7 @@ impl<S: Store> DeliveryCore<S> {
         } else {
             self.parts.store.ack(stream, group, ids).await?
         };
-        crate::metrics::acked(stream, acknowledged);
+        crate::ops::metrics::acked(stream, acknowledged);
         if acknowledged > 0 {
             self.parts.books.released(stream, group, ids);
         }
@@ -282,7 +282,7 @@ impl<S: Store> DeliveryCore<S> {
             .filter(|(_, outcome)| **outcome == AckOutcome::Acked)
             .map(|(id, _)| *id)
             .collect();
-        crate::metrics::acked(stream, acked.len() as u64);
+        crate::ops::metrics::acked(stream, acked.len() as u64);
         if !acked.is_empty() {
             self.parts.books.released(stream, group, &acked);
         }
@@ -330,7 +330,7 @@ impl<S: Store> DeliveryCore<S> {
             .store
             .move_pending(stream, group, ids, &movement)
             .await?;
-        crate::metrics::nacked(stream, nacked.len());
+        crate::ops::metrics::nacked(stream, nacked.len());
         if !nacked.is_empty() {
             self.parts
                 .redelivery

@@ -284,11 +284,11 @@ impl<S: Store> Redelivery<S> {
                     .await?
             {
                 self.counters.sweeps_skipped.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::sweep("skipped");
+                crate::ops::metrics::sweep("skipped");
                 continue;
             }
             self.counters.sweeps.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::sweep("swept");
+            crate::ops::metrics::sweep("swept");
             let key = (stream.clone(), membership.group.clone());
             let cursor = lock(&self.sweeps)
                 .get(&key)
@@ -331,7 +331,7 @@ impl<S: Store> Redelivery<S> {
                 // for an unforced one could wait as long as the traffic lasts.
                 self.heal_if_due(&stream, &membership.group).await?;
             }
-            crate::metrics::redelivery(
+            crate::ops::metrics::redelivery(
                 &stream,
                 swept.claimed.len(),
                 swept.dead_lettered.len(),

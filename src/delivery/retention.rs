@@ -148,7 +148,7 @@ impl<S: Store> Retention<S> {
         let mut total = Trimmed::default();
         for (stream, _) in self.topics.expand(&[name.to_owned()]).await? {
             let done = self.store.retain(&stream, &cut).await?;
-            crate::metrics::trimmed(&stream, &done);
+            crate::ops::metrics::trimmed(&stream, &done);
             if done.total() > 0 {
                 tracing::debug!(
                     stream,

@@ -86,7 +86,7 @@ impl From<Delivery> for pb::ReceivedMessage {
                 id = %delivery.entry.id,
                 delivery_count = delivery.delivery_count,
             );
-            crate::telemetry::adopt(&span, &traceparent);
+            crate::ops::telemetry::adopt(&span, &traceparent);
         }
         Self {
             stream: delivery.stream,

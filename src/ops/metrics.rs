@@ -3,7 +3,7 @@
 //! Counters and histograms go through the `metrics` facade, which costs nothing when no recorder
 //! is installed (`--metrics-addr` unset). With one, `metrics-exporter-prometheus` serves them
 //! at `http://<addr>/metrics`. Gauges of things that live outside this process (group pending and
-//! lag, pool connections) are sampled periodically by [`crate::gauges::sample`].
+//! lag, pool connections) are sampled periodically by [`crate::ops::gauges::sample`].
 //!
 //! Labels are the stream (and group) names: keep their number bounded, as with any Prometheus
 //! label.

@@ -1,5 +1,5 @@
 //! Gauges of what lives outside this process, sampled on a timer: the Redis pool, and the
-//! pending count and lag of every group this broker serves. Apart from [`crate::metrics`]
+//! pending count and lag of every group this broker serves. Apart from [`crate::ops::metrics`]
 //! because it reads the broker's store and redelivery state, which the recording functions
 //! there must not depend on (everything records metrics).
 
