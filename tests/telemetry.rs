@@ -1,8 +1,9 @@
 //! OpenTelemetry export: the broker binary with `OTEL_EXPORTER_OTLP_ENDPOINT` pointed at an
 //! OTLP receiver in this test (a tonic server implementing the collector's trace service). A
 //! Produce sent with a W3C `traceparent` and the delivery of its message arrive as spans of
-//! the client's trace, children of the client's span; an Admin call's Redis round trip is a
-//! child span of its RPC span, named by its command.
+//! the client's trace, children of the client's span; so do a Pub/Sub Publish and the Pull of
+//! its message (the core stores the context and opens the delivery span, whichever transport);
+//! an Admin call's Redis round trip is a child span of its RPC span, named by its command.
 
 mod support;
 
@@ -74,8 +75,8 @@ fn with_traceparent<T>(message: T, traceparent: &str) -> tonic::Request<T> {
     request
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_produce_and_its_delivery_arrive_as_one_trace() {
+/// An OTLP receiver, and a broker on its own Redis exporting to it.
+async fn exporting_broker() -> (Receiver, RedisServer, BrokerProcess) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let receiver = Receiver::default();
@@ -94,6 +95,106 @@ async fn a_produce_and_its_delivery_arrive_as_one_trace() {
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
     );
+    (receiver, redis, broker)
+}
+
+impl Receiver {
+    /// Waits until spans of `trace_id` named all of `names` arrived; returns that trace's spans.
+    async fn trace(&self, trace_id: &str, names: &[&str]) -> Vec<Span> {
+        let ours = |s: &Span| hex(&s.trace_id) == trace_id;
+        eventually("the broker's spans of the client's trace", || {
+            let spans = self.spans.clone();
+            async move {
+                let spans = spans.lock().unwrap();
+                names
+                    .iter()
+                    .all(|name| spans.iter().any(|(_, s)| ours(s) && s.name == *name))
+            }
+        })
+        .await;
+        let spans = self.spans.lock().unwrap();
+        spans
+            .iter()
+            .filter(|(_, s)| ours(s))
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pubsub_publish_and_its_pull_arrive_as_one_trace() {
+    use streamgate::grpc::pubsub::pb as ps;
+    let (receiver, _redis, broker) = exporting_broker().await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let client_span = "b7ad6b7169203331";
+    let traceparent = format!("00-{trace_id}-{client_span}-01");
+    let mut publisher = ps::publisher_client::PublisherClient::new(broker.channel());
+    let mut subscriber = ps::subscriber_client::SubscriberClient::new(broker.channel());
+    let (topic, subscription) = (
+        "projects/p/topics/traced",
+        "projects/p/subscriptions/traced",
+    );
+    publisher
+        .create_topic(ps::Topic {
+            name: topic.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    subscriber
+        .create_subscription(ps::Subscription {
+            name: subscription.into(),
+            topic: topic.into(),
+            ack_deadline_seconds: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let message = ps::PubsubMessage {
+        data: b"hello".to_vec(),
+        ..Default::default()
+    };
+    publisher
+        .publish(with_traceparent(
+            ps::PublishRequest {
+                topic: topic.into(),
+                messages: vec![message],
+            },
+            &traceparent,
+        ))
+        .await
+        .unwrap();
+    let pulled = subscriber
+        .pull(ps::PullRequest {
+            subscription: subscription.into(),
+            max_messages: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let received = pulled.received_messages[0].message.as_ref().unwrap();
+    // The trace context travels with the message, as Produce stores it.
+    assert_eq!(received.attributes["traceparent"], traceparent);
+    let spans = receiver.trace(trace_id, &["rpc", "deliver"]).await;
+    let publish = spans
+        .iter()
+        .find(|s| {
+            s.name == "rpc" && attribute(s, "method").is_some_and(|m| m.ends_with("/Publish"))
+        })
+        .expect("the Publish RPC span");
+    assert_eq!(hex(&publish.parent_span_id), client_span);
+    let deliver = spans
+        .iter()
+        .find(|s| s.name == "deliver")
+        .expect("the delivery span of the pulled message");
+    assert_eq!(hex(&deliver.parent_span_id), client_span);
+    assert_eq!(attribute(deliver, "stream").as_deref(), Some("p/traced"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_and_its_delivery_arrive_as_one_trace() {
+    let (receiver, _redis, broker) = exporting_broker().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_span = "00f067aa0ba902b7";
     let traceparent = format!("00-{trace_id}-{client_span}-01");

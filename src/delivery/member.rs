@@ -271,6 +271,9 @@ impl<S: Store> Member<S> {
         for run in deliveries.chunk_by(|a, b| a.stream == b.stream) {
             crate::ops::metrics::delivered(&run[0].stream, mode, run.len());
         }
+        for delivery in &deliveries {
+            crate::ops::telemetry::record_delivery(delivery);
+        }
         Ok(Batch::Messages(deliveries))
     }
 

@@ -32,6 +32,7 @@ pub mod membership;
 mod ordered;
 pub mod ordering;
 pub mod policies;
+pub mod produce;
 pub mod reading;
 pub mod redelivery;
 pub mod retention;
@@ -51,6 +52,7 @@ pub use group_read::Replay;
 pub use member::{Batch, Member, MemberSpec, ReadMode, Resume};
 pub use membership::{GroupMembership, OwnSettings, Requested, generate_consumer_name};
 pub use policies::{POLICY_TTL, Policies, SUBSCRIPTIONS_REGISTRY};
+pub use produce::{Origin, Produced};
 pub use redelivery::{MAX_DELAY, Redelivery, RedeliveryCounters, RedeliverySettings};
 pub use retention::{RETENTION_REGISTRY, Retention};
 pub use seek::{SeekTarget, Seeked};
@@ -190,11 +192,6 @@ impl<S: Store> DeliveryCore<S> {
     /// tail positions resolved.
     pub async fn join(&self, spec: ResolvedSpec) -> BrokerResult<Member<S>> {
         Member::start(self.clone(), spec.0).await
-    }
-
-    /// Points a Produce at its partition when its stream is a topic.
-    pub async fn route(&self, append: &mut Append, partition_key: &str) -> BrokerResult<()> {
-        self.parts.topics.route(append, partition_key).await
     }
 
     /// Appends `requests` in one pipelined round trip (see [`Store::append`]), counting what was

@@ -1,6 +1,6 @@
 //! `streamgate.v1.Broker`: Produce, ProduceStream, Subscribe, Ack, Nack, ExtendDeadline, Fetch,
-//! and Consume (in [`consume`], with the framing it shares with Subscribe in
-//! [`frames`](crate::grpc::frames)).
+//! and Consume (in [`consume`], a session of [`calls::session`](crate::calls::session), with
+//! the framing it shares with Subscribe in [`calls::frames`](crate::calls::frames)).
 
 mod consume;
 
@@ -18,7 +18,7 @@ use crate::calls::fetch;
 use crate::calls::frames::{Frame, framed};
 use crate::calls::{Event, Pumps};
 use crate::config::Limits;
-use crate::delivery::{DeliveryCore, ReadMode, ResolvedSpec};
+use crate::delivery::{DeliveryCore, Origin, Produced, ReadMode, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert;
 use crate::grpc::pb;
@@ -51,8 +51,9 @@ impl<S: Store> BrokerService<S> {
     }
 }
 
-/// What turns one Produce request into an append: validation, permission, topic routing and
-/// the trace context. Shared by Produce and ProduceStream (whose every request goes through it).
+/// What turns one Produce request into an append: validation, permission, then the core's
+/// preparation (topic routing, the trace context). Shared by Produce and ProduceStream (whose
+/// every request goes through it).
 struct Producer<S> {
     core: DeliveryCore<S>,
     limits: Arc<Limits>,
@@ -61,14 +62,22 @@ struct Producer<S> {
 }
 
 impl<S: Store> Producer<S> {
-    async fn prepare(&self, request: pb::ProduceRequest) -> Result<Append, Status> {
-        let partition_key = request.partition_key.clone();
-        let mut append = convert::produce(request, &self.limits)?;
+    /// A request, checked and authorized, with what the core needs besides its messages.
+    fn check(&self, request: pb::ProduceRequest) -> Result<(Append, Origin), Status> {
+        let origin = Origin {
+            partition_key: request.partition_key.clone(),
+            traceparent: self.traceparent.clone(),
+        };
+        let append = convert::produce(request, &self.limits)?;
         self.caller
             .require(Permission::Produce, [append.stream.as_str()])?;
-        self.core.route(&mut append, &partition_key).await?;
-        convert::attach_traceparent(&mut append, self.traceparent.as_deref());
-        Ok(append)
+        Ok((append, origin))
+    }
+
+    /// A request of a ProduceStream, ready to append.
+    async fn prepare(&self, request: pb::ProduceRequest) -> Result<Append, Status> {
+        let (append, origin) = self.check(request)?;
+        Ok(self.core.prepare(append, &origin).await?)
     }
 }
 
@@ -88,7 +97,7 @@ const PRODUCE_STREAM_BATCH: usize = 64;
 
 /// Appends validated requests in one round trip; invalid ones are answered without touching
 /// Redis. Answers come back in request order.
-async fn append_in_order<S: Store>(
+async fn append_stream_batch<S: Store>(
     core: &DeliveryCore<S>,
     requests: Vec<Result<Append, Status>>,
 ) -> Vec<Result<pb::ProduceResponse, Status>> {
@@ -195,7 +204,7 @@ async fn pump_produce_stream<S: Store>(
         }
         // Appends already started finish even during shutdown, and are answered: no request is
         // left in doubt.
-        for answer in append_in_order(&core, batch).await {
+        for answer in append_stream_batch(&core, batch).await {
             if tx.send(Ok(stream_answer(answer))).await.is_err() {
                 return;
             }
@@ -262,24 +271,18 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let producer = self.producer(request.metadata());
         tracing::Span::current().record("stream", request.get_ref().stream.as_str());
-        let append = producer.prepare(request.into_inner()).await?;
-        if let Some(due_ms) = append.deliver_at_ms {
-            let messages = append.messages.into_iter().map(|m| m.fields).collect();
-            let delayed = self
-                .core
-                .delayed()
-                .hold(&append.stream, due_ms, messages)
-                .await?;
-            return Ok(Response::new(pb::ProduceResponse {
+        let (append, origin) = producer.check(request.into_inner())?;
+        let response = match self.core.produce(append, &origin).await? {
+            Produced::Stored(ids) => pb::ProduceResponse {
+                ids: convert::id_strings(&ids),
+                delayed: Vec::new(),
+            },
+            Produced::Held(delayed) => pb::ProduceResponse {
                 ids: Vec::new(),
                 delayed,
-            }));
-        }
-        let ids = self.core.append_one(append).await?;
-        Ok(Response::new(pb::ProduceResponse {
-            ids: convert::id_strings(&ids),
-            delayed: Vec::new(),
-        }))
+            },
+        };
+        Ok(Response::new(response))
     }
 
     type ProduceStreamStream = ReceiverStream<Result<pb::ProduceStreamResponse, Status>>;

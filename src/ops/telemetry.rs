@@ -10,6 +10,11 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::model::{Delivery, Field};
+
+/// The message field (and gRPC metadata key) a W3C trace context travels in.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// The variable that turns export on (the OTLP exporter reads it too).
 pub const ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
@@ -70,4 +75,27 @@ pub fn adopt(span: &tracing::Span, traceparent: &str) {
     if context.span().span_context().is_valid() {
         let _ = span.set_parent(context);
     }
+}
+
+/// The trace context stored with a message, if it carries one.
+pub fn stored_traceparent(fields: &[Field]) -> Option<&str> {
+    fields
+        .iter()
+        .find(|f| f.name == TRACEPARENT)
+        .and_then(|f| std::str::from_utf8(&f.value).ok())
+}
+
+/// Records a delivery of a message that carries a trace context as a span of the producer's
+/// trace (exported over OTLP when on), whichever transport it leaves by.
+pub fn record_delivery(delivery: &Delivery) {
+    let Some(traceparent) = stored_traceparent(&delivery.entry.fields) else {
+        return;
+    };
+    let span = tracing::info_span!(
+        "deliver",
+        stream = %delivery.stream,
+        id = %delivery.entry.id,
+        delivery_count = delivery.delivery_count,
+    );
+    adopt(&span, traceparent);
 }

@@ -14,9 +14,6 @@ mod tests;
 pub use reads::{fetch, subscription};
 pub use responses::{id_strings, pending_entry};
 
-/// The W3C trace-context header, and the message field it is stored in.
-pub const TRACEPARENT: &str = "traceparent";
-
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -29,6 +26,7 @@ use crate::model::{
     ORDERING_KEY_FIELD, ParseIdError, RangeBound, TrimPolicy, TrimThreshold, millis, now_ms,
     ordering_key_problem,
 };
+use crate::ops::telemetry::TRACEPARENT;
 
 /// A stream, group or consumer name: not empty, not over the length limit, no control or
 /// whitespace characters, and none of the glob characters `* ? [ ] \` (names are matched by
@@ -445,19 +443,4 @@ pub fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
         && parts[1].bytes().any(|b| b != b'0')
         && parts[2].bytes().any(|b| b != b'0');
     valid.then(|| value.to_ascii_lowercase())
-}
-
-/// Stores `traceparent` with every message that does not carry one already.
-pub fn attach_traceparent(append: &mut Append, traceparent: Option<&str>) {
-    let Some(traceparent) = traceparent else {
-        return;
-    };
-    for message in &mut append.messages {
-        if !message.fields.iter().any(|f| f.name == TRACEPARENT) {
-            message.fields.push(Field {
-                name: TRACEPARENT.to_owned(),
-                value: bytes::Bytes::copy_from_slice(traceparent.as_bytes()),
-            });
-        }
-    }
 }

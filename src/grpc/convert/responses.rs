@@ -1,6 +1,5 @@
 //! Domain values into response messages: one `From` impl per type, gathered here.
 
-use super::TRACEPARENT;
 use crate::calls::Event;
 use crate::calls::fetch::Fetched;
 use crate::delivery::Resume;
@@ -10,6 +9,7 @@ use crate::model::{
     GroupInfo, HELD_CONSUMER, PARKED_CONSUMER, PendingEntry, PendingState, PendingSummary,
     StreamInfo,
 };
+use crate::ops::telemetry::stored_traceparent;
 
 /// Fetch's result as the response message.
 impl From<Fetched> for pb::FetchResponse {
@@ -70,24 +70,10 @@ impl From<DeadLetter> for pb::DeadLetter {
 
 impl From<Delivery> for pb::ReceivedMessage {
     fn from(delivery: Delivery) -> Self {
-        let traceparent = delivery
-            .entry
-            .fields
-            .iter()
-            .find(|f| f.name == TRACEPARENT)
-            .and_then(|f| std::str::from_utf8(&f.value).ok())
+        // The deliver span was recorded when the core read it (`telemetry::record_delivery`).
+        let traceparent = stored_traceparent(&delivery.entry.fields)
             .unwrap_or_default()
             .to_owned();
-        if !traceparent.is_empty() {
-            // The delivery as a span of the producer's trace (exported over OTLP when on).
-            let span = tracing::info_span!(
-                "deliver",
-                stream = %delivery.stream,
-                id = %delivery.entry.id,
-                delivery_count = delivery.delivery_count,
-            );
-            crate::ops::telemetry::adopt(&span, &traceparent);
-        }
         Self {
             stream: delivery.stream,
             id: delivery.entry.id.to_string(),

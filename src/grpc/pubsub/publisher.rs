@@ -11,6 +11,7 @@ use super::retention::checked_retention;
 use super::settings::refuse_unsupported_topic;
 use super::{PubsubService, pb};
 use crate::auth::{Caller, Permission};
+use crate::delivery::{Origin, Produced};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert;
 use crate::model::Append;
@@ -124,6 +125,11 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> RpcResult<pb::PublishResponse> {
+        // The caller's trace context, stored with the messages as Produce does.
+        let origin = Origin {
+            partition_key: String::new(),
+            traceparent: convert::traceparent(request.metadata()),
+        };
         let request = request.into_inner();
         let name = self.topic_name(Permission::Produce, "topic", &request.topic)?;
         if request.messages.is_empty() {
@@ -136,16 +142,18 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
             .enumerate()
             .map(|(index, message)| to_entry(index, message))
             .collect::<BrokerResult<Vec<_>>>()?;
-        let ids = self
-            .shared
-            .core
-            .append_one(Append {
-                stream: name.stream(),
-                messages,
-                require_existing_stream: false,
-                ..Append::default()
-            })
-            .await?;
+        let append = Append {
+            stream: name.stream(),
+            messages,
+            require_existing_stream: false,
+            ..Append::default()
+        };
+        let ids = match self.shared.core.produce(append, &origin).await? {
+            Produced::Stored(ids) => ids,
+            Produced::Held(_) => {
+                return Err(BrokerError::Internal("a Publish was held as delayed".into()).into());
+            }
+        };
         Ok(Response::new(pb::PublishResponse {
             message_ids: convert::id_strings(&ids),
         }))
