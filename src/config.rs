@@ -1,36 +1,14 @@
-//! The command line: `streamgate serve` and its flags. Every flag can also be set through the
-//! `STREAMGATE_*` environment variable named in `--help`, which is how containers configure it.
+//! The server's configuration: `streamgate serve` and its flags, and the limits it enforces.
+//! Every flag can also be set through the `STREAMGATE_*` environment variable named in
+//! `--help`, which is how containers configure it. The binary's whole parser is
+//! [`crate::cli::Cli`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
-use crate::cli::{ClientCommand, ClientOptions};
 use crate::model::{Backoff, SubscriptionPolicy, millis};
-
-/// streamgate: Redis Streams behind a typed gRPC API.
-#[derive(Debug, Parser)]
-#[command(name = "streamgate", version, about, long_about = None)]
-pub struct Cli {
-    /// What to run.
-    #[command(subcommand)]
-    pub command: Command,
-
-    /// How client commands reach the broker and print (ignored by `serve`).
-    #[command(flatten)]
-    pub client: ClientOptions,
-}
-
-/// The binary's subcommands: the broker itself, and a client of it for people and scripts.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the broker.
-    Serve(Box<ServeConfig>),
-    /// Client commands (produce, subscribe, ack, nack, admin, health) against a running broker.
-    #[command(flatten)]
-    Client(ClientCommand),
-}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,10 +8,10 @@
 //!   ([`grpc::pubsub`]: Publisher and Subscriber over the same core, for Google's own client
 //!   libraries); each handler authorizes, converts the request ([`grpc::convert`]), calls the
 //!   core, and converts the answer.
-//! - [`cli`]: the client commands of the binary (produce, subscribe, consume, ack, nack,
-//!   subscription, admin, health).
+//! - [`cli`]: the binary's command line: `serve`, and the client commands (produce, subscribe,
+//!   consume, ack, nack, subscription, admin, health).
 //! - [`server`]: binds the services, health and reflection together and drains on shutdown.
-//! - [`config`]: the command line and environment (`streamgate serve --help`).
+//! - [`config`]: the server's flags and environment (`streamgate serve --help`) and limits.
 //! - [`auth`]: principals (tokens, client certificates), permissions on stream patterns.
 //! - [`ops::gauges`]: gauges sampled on a timer (pool, group pending and lag).
 //! - [`console`]: the operators' web page (`--console-addr`), served with gRPC-Web, and the

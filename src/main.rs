@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use streamgate::config::{Cli, Command, LogFormat, ServeConfig, redact_url};
+use streamgate::cli::{Cli, Command};
+use streamgate::config::{LogFormat, ServeConfig, redact_url};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {

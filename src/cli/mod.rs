@@ -1,6 +1,6 @@
-//! The command-line client in the `streamgate` binary: `produce`, `subscribe`, `consume`, `ack`,
-//! `nack`, `subscription ...`, `admin <rpc>` and `health`, for people at a terminal and for
-//! scripts.
+//! The `streamgate` binary's command line ([`Cli`]): `serve` (the broker, configured by
+//! [`ServeConfig`]) and the client commands `produce`, `subscribe`, `consume`, `ack`, `nack`,
+//! `subscription ...`, `admin <rpc>` and `health`, for people at a terminal and for scripts.
 //!
 //! Every command is a plain gRPC client of a running broker (`--server`), so what it shows is
 //! exactly what any other client would see. Output is aligned text by default and one JSON
@@ -18,12 +18,36 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::config::ServeConfig;
 use crate::grpc::pb;
 use crate::grpc::pb::broker_client::BrokerClient;
 use render::Output;
+
+/// streamgate: Redis Streams behind a typed gRPC API.
+#[derive(Debug, Parser)]
+#[command(name = "streamgate", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// How client commands reach the broker and print (ignored by `serve`).
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+/// The binary's subcommands: the broker itself, and a client of it for people and scripts.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker.
+    Serve(Box<ServeConfig>),
+    /// Client commands (produce, subscribe, ack, nack, admin, health) against a running broker.
+    #[command(flatten)]
+    Client(ClientCommand),
+}
 
 /// Where the broker is and how to print; shared by every client command.
 #[derive(Debug, Clone, Args)]
