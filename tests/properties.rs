@@ -7,7 +7,7 @@ use streamgate::grpc::convert;
 use streamgate::model::{
     Append, EntryId, Field, IdRange, NewEntryId, NewMessage, RangeBound, StartId,
 };
-use streamgate::store::{MemoryStore, Store};
+use streamgate::store::{Inspect, MemoryStore, Streams};
 
 fn entry_id() -> impl Strategy<Value = EntryId> {
     (any::<u64>(), any::<u64>()).prop_map(|(ms, seq)| EntryId::new(ms, seq))

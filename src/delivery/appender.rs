@@ -48,7 +48,7 @@ impl<S: Store> Appender<S> {
         }
     }
 
-    /// Appends one request in whichever round trip it joins; answers as [`Store::append`]
+    /// Appends one request in whichever round trip it joins; answers as [`Streams::append`](crate::store::Streams::append)
     /// answers that request.
     pub(super) async fn append(&self, request: Append) -> StoreResult<Vec<EntryId>> {
         let (answer, answered) = oneshot::channel();
@@ -124,7 +124,7 @@ async fn commit<S: Store>(store: &S, batch: Vec<Queued>) {
     }
 }
 
-/// [`Store::append`] with the produced messages counted in the metrics.
+/// [`Streams::append`](crate::store::Streams::append) with the produced messages counted in the metrics.
 pub(super) async fn append_counted<S: Store>(
     store: &S,
     requests: &[Append],

@@ -194,7 +194,7 @@ impl<S: Store> DeliveryCore<S> {
         Member::start(self.clone(), spec.0).await
     }
 
-    /// Appends `requests` in one pipelined round trip (see [`Store::append`]), counting what was
+    /// Appends `requests` in one pipelined round trip (see [`Streams::append`](crate::store::Streams::append)), counting what was
     /// produced.
     pub async fn append(
         &self,

@@ -8,7 +8,7 @@
 //! - `heads`, a hash from ordering key to the id of the key's outstanding message;
 //! - `held`, a sorted set of the messages waiting behind their key's head, by key then id.
 //!
-//! Each step is one atomic script ([`Store::order`]), so two broker instances never both let a
+//! Each step is one atomic script ([`Scripts::order`](crate::store::Scripts::order)), so two broker instances never both let a
 //! key's next message through:
 //! 1. **Admit** (a member reads new entries, XREADGROUP inside the same script, so that two
 //!    members reading at once cannot admit a key's later message before its earlier one): an

@@ -5,7 +5,7 @@
 //! Policies live in the hash [`RETENTION_REGISTRY`] (under the key prefix like every key), so
 //! every instance sees the same ones. One instance at a time applies them, the holder of the
 //! lease [`RETENTION_LEASE`], every interval: per stream (each partition of a topic), one
-//! atomic script ([`Store::retain`]) looks at the groups and trims, so no group can read
+//! atomic script ([`Scripts::retain`](crate::store::Scripts::retain)) looks at the groups and trims, so no group can read
 //! between the look and the trim.
 
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
 //! Partitioned topics: one logical stream spread over N streams, so that a hot topic can use
 //! every shard of a Redis Cluster (one Redis stream lives on one shard).
 //!
-//! A topic is a name recorded with its partition count ([`Store::create_topic`]). Partition `i`
+//! A topic is a name recorded with its partition count ([`Registry::create_topic`](crate::store::Registry::create_topic)). Partition `i`
 //! is the stream `<topic>:<i>{<salt>}`: the hash tag `{<salt>}` is chosen so that the partitions
 //! fall into equal shares of the cluster's slot space (rotated per topic), which is how
 //! `redis-cli --cluster create` divides slots between masters, so they spread over the shards.

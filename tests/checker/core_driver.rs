@@ -16,7 +16,7 @@ use streamgate::model::{
     AckOutcome as CoreOutcome, Append, Backoff, EntryId, Field, IdRange, NewEntryId, NewMessage,
     ORDERING_KEY_FIELD, PendingQuery, RangeBound, StartId, Subscription, SubscriptionPolicy,
 };
-use streamgate::store::{MemoryStore, Store};
+use streamgate::store::{Inspect, MemoryStore};
 
 use super::history::{ACK_DEADLINE_MS, BACKOFF_MAX_MS, BACKOFF_MIN_MS, Driver, FILTER, MEMBERS};
 use super::model::{AckOutcome, Id, Sent, number_of};

@@ -1,5 +1,5 @@
 //! The twin of `delayed.lua` and of the registry's sorted set: the embedded store's delayed
-//! messages (see [`crate::store::Store::delay`] and [`crate::store::Store::schedule`]).
+//! messages (see [`crate::store::Scripts::delay`] and [`crate::store::Scripts::schedule`]).
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,5 +1,5 @@
 //! The twin of `ordering.lua`: ordered delivery's admit, ack, release and heal steps on a group of
-//! the embedded store (see [`crate::store::Store::order`]).
+//! the embedded store (see [`crate::store::Scripts::order`]).
 
 use super::pending;
 use super::state::{Group, Lease, Stream};

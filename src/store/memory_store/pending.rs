@@ -209,7 +209,7 @@ pub(super) fn release_consumer(
     Ok(released)
 }
 
-/// The twin of `sweep.lua`: one step of a group's redelivery sweep (see [`crate::store::Store::sweep`]).
+/// The twin of `sweep.lua`: one step of a group's redelivery sweep (see [`crate::store::Scripts::sweep`]).
 pub(super) fn sweep(
     streams: &mut HashMap<String, Stream>,
     stream: &str,

@@ -1,5 +1,5 @@
 //! The twin of `retention.lua`: one application of a stream's retention policy (see
-//! [`crate::store::Store::retain`]).
+//! [`crate::store::Scripts::retain`]).
 
 use super::state::Stream;
 use crate::model::{EntryId, RetentionCut, TrimPolicy, TrimThreshold, Trimmed};

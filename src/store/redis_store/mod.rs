@@ -103,15 +103,18 @@ impl redis::aio::ConnectionLike for Conn {
 }
 
 mod cluster;
-mod commands;
 mod delayed;
 mod errors;
+mod inspect;
 mod ordering;
 mod produce;
 mod records;
+mod registry;
 mod replies;
 mod retention;
+mod scripts;
 mod sentinel;
+mod streams;
 mod watcher;
 
 pub use cluster::key_slot;

@@ -13,7 +13,7 @@ use super::cluster::{CLUSTER_WATCH_INTERVAL, by_slot};
 use super::errors::{Ctx, classify, is_connection_failure};
 use super::replies::{parse_entries, parse_stream_batches};
 use crate::model::EntryId;
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, Streams};
 
 impl RedisStore {
     /// Forgets the positions of streams nobody waits on any more, and returns the streams

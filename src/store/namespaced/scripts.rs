@@ -1,0 +1,141 @@
+//! [`Scripts`] under the prefix: every key a script touches (the stream, its dead-letter
+//! stream, its ordering state, its delayed messages) is prefixed.
+
+use super::Namespaced;
+use crate::model::{
+    DelayStep, Delayed, DelayedKeys, EntryId, OrderStep, Ordered, OrderingState, PendingMove,
+    RetentionCut, ScheduleStep, SweepRequest, Swept, Trimmed,
+};
+use crate::store::Scripts;
+use crate::store::{Released, Store, StoreResult};
+
+impl<S: Store> Scripts for Namespaced<S> {
+    async fn sweep(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        request: &SweepRequest,
+    ) -> StoreResult<Swept> {
+        let request = SweepRequest {
+            dead_letter_stream: self.key(&request.dead_letter_stream),
+            ..request.clone()
+        };
+        self.inner
+            .sweep(&self.key(stream), group, consumer, &request)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn delay(
+        &self,
+        stream: &str,
+        keys: &DelayedKeys,
+        step: &DelayStep,
+    ) -> StoreResult<Delayed> {
+        let keys = DelayedKeys {
+            due: self.key(&keys.due),
+            messages: self.key(&keys.messages),
+        };
+        self.inner
+            .delay(&self.key(stream), &keys, step)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    /// The registry holds stream names as callers give them (unprefixed); only its own key is
+    /// under the prefix.
+    async fn schedule(
+        &self,
+        registry: &str,
+        step: &ScheduleStep,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        self.inner
+            .schedule(&self.key(registry), step)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn retain(&self, stream: &str, cut: &RetentionCut) -> StoreResult<Trimmed> {
+        self.inner
+            .retain(&self.key(stream), cut)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn order(
+        &self,
+        stream: &str,
+        group: &str,
+        state: &OrderingState,
+        step: &OrderStep,
+    ) -> StoreResult<Ordered> {
+        let state = OrderingState {
+            heads: self.key(&state.heads),
+            held: self.key(&state.held),
+        };
+        self.inner
+            .order(&self.key(stream), group, &state, step)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn move_pending(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[EntryId],
+        movement: &PendingMove,
+    ) -> StoreResult<Vec<EntryId>> {
+        self.inner
+            .move_pending(&self.key(stream), group, ids, movement)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn release_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        only_if_idle_ms: Option<u64>,
+        delete: bool,
+    ) -> StoreResult<Released> {
+        self.inner
+            .release_consumer(&self.key(stream), group, consumer, only_if_idle_ms, delete)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn leases(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        lease_ms: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<(EntryId, u64)>> {
+        self.inner
+            .leases(&self.key(stream), group, consumer, lease_ms, limit)
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        dead_letter_stream: &str,
+        id: EntryId,
+        origin: &str,
+        origin_label: &str,
+    ) -> StoreResult<Option<EntryId>> {
+        self.inner
+            .replay_dead_letter(
+                &self.key(dead_letter_stream),
+                id,
+                &self.key(origin),
+                origin_label,
+            )
+            .await
+            .map_err(|e| self.unkey(e))
+    }
+}
