@@ -231,7 +231,7 @@ impl ErrorSink<RedisError> for ConnectErrors {
     }
 }
 
-/// The Redis-backed [`Store`]. Cheap to clone; clones share the pool and the wake-up registry.
+/// The Redis-backed [`Store`](crate::store::Store). Cheap to clone; clones share the pool and the wake-up registry.
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool<Manager>,
