@@ -20,10 +20,8 @@ impl<S: Store> Inspect for Namespaced<S> {
             .keys
             .pattern(if pattern.is_empty() { "*" } else { pattern });
         let page = self
-            .inner
-            .list_streams(&pattern, cursor, page_size)
-            .await
-            .map_err(|e| self.unkey(e))?;
+            .unkeyed(self.inner.list_streams(&pattern, cursor, page_size))
+            .await?;
         Ok(StreamPage {
             streams: page
                 .streams
@@ -36,10 +34,8 @@ impl<S: Store> Inspect for Namespaced<S> {
     }
 
     async fn stream_info(&self, stream: &str) -> StoreResult<StreamInfo> {
-        self.inner
-            .stream_info(&self.key(stream))
+        self.unkeyed(self.inner.stream_info(&self.key(stream)))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn range(
@@ -49,31 +45,23 @@ impl<S: Store> Inspect for Namespaced<S> {
         count: usize,
         reverse: bool,
     ) -> StoreResult<Vec<Entry>> {
-        self.inner
-            .range(&self.key(stream), range, count, reverse)
+        self.unkeyed(self.inner.range(&self.key(stream), range, count, reverse))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn delete_entries(&self, stream: &str, ids: &[EntryId]) -> StoreResult<u64> {
-        self.inner
-            .delete_entries(&self.key(stream), ids)
+        self.unkeyed(self.inner.delete_entries(&self.key(stream), ids))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn trim(&self, stream: &str, policy: TrimPolicy) -> StoreResult<u64> {
-        self.inner
-            .trim(&self.key(stream), policy)
+        self.unkeyed(self.inner.trim(&self.key(stream), policy))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn delete_stream(&self, stream: &str) -> StoreResult<()> {
-        self.inner
-            .delete_stream(&self.key(stream))
+        self.unkeyed(self.inner.delete_stream(&self.key(stream)))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn create_group(
@@ -84,17 +72,19 @@ impl<S: Store> Inspect for Namespaced<S> {
         create_stream: bool,
         entries_read: Option<i64>,
     ) -> StoreResult<()> {
-        self.inner
-            .create_group(&self.key(stream), group, start, create_stream, entries_read)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(self.inner.create_group(
+            &self.key(stream),
+            group,
+            start,
+            create_stream,
+            entries_read,
+        ))
+        .await
     }
 
     async fn destroy_group(&self, stream: &str, group: &str) -> StoreResult<()> {
-        self.inner
-            .destroy_group(&self.key(stream), group)
+        self.unkeyed(self.inner.destroy_group(&self.key(stream), group))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn set_group_id(
@@ -104,17 +94,15 @@ impl<S: Store> Inspect for Namespaced<S> {
         id: StartId,
         entries_read: Option<i64>,
     ) -> StoreResult<()> {
-        self.inner
-            .set_group_id(&self.key(stream), group, id, entries_read)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .set_group_id(&self.key(stream), group, id, entries_read),
+        )
+        .await
     }
 
     async fn groups(&self, stream: &str) -> StoreResult<Vec<GroupInfo>> {
-        self.inner
-            .groups(&self.key(stream))
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(self.inner.groups(&self.key(stream))).await
     }
 
     async fn create_consumer(
@@ -123,31 +111,29 @@ impl<S: Store> Inspect for Namespaced<S> {
         group: &str,
         consumer: &str,
     ) -> StoreResult<bool> {
-        self.inner
-            .create_consumer(&self.key(stream), group, consumer)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .create_consumer(&self.key(stream), group, consumer),
+        )
+        .await
     }
 
     async fn delete_consumer(&self, stream: &str, group: &str, consumer: &str) -> StoreResult<u64> {
-        self.inner
-            .delete_consumer(&self.key(stream), group, consumer)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .delete_consumer(&self.key(stream), group, consumer),
+        )
+        .await
     }
 
     async fn consumers(&self, stream: &str, group: &str) -> StoreResult<Vec<ConsumerInfo>> {
-        self.inner
-            .consumers(&self.key(stream), group)
+        self.unkeyed(self.inner.consumers(&self.key(stream), group))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn pending_summary(&self, stream: &str, group: &str) -> StoreResult<PendingSummary> {
-        self.inner
-            .pending_summary(&self.key(stream), group)
+        self.unkeyed(self.inner.pending_summary(&self.key(stream), group))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn pending(
@@ -156,10 +142,8 @@ impl<S: Store> Inspect for Namespaced<S> {
         group: &str,
         query: &PendingQuery,
     ) -> StoreResult<Vec<PendingEntry>> {
-        self.inner
-            .pending(&self.key(stream), group, query)
+        self.unkeyed(self.inner.pending(&self.key(stream), group, query))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn claim(
@@ -169,10 +153,11 @@ impl<S: Store> Inspect for Namespaced<S> {
         consumer: &str,
         options: &ClaimOptions,
     ) -> StoreResult<Claimed> {
-        self.inner
-            .claim(&self.key(stream), group, consumer, options)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .claim(&self.key(stream), group, consumer, options),
+        )
+        .await
     }
 
     async fn auto_claim(
@@ -182,9 +167,10 @@ impl<S: Store> Inspect for Namespaced<S> {
         consumer: &str,
         options: &AutoClaimOptions,
     ) -> StoreResult<AutoClaimed> {
-        self.inner
-            .auto_claim(&self.key(stream), group, consumer, options)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .auto_claim(&self.key(stream), group, consumer, options),
+        )
+        .await
     }
 }

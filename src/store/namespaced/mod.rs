@@ -58,6 +58,14 @@ impl<S: Store> Namespaced<S> {
         self.keys.name(key)
     }
 
+    /// The inner store's answer, its error naming the client's streams rather than keys.
+    async fn unkeyed<T>(
+        &self,
+        call: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        call.await.map_err(|e| self.unkey(e))
+    }
+
     /// Errors name streams; a client must see its own names, not keys.
     fn unkey(&self, err: StoreError) -> StoreError {
         match err {
@@ -106,10 +114,8 @@ impl<S: Store> Namespaced<S> {
         );
         // The topic is a field of the (prefixed) registry: its name needs no prefix.
         let created = self
-            .inner
-            .create_topic(&self.key(registry), topic, legacy)
-            .await
-            .map_err(|e| self.unkey(e));
+            .unkeyed(self.inner.create_topic(&self.key(registry), topic, legacy))
+            .await;
         match created {
             Ok(_) => Ok(Some(legacy)),
             // Created meanwhile with another count: that one stands.

@@ -8,10 +8,8 @@ use crate::store::{Store, StoreResult};
 impl<S: Store> Registry for Namespaced<S> {
     async fn record(&self, registry: &str, field: &str) -> StoreResult<Option<String>> {
         // Fields name things as clients know them: only the registry's key is prefixed.
-        self.inner
-            .record(&self.key(registry), field)
+        self.unkeyed(self.inner.record(&self.key(registry), field))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn put_record(
@@ -21,39 +19,31 @@ impl<S: Store> Registry for Namespaced<S> {
         value: &str,
         only_if_new: bool,
     ) -> StoreResult<bool> {
-        self.inner
-            .put_record(&self.key(registry), field, value, only_if_new)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .put_record(&self.key(registry), field, value, only_if_new),
+        )
+        .await
     }
 
     async fn records(&self, registry: &str) -> StoreResult<Vec<(String, String)>> {
-        self.inner
-            .records(&self.key(registry))
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(self.inner.records(&self.key(registry))).await
     }
 
     async fn remove_record(&self, registry: &str, field: &str) -> StoreResult<bool> {
-        self.inner
-            .remove_record(&self.key(registry), field)
+        self.unkeyed(self.inner.remove_record(&self.key(registry), field))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn hold_lease(&self, key: &str, holder: &str, ttl_ms: u64) -> StoreResult<bool> {
-        self.inner
-            .hold_lease(&self.key(key), holder, ttl_ms)
+        self.unkeyed(self.inner.hold_lease(&self.key(key), holder, ttl_ms))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn topic_partitions(&self, registry: &str, topic: &str) -> StoreResult<Option<u32>> {
         let found = self
-            .inner
-            .topic_partitions(&self.key(registry), topic)
-            .await
-            .map_err(|e| self.unkey(e))?;
+            .unkeyed(self.inner.topic_partitions(&self.key(registry), topic))
+            .await?;
         if found.is_some() || self.keys.prefix().is_empty() {
             return Ok(found);
         }

@@ -21,10 +21,11 @@ impl<S: Store> Scripts for Namespaced<S> {
             dead_letter_stream: self.key(&request.dead_letter_stream),
             ..request.clone()
         };
-        self.inner
-            .sweep(&self.key(stream), group, consumer, &request)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .sweep(&self.key(stream), group, consumer, &request),
+        )
+        .await
     }
 
     async fn delay(
@@ -37,10 +38,8 @@ impl<S: Store> Scripts for Namespaced<S> {
             due: self.key(&keys.due),
             messages: self.key(&keys.messages),
         };
-        self.inner
-            .delay(&self.key(stream), &keys, step)
+        self.unkeyed(self.inner.delay(&self.key(stream), &keys, step))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     /// The registry holds stream names as callers give them (unprefixed); only its own key is
@@ -50,17 +49,13 @@ impl<S: Store> Scripts for Namespaced<S> {
         registry: &str,
         step: &ScheduleStep,
     ) -> StoreResult<Vec<(String, u64)>> {
-        self.inner
-            .schedule(&self.key(registry), step)
+        self.unkeyed(self.inner.schedule(&self.key(registry), step))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn retain(&self, stream: &str, cut: &RetentionCut) -> StoreResult<Trimmed> {
-        self.inner
-            .retain(&self.key(stream), cut)
+        self.unkeyed(self.inner.retain(&self.key(stream), cut))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn order(
@@ -74,10 +69,8 @@ impl<S: Store> Scripts for Namespaced<S> {
             heads: self.key(&state.heads),
             held: self.key(&state.held),
         };
-        self.inner
-            .order(&self.key(stream), group, &state, step)
+        self.unkeyed(self.inner.order(&self.key(stream), group, &state, step))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn move_pending(
@@ -87,10 +80,11 @@ impl<S: Store> Scripts for Namespaced<S> {
         ids: &[EntryId],
         movement: &PendingMove,
     ) -> StoreResult<Vec<EntryId>> {
-        self.inner
-            .move_pending(&self.key(stream), group, ids, movement)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .move_pending(&self.key(stream), group, ids, movement),
+        )
+        .await
     }
 
     async fn release_consumer(
@@ -101,10 +95,14 @@ impl<S: Store> Scripts for Namespaced<S> {
         only_if_idle_ms: Option<u64>,
         delete: bool,
     ) -> StoreResult<Released> {
-        self.inner
-            .release_consumer(&self.key(stream), group, consumer, only_if_idle_ms, delete)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(self.inner.release_consumer(
+            &self.key(stream),
+            group,
+            consumer,
+            only_if_idle_ms,
+            delete,
+        ))
+        .await
     }
 
     async fn leases(
@@ -115,10 +113,11 @@ impl<S: Store> Scripts for Namespaced<S> {
         lease_ms: u64,
         limit: u64,
     ) -> StoreResult<Vec<(EntryId, u64)>> {
-        self.inner
-            .leases(&self.key(stream), group, consumer, lease_ms, limit)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .leases(&self.key(stream), group, consumer, lease_ms, limit),
+        )
+        .await
     }
 
     async fn replay_dead_letter(
@@ -128,14 +127,12 @@ impl<S: Store> Scripts for Namespaced<S> {
         origin: &str,
         origin_label: &str,
     ) -> StoreResult<Option<EntryId>> {
-        self.inner
-            .replay_dead_letter(
-                &self.key(dead_letter_stream),
-                id,
-                &self.key(origin),
-                origin_label,
-            )
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(self.inner.replay_dead_letter(
+            &self.key(dead_letter_stream),
+            id,
+            &self.key(origin),
+            origin_label,
+        ))
+        .await
     }
 }

@@ -22,11 +22,7 @@ impl<S: Store> Streams for Namespaced<S> {
                 ..r.clone()
             })
             .collect();
-        let answers = self
-            .inner
-            .append(&prefixed)
-            .await
-            .map_err(|e| self.unkey(e))?;
+        let answers = self.unkeyed(self.inner.append(&prefixed)).await?;
         Ok(answers
             .into_iter()
             .map(|a| a.map_err(|e| self.unkey(e)))
@@ -39,11 +35,7 @@ impl<S: Store> Streams for Namespaced<S> {
         count: usize,
     ) -> StoreResult<Vec<(String, Vec<Entry>)>> {
         let keyed: Vec<_> = streams.iter().map(|(s, id)| (self.key(s), *id)).collect();
-        let read = self
-            .inner
-            .read(&keyed, count)
-            .await
-            .map_err(|e| self.unkey(e))?;
+        let read = self.unkeyed(self.inner.read(&keyed, count)).await?;
         Ok(self.batches(read))
     }
 
@@ -57,25 +49,22 @@ impl<S: Store> Streams for Namespaced<S> {
     ) -> StoreResult<Vec<(String, Vec<GroupEntry>)>> {
         let keyed: Vec<_> = streams.iter().map(|(s, c)| (self.key(s), *c)).collect();
         let read = self
-            .inner
-            .read_group(group, consumer, &keyed, count, no_ack)
-            .await
-            .map_err(|e| self.unkey(e))?;
+            .unkeyed(
+                self.inner
+                    .read_group(group, consumer, &keyed, count, no_ack),
+            )
+            .await?;
         Ok(self.batches(read))
     }
 
     async fn last_entry_id(&self, stream: &str) -> StoreResult<Option<EntryId>> {
-        self.inner
-            .last_entry_id(&self.key(stream))
+        self.unkeyed(self.inner.last_entry_id(&self.key(stream)))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn ack(&self, stream: &str, group: &str, ids: &[EntryId]) -> StoreResult<u64> {
-        self.inner
-            .ack(&self.key(stream), group, ids)
+        self.unkeyed(self.inner.ack(&self.key(stream), group, ids))
             .await
-            .map_err(|e| self.unkey(e))
     }
 
     async fn ack_confirmed(
@@ -85,10 +74,11 @@ impl<S: Store> Streams for Namespaced<S> {
         holder: Option<&str>,
         ids: &[EntryId],
     ) -> StoreResult<Vec<AckOutcome>> {
-        self.inner
-            .ack_confirmed(&self.key(stream), group, holder, ids)
-            .await
-            .map_err(|e| self.unkey(e))
+        self.unkeyed(
+            self.inner
+                .ack_confirmed(&self.key(stream), group, holder, ids),
+        )
+        .await
     }
 
     fn watch(&self, streams: &[String], group: Option<&str>) -> StreamWatch {
