@@ -102,7 +102,13 @@ impl<S: Store> Pumps<S> {
         }
     }
 
-    /// Pumps whose pump is still running.
+    /// Runs a call's own loop (a ProduceStream's, say) on the same tracker as the pumps, so the
+    /// drain waits for it too; it must end when the broker stops (`shutdown`).
+    pub fn spawn_call_loop(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(task);
+    }
+
+    /// Subscriptions whose pump is still running.
     pub fn open_count(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }

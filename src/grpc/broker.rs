@@ -294,11 +294,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let (tx, rx) = mpsc::channel(PRODUCE_STREAM_BATCH);
         // A task of its own, so that a client that stops reading, or leaves, is noticed.
         let producer = self.producer(request.metadata());
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the call's pump ends with its stream, or when the broker stops"
-        )]
-        tokio::spawn(pump_produce_stream(
+        self.pumps.spawn_call_loop(pump_produce_stream(
             request.into_inner(),
             tx,
             producer,

@@ -10,6 +10,10 @@
 //! 4. after `--drain-timeout`, whatever is still open (say a client watching Health/Watch,
 //!    which never lets go by itself) is closed anyway and `serve` returns.
 
+mod console;
+mod health;
+mod setup;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,24 +22,33 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
-use crate::auth::{AuthLayer, Principals};
+use crate::auth::AuthLayer;
 use crate::calls::{PumpLimits, Pumps};
 use crate::config::ServeConfig;
-use crate::console;
 use crate::console::history::{History, HistoryConfig};
 use crate::delivery::{DeliveryCore, RedeliveryCounters};
 use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
-use crate::grpc::pubsub::{self, PubsubService};
-use crate::store::{
-    MemoryStore, Namespaced, RedisStore, RedisStoreConfig, SentinelConfig, Store, StoreError,
-    Wakeups,
-};
+use crate::grpc::pubsub::PubsubService;
+use crate::store::{MemoryStore, Namespaced, RedisStore, Store, StoreError, Wakeups};
+use console::{CONSOLE_MAX_STREAMS, serve_console};
+pub use health::{HEALTH_SERVICE_NAMES, LIVENESS_SERVICE_NAME};
+use health::{report_health, set_health};
+use setup::ChosenStore;
+
+/// Both message-size limits on a generated service (each is a type of its own, with no trait
+/// to share the two builder methods through).
+macro_rules! size_limited {
+    ($service:expr, $bytes:expr) => {
+        $service
+            .max_decoding_message_size($bytes)
+            .max_encoding_message_size($bytes)
+    };
+}
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -53,20 +66,6 @@ pub enum ServeError {
     #[error("gRPC transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
-
-/// The health service name for liveness probes: SERVING for as long as the process serves,
-/// whatever Redis does, so that an orchestrator does not restart the broker because Redis
-/// blinked. Readiness probes use `""` (or a service name), which follow Redis.
-pub const LIVENESS_SERVICE_NAME: &str = "liveness";
-
-/// The health service names streamgate reports on: the whole server (`""`) and each service.
-pub const HEALTH_SERVICE_NAMES: [&str; 5] = [
-    "",
-    pb::broker_server::SERVICE_NAME,
-    pb::admin_server::SERVICE_NAME,
-    pubsub::pb::publisher_server::SERVICE_NAME,
-    pubsub::pb::subscriber_server::SERVICE_NAME,
-];
 
 /// A broker ready to serve on the store chosen at start-up: the one place the server names the
 /// concrete stores; everything it runs is generic over [`Store`].
@@ -90,97 +89,23 @@ pub struct BrokerOn<S> {
     tls: Option<ServerTlsConfig>,
 }
 
-/// The server's TLS set-up from the flags: off, TLS, or mTLS with a client CA.
-fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|err| ServeError::Config(format!("cannot read {}: {err}", path.display())))
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = &config.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    Ok(Some(tls))
-}
-
 impl Broker {
-    /// Sets up the store (lazily: Redis may still be down) from `config`.
+    /// Sets up the store, TLS and authentication from `config`.
     pub fn new(config: ServeConfig) -> Result<Self, ServeError> {
         config.validate().map_err(ServeError::Config)?;
-        let cluster_seeds: Vec<String> = config
-            .redis_cluster_url
-            .iter()
-            .flat_map(|urls| urls.split(','))
-            .map(|u| u.trim().to_owned())
-            .filter(|u| !u.is_empty())
-            .collect();
-        let sentinel = config
-            .redis_sentinel_url
-            .as_deref()
-            .map(SentinelConfig::parse)
-            .transpose()
-            .map_err(|err| ServeError::Config(format!("--redis-sentinel-url: {err}")))?;
-        // Under Sentinel the URL only carries the credentials (and names the user in errors).
-        let sentinel_url = sentinel.as_ref().map(|s| {
-            let (host, port) = &s.sentinels[0];
-            let credentials = match (&s.username, &s.password) {
-                (Some(user), Some(password)) => format!("{user}:{password}@"),
-                (None, Some(password)) => format!(":{password}@"),
-                (Some(user), None) => format!("{user}@"),
-                (None, None) => String::new(),
-            };
-            let scheme = if s.tls { "rediss" } else { "redis" };
-            format!("{scheme}://{credentials}{host}:{port}")
-        });
-        let url = config
-            .redis_url
-            .clone()
-            .or_else(|| cluster_seeds.first().cloned())
-            .or(sentinel_url);
-        let auth = auth_layer(&config)?;
-        let tls = tls_config(&config)?;
-        let prefix = config.key_prefix.clone();
-        let cluster = config.redis_cluster_url.is_some();
-        Ok(match &url {
-            Some(url) => {
-                let store = RedisStore::new(RedisStoreConfig {
-                    url: url.clone(),
-                    cluster_seeds,
-                    sentinel,
-                    pool_size: config.redis_pool_size,
-                    response_timeout: config.redis_timeout,
-                    connect_timeout: config.redis_connect_timeout,
-                    watch_block: config.watch_block,
-                    ca_pem: config
-                        .redis_ca_file
-                        .as_deref()
-                        .map(|path| {
-                            std::fs::read(path).map_err(|err| {
-                                ServeError::Config(format!("cannot read {}: {err}", path.display()))
-                            })
-                        })
-                        .transpose()?,
-                })?;
-                Self::Redis(Box::new(BrokerOn::new(
-                    config,
-                    Namespaced::new(store, prefix, cluster),
-                    auth,
-                    tls,
-                )))
+        let auth = setup::auth_layer(&config)?;
+        let tls = setup::tls_config(&config)?;
+        Ok(match setup::store(&config)? {
+            ChosenStore::Redis(store) => {
+                Self::Redis(Box::new(BrokerOn::new(config, *store, auth, tls)))
             }
-            None => Self::Memory(Box::new(BrokerOn::new(
-                config,
-                Namespaced::new(MemoryStore::new(), prefix, false),
-                auth,
-                tls,
-            ))),
+            ChosenStore::Memory(store) => {
+                Self::Memory(Box::new(BrokerOn::new(config, store, auth, tls)))
+            }
         })
     }
 
-    /// Pumps whose pump is running.
+    /// Subscriptions whose pump is running.
     pub fn open_subscriptions(&self) -> usize {
         self.stats().open_subscriptions()
     }
@@ -205,23 +130,6 @@ impl Broker {
             Self::Memory(broker) => (*broker).serve(listener, shutdown).await,
         }
     }
-}
-
-/// Authentication from `--principals-file` (off without one, and said so).
-fn auth_layer(config: &ServeConfig) -> Result<AuthLayer, ServeError> {
-    let principals = config
-        .principals_file
-        .as_deref()
-        .map(Principals::load)
-        .transpose()
-        .map_err(ServeError::Config)?;
-    match &principals {
-        Some(p) => tracing::info!(principals = p.count(), "authentication on"),
-        None => tracing::warn!(
-            "no --principals-file: authentication is OFF, every caller may do everything"
-        ),
-    }
-    Ok(AuthLayer::new(principals, config.auth_probes))
 }
 
 impl<S: Store> BrokerOn<S> {
@@ -282,10 +190,10 @@ impl<S: Store> BrokerOn<S> {
             self.config.health_interval,
             background.clone(),
         ));
-        #[allow(clippy::disallowed_methods, reason = "awaited at the end of the drain")]
-        let watcher_task = tokio::spawn(self.store.clone().run_watcher(background.clone()));
-        // The periodic work, stopped by `background` and awaited at the end of the drain.
+        // The watcher and the periodic work, stopped by `background` and awaited at the end of
+        // the drain.
         let periodic = TaskTracker::new();
+        periodic.spawn(self.store.clone().run_watcher(background.clone()));
         periodic.spawn(self.core.delayed().clone().run(background.clone()));
         periodic.spawn(
             self.core
@@ -302,14 +210,15 @@ impl<S: Store> BrokerOn<S> {
             ));
         }
 
-        let broker = pb::broker_server::BrokerServer::new(BrokerService::new(
-            self.core.clone(),
-            self.pumps.clone(),
-            limits.clone(),
-            self.subscriptions_shutdown.clone(),
-        ))
-        .max_decoding_message_size(limits.max_request_bytes)
-        .max_encoding_message_size(limits.max_request_bytes);
+        let broker = size_limited!(
+            pb::broker_server::BrokerServer::new(BrokerService::new(
+                self.core.clone(),
+                self.pumps.clone(),
+                limits.clone(),
+                self.subscriptions_shutdown.clone(),
+            )),
+            limits.max_request_bytes
+        );
         let history = self.config.console_addr.map(|_| {
             let history = History::new(HistoryConfig {
                 interval: self.config.console_sample_interval,
@@ -323,9 +232,10 @@ impl<S: Store> BrokerOn<S> {
         if let Some(history) = history {
             admin_service = admin_service.with_history(history);
         }
-        let admin = pb::admin_server::AdminServer::new(admin_service)
-            .max_decoding_message_size(limits.max_request_bytes)
-            .max_encoding_message_size(limits.max_request_bytes);
+        let admin = size_limited!(
+            pb::admin_server::AdminServer::new(admin_service),
+            limits.max_request_bytes
+        );
         // The console stops with the gRPC port, whatever ended that.
         let console_stop = shutdown.child_token();
         let console = match self.config.console_addr {
@@ -346,14 +256,8 @@ impl<S: Store> BrokerOn<S> {
             limits.clone(),
             self.subscriptions_shutdown.clone(),
         );
-        let publisher = pubsub
-            .publisher()
-            .max_decoding_message_size(limits.max_request_bytes)
-            .max_encoding_message_size(limits.max_request_bytes);
-        let subscriber = pubsub
-            .subscriber()
-            .max_decoding_message_size(limits.max_request_bytes)
-            .max_encoding_message_size(limits.max_request_bytes);
+        let publisher = size_limited!(pubsub.publisher(), limits.max_request_bytes);
+        let subscriber = size_limited!(pubsub.subscriber(), limits.max_request_bytes);
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -417,14 +321,13 @@ impl<S: Store> BrokerOn<S> {
         self.subscriptions_shutdown.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
-        let _ = watcher_task.await;
         periodic.close();
         if tokio::time::timeout(Duration::from_secs(5), periodic.wait())
             .await
             .is_err()
         {
             tracing::warn!(
-                "periodic tasks (delayed delivery, retention, gauges, history) did not stop within 5 s"
+                "background tasks (the watcher, delayed delivery, retention, gauges, history) did not stop within 5 s"
             );
         }
         result
@@ -440,12 +343,12 @@ pub struct BrokerStats {
 }
 
 impl BrokerStats {
-    /// Pumps whose pump is running.
+    /// Subscriptions whose pump is running.
     pub fn open_subscriptions(&self) -> usize {
         (self.open)()
     }
 
-    /// Pumps registered for wake-ups (each one counted once per stream it reads).
+    /// Subscriptions registered for wake-ups (each one counted once per stream it reads).
     pub fn waiting_registrations(&self) -> usize {
         self.wakeups.watcher_count()
     }
@@ -468,7 +371,7 @@ pub async fn run(
 
 /// The span of one call; handlers fill in what it is about (`record` on the current span),
 /// and a client's W3C trace context makes it part of the client's trace.
-fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+pub(super) fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     let span = tracing::info_span!(
         "rpc",
         method = %request.uri().path(),
@@ -484,93 +387,4 @@ fn rpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
         crate::ops::telemetry::adopt(&span, traceparent);
     }
     span
-}
-
-/// Most streams the console's history samples (the first ones a SCAN returns).
-const CONSOLE_MAX_STREAMS: usize = 1000;
-
-/// Binds `addr` and serves the console there: its page, and `routes` over gRPC-Web (HTTP/1.1
-/// and HTTP/2) with the same authentication, metrics and deadlines as the gRPC port. Stops
-/// accepting when `shutdown` is cancelled; the returned task ends when its calls have.
-async fn serve_console(
-    addr: std::net::SocketAddr,
-    routes: Routes,
-    auth: AuthLayer,
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, ServeError> {
-    let listener = TcpListener::bind(addr).await.map_err(|err| {
-        ServeError::Config(format!("--console-addr: cannot listen on {addr}: {err}"))
-    })?;
-    let local = listener.local_addr().map_err(|err| {
-        ServeError::Config(format!(
-            "--console-addr: cannot read the bound address: {err}"
-        ))
-    })?;
-    tracing::info!(url = %format!("http://{local}{}", console::ASSET_PREFIX), "serving the console");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
-        .accept_http1(true)
-        .trace_fn(rpc_span)
-        .layer(crate::ops::metrics::RpcMetricsLayer)
-        .layer(crate::grpc::deadline::DeadlineLayer)
-        .layer(auth.with_public_prefix(console::ASSET_PREFIX))
-        .add_routes(console::routes(routes))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned());
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the caller awaits the handle at the end of the drain"
-    )]
-    let console = tokio::spawn(async move {
-        if let Err(err) = server.await {
-            tracing::error!(error = %err, "the console server failed");
-        }
-    });
-    Ok(console)
-}
-
-async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    for name in HEALTH_SERVICE_NAMES {
-        reporter.set_service_status(name, status).await;
-    }
-}
-
-/// Pings the store every `interval` and reports SERVING while it answers.
-async fn report_health<S: Store>(
-    store: S,
-    reporter: HealthReporter,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    let mut serving = None;
-    loop {
-        let ping = tokio::select! {
-            _ = stop.cancelled() => return,
-            ping = tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()) => ping,
-        };
-        let error = match ping {
-            Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(err.to_string()),
-            Err(_) => Some("ping timed out".to_owned()),
-        };
-        let now_serving = error.is_none();
-        if serving != Some(now_serving) {
-            match &error {
-                None => tracing::info!("the store answers; health is SERVING"),
-                Some(error) => {
-                    tracing::warn!(%error, "the store (redis) does not answer; health is NOT_SERVING")
-                }
-            }
-            let status = if now_serving {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            set_health(&reporter, status).await;
-            serving = Some(now_serving);
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
 }
