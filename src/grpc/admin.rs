@@ -19,7 +19,7 @@ use crate::store::Store;
 use crate::store::StoreError;
 
 mod console;
-mod dead_letter_calls;
+mod dead_letters;
 mod delayed;
 mod retention;
 mod subscriptions;

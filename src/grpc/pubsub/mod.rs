@@ -18,7 +18,7 @@ mod settings;
 mod streaming_pull;
 mod subscriber;
 
-pub use records::{SUBSCRIPTIONS_REGISTRY, TOPICS_REGISTRY};
+pub use records::{PUBSUB_SUBSCRIPTION_RECORDS, PUBSUB_TOPIC_RECORDS};
 
 use std::sync::Arc;
 

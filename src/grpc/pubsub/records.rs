@@ -13,11 +13,12 @@ use super::names::{Kind, Name};
 use crate::error::{BrokerError, BrokerResult};
 use crate::store::Store;
 
-/// The hash of Pub/Sub topics.
-pub const TOPICS_REGISTRY: &str = "streamgate:pubsub:topics";
+/// The hash of Pub/Sub topic records (not streamgate's own topics: `delivery::topics`).
+pub const PUBSUB_TOPIC_RECORDS: &str = "streamgate:pubsub:topics";
 
-/// The hash of Pub/Sub subscriptions.
-pub const SUBSCRIPTIONS_REGISTRY: &str = "streamgate:pubsub:subscriptions";
+/// The hash of Pub/Sub subscription records (their stored policies are streamgate's own,
+/// `delivery::policies`).
+pub const PUBSUB_SUBSCRIPTION_RECORDS: &str = "streamgate:pubsub:subscriptions";
 
 /// Records of one kind.
 #[derive(Clone)]
@@ -27,8 +28,8 @@ pub(super) struct Records<S> {
 
 fn registry(kind: Kind) -> &'static str {
     match kind {
-        Kind::Topic => TOPICS_REGISTRY,
-        Kind::Subscription => SUBSCRIPTIONS_REGISTRY,
+        Kind::Topic => PUBSUB_TOPIC_RECORDS,
+        Kind::Subscription => PUBSUB_SUBSCRIPTION_RECORDS,
     }
 }
 
