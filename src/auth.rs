@@ -208,13 +208,25 @@ pub enum Caller {
     Anyone,
     /// An authenticated principal.
     Principal(Arc<Principal>),
+    /// Code running outside any call's scope (a task spawned from a handler that did not carry
+    /// its caller along): allowed nothing, so that such a slip fails closed rather than open.
+    Unscoped,
+}
+
+/// What an unscoped caller is told: a bug of the broker's, not of the client's.
+fn unscoped() -> BrokerError {
+    BrokerError::Internal(
+        "this code runs outside the scope of the call it serves, so it has no caller to \
+         authorize; this is a bug in streamgate"
+            .into(),
+    )
 }
 
 impl Caller {
     /// The name for logs and per-principal limits.
     pub fn name(&self) -> &str {
         match self {
-            Self::Anyone => "",
+            Self::Anyone | Self::Unscoped => "",
             Self::Principal(p) => &p.name,
         }
     }
@@ -225,8 +237,10 @@ impl Caller {
         permission: Permission,
         streams: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), BrokerError> {
-        let Self::Principal(principal) = self else {
-            return Ok(());
+        let principal = match self {
+            Self::Anyone => return Ok(()),
+            Self::Unscoped => return Err(unscoped()),
+            Self::Principal(principal) => principal,
         };
         for stream in streams {
             if !principal.allows(permission, stream) {
@@ -244,6 +258,7 @@ impl Caller {
         match self {
             Self::Anyone => true,
             Self::Principal(p) => p.allows(permission, stream),
+            Self::Unscoped => false,
         }
     }
 
@@ -252,6 +267,7 @@ impl Caller {
         match self {
             Self::Anyone => true,
             Self::Principal(p) => p.allows_any(permission),
+            Self::Unscoped => false,
         }
     }
 
@@ -265,14 +281,16 @@ impl Caller {
                     p.name
                 )))
             }
+            Self::Unscoped => Err(unscoped()),
             _ => Ok(()),
         }
     }
 
     /// The caller of the call being served. [`AuthLayer`] sets it around every call the server
-    /// handles; `Anyone` only where no layer runs (services built by hand, without a server).
+    /// handles (`Anyone` when authentication is off); outside that scope it is
+    /// [`Unscoped`](Self::Unscoped), which may do nothing.
     pub fn current() -> Caller {
-        CALLER.try_with(Caller::clone).unwrap_or(Caller::Anyone)
+        CALLER.try_with(Caller::clone).unwrap_or(Caller::Unscoped)
     }
 }
 
@@ -478,5 +496,21 @@ mod tests {
         assert!(err.contains("64 hex digits"), "{err}");
         let err = Principals::parse("[[principal]]\nnme = \"x\"\n").unwrap_err();
         assert!(err.contains("nme"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn outside_a_call_the_caller_may_do_nothing() {
+        let caller = Caller::current();
+        assert!(matches!(caller, Caller::Unscoped));
+        let err = caller.require(Permission::Produce, ["orders"]).unwrap_err();
+        assert!(matches!(err, BrokerError::Internal(_)), "{err}");
+        assert!(!caller.may(Permission::AdminRead, "orders"));
+        assert!(!caller.may_any(Permission::AdminRead));
+        assert!(caller.require_any(Permission::AdminRead).is_err());
+        // Within a call's scope it is the call's caller.
+        let inside = CALLER
+            .scope(Caller::Anyone, async { Caller::current() })
+            .await;
+        assert!(matches!(inside, Caller::Anyone));
     }
 }
