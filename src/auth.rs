@@ -244,10 +244,11 @@ impl Caller {
         };
         for stream in streams {
             if !principal.allows(permission, stream) {
-                return Err(BrokerError::PermissionDenied(format!(
-                    "principal `{}` lacks `{permission}` on stream `{stream}`",
-                    principal.name
-                )));
+                return Err(BrokerError::NotPermitted {
+                    principal: principal.name.clone(),
+                    permission: permission.to_string(),
+                    stream: Some(stream.to_owned()),
+                });
             }
         }
         Ok(())
@@ -276,10 +277,11 @@ impl Caller {
     pub fn require_any(&self, permission: Permission) -> Result<(), BrokerError> {
         match self {
             Self::Principal(p) if !p.allows_any(permission) => {
-                Err(BrokerError::PermissionDenied(format!(
-                    "principal `{}` lacks `{permission}` on every stream",
-                    p.name
-                )))
+                Err(BrokerError::NotPermitted {
+                    principal: p.name.clone(),
+                    permission: permission.to_string(),
+                    stream: None,
+                })
             }
             Self::Unscoped => Err(unscoped()),
             _ => Ok(()),

@@ -42,19 +42,41 @@ pub enum BrokerError {
     /// The request is well-formed but the data is not in a state that allows it.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// The caller may not do this (authorization, or Redis's ACL); the message names the
-    /// permission and stream, or the Redis user and command.
-    #[error("{0}")]
-    PermissionDenied(String),
+    /// The stream the request names does not exist.
+    #[error("stream `{stream}` does not exist")]
+    NoSuchStream {
+        /// The stream, as the client named it.
+        stream: String,
+    },
+    /// The caller's principal lacks a permission: on `stream`, or (`None`) on every stream.
+    #[error("principal `{principal}` lacks `{permission}` on {}", on_what(.stream.as_deref()))]
+    NotPermitted {
+        /// The principal's name.
+        principal: String,
+        /// The permission, as the principals file spells it.
+        permission: String,
+        /// The stream it was needed on; `None`: a listing needing it somewhere.
+        stream: Option<String>,
+    },
+    /// Redis's ACL refused a command (NOPERM): keeps the store's error, which names the Redis
+    /// user and command the operator must grant.
+    #[error(transparent)]
+    RedisDenied(StoreError),
     /// The call carries no credentials, or ones no principal has.
     #[error("{0}")]
     Unauthenticated(String),
     /// The client's deadline (`grpc-timeout`) passed before the call finished.
     #[error("the call's deadline ({0:?}) passed before it finished")]
     DeadlineExceeded(std::time::Duration),
-    /// A server-side limit was reached.
-    #[error("{0}")]
-    ResourceExhausted(String),
+    /// A limit on open subscriptions was reached: the broker's (`principal` `None`) or one
+    /// principal's.
+    #[error("{}", subscription_limit(*.open, .principal.as_deref()))]
+    SubscriptionLimit {
+        /// Subscriptions open now, the limit.
+        open: usize,
+        /// Whose limit: `None` for the broker's (`--max-subscriptions`).
+        principal: Option<String>,
+    },
     /// A feature of an API we serve (Pub/Sub's) that streamgate does not offer; the message
     /// names the field or call.
     #[error("{0}")]
@@ -69,6 +91,25 @@ pub enum BrokerError {
     /// Something that should not happen (an unexpected Redis reply); details are in the logs.
     #[error("{0}")]
     Internal(String),
+}
+
+fn on_what(stream: Option<&str>) -> String {
+    match stream {
+        Some(stream) => format!("stream `{stream}`"),
+        None => "every stream".to_owned(),
+    }
+}
+
+fn subscription_limit(open: usize, principal: Option<&str>) -> String {
+    match principal {
+        None => format!(
+            "this broker has {open} subscriptions open, its limit (--max-subscriptions)"
+        ),
+        Some(principal) => format!(
+            "principal `{principal}` has {open} subscriptions open, its limit \
+             (--max-subscriptions-per-principal)"
+        ),
+    }
 }
 
 impl BrokerError {
@@ -86,7 +127,7 @@ impl From<StoreError> for BrokerError {
         crate::ops::metrics::store_error(err.kind());
         match err {
             StoreError::NoSuchGroup { stream, group } => Self::NoSuchGroup { stream, group },
-            StoreError::NoSuchStream { .. } => Self::NotFound(err.to_string()),
+            StoreError::NoSuchStream { stream } => Self::NoSuchStream { stream },
             StoreError::GroupExists { .. } | StoreError::TopicExists { .. } => {
                 Self::AlreadyExists(err.to_string())
             }
@@ -103,7 +144,7 @@ impl From<StoreError> for BrokerError {
                 ref detail,
             } => {
                 log_acl_refusal_once(user, command, detail);
-                Self::PermissionDenied(err.to_string())
+                Self::RedisDenied(err)
             }
             StoreError::Unavailable { .. } => {
                 // Not a warning per failed call: during an outage that would be one line per
@@ -158,12 +199,16 @@ impl From<BrokerError> for Status {
     fn from(err: BrokerError) -> Self {
         let code = match &err {
             BrokerError::InvalidArgument { .. } => Code::InvalidArgument,
-            BrokerError::NoSuchGroup { .. } | BrokerError::NotFound(_) => Code::NotFound,
+            BrokerError::NoSuchGroup { .. }
+            | BrokerError::NoSuchStream { .. }
+            | BrokerError::NotFound(_) => Code::NotFound,
             BrokerError::AlreadyExists(_) => Code::AlreadyExists,
             BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
-            BrokerError::ResourceExhausted(_) => Code::ResourceExhausted,
+            BrokerError::SubscriptionLimit { .. } => Code::ResourceExhausted,
             BrokerError::Unimplemented(_) => Code::Unimplemented,
-            BrokerError::PermissionDenied(_) => Code::PermissionDenied,
+            BrokerError::NotPermitted { .. } | BrokerError::RedisDenied(_) => {
+                Code::PermissionDenied
+            }
             BrokerError::Unauthenticated(_) => Code::Unauthenticated,
             BrokerError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             BrokerError::Unavailable(_) | BrokerError::ShuttingDown => Code::Unavailable,

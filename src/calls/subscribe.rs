@@ -135,10 +135,10 @@ impl<S: Store> Pumps<S> {
         session: Session,
     ) -> BrokerResult<EventReceiver> {
         if self.open_count() >= self.limits.total {
-            return Err(BrokerError::ResourceExhausted(format!(
-                "this broker has {} subscriptions open, its limit (--max-subscriptions)",
-                self.limits.total
-            )));
+            return Err(BrokerError::SubscriptionLimit {
+                open: self.limits.total,
+                principal: None,
+            });
         }
         let principal_slot = if principal.is_empty() {
             None
@@ -149,10 +149,10 @@ impl<S: Store> Pumps<S> {
                 .unwrap_or_else(PoisonError::into_inner);
             let count = counts.entry(principal.to_owned()).or_default();
             if *count >= self.limits.per_principal {
-                return Err(BrokerError::ResourceExhausted(format!(
-                    "principal `{principal}` has {count} subscriptions open, its limit \
-                     (--max-subscriptions-per-principal)"
-                )));
+                return Err(BrokerError::SubscriptionLimit {
+                    open: *count,
+                    principal: Some(principal.to_owned()),
+                });
             }
             *count += 1;
             Some((self.per_principal.clone(), principal.to_owned()))
