@@ -276,13 +276,11 @@ impl Caller {
     /// otherwise come back empty).
     pub fn require_any(&self, permission: Permission) -> Result<(), BrokerError> {
         match self {
-            Self::Principal(p) if !p.allows_any(permission) => {
-                Err(BrokerError::NotPermitted {
-                    principal: p.name.clone(),
-                    permission: permission.to_string(),
-                    stream: None,
-                })
-            }
+            Self::Principal(p) if !p.allows_any(permission) => Err(BrokerError::NotPermitted {
+                principal: p.name.clone(),
+                permission: permission.to_string(),
+                stream: None,
+            }),
             Self::Unscoped => Err(unscoped()),
             _ => Ok(()),
         }

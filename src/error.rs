@@ -102,9 +102,9 @@ fn on_what(stream: Option<&str>) -> String {
 
 fn subscription_limit(open: usize, principal: Option<&str>) -> String {
     match principal {
-        None => format!(
-            "this broker has {open} subscriptions open, its limit (--max-subscriptions)"
-        ),
+        None => {
+            format!("this broker has {open} subscriptions open, its limit (--max-subscriptions)")
+        }
         Some(principal) => format!(
             "principal `{principal}` has {open} subscriptions open, its limit \
              (--max-subscriptions-per-principal)"

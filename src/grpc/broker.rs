@@ -222,7 +222,7 @@ async fn pump_produce_stream<S: Store>(
 }
 
 /// Names the streams, group and consumer of a read on the call's `rpc` span (opened by the
-/// server for every call; see `server.rs`), so that its log lines say what it was about.
+/// server for every call; see `server::rpc_span`), so that its log lines say what it was about.
 fn record_reader(spec: &ResolvedSpec) {
     let span = tracing::Span::current();
     span.record("stream", spec.streams().join(",").as_str());
