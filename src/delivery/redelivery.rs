@@ -14,12 +14,16 @@
 //! per interval, shared by every subscription and fetch of that group on this instance, with a
 //! cursor so that a long pending list is walked page by page rather than rescanned from the top.
 //! Across instances, the one that holds the group's sweep lease in Redis
-//! ([`Registry::hold_lease`](crate::store::Registry::hold_lease), renewed at each sweep, expiring after [`LEASE_INTERVALS`] intervals)
-//! sweeps on schedule and the others skip: one sweep per interval, not one per instance. A
-//! sweep made due by something that happened here (a nack, a hand-back) runs at once anyway, so
-//! that it is not late by an interval.
-//! Each sweep step is one Lua script ([`Scripts::sweep`](crate::store::Scripts::sweep)): one round trip, and cheap when nothing
-//! is due (Redis filters the pending list by idle time itself).
+//! ([`Registry::hold_lease`](crate::store::Registry::hold_lease), renewed at each sweep,
+//! expiring after [`LEASE_INTERVALS`] intervals) sweeps on schedule and the others skip: one
+//! sweep per interval, not one per instance. A sweep made due by something that happened here
+//! (a nack, a hand-back) runs at once anyway, so that it is not late by an interval.
+//! Each sweep step is one Lua script ([`Scripts::sweep`](crate::store::Scripts::sweep)): one
+//! round trip, and cheap when nothing is due (Redis filters the pending list by idle time itself).
+//!
+//! Over 600 lines with its unit tests (about 110 of them): the schedule of sweeps, what one
+//! sweep does, the hand-back and the consumer clean-up share one set of per-group state (when
+//! each was last done, by whom), and split across files each would reach into the others'.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
