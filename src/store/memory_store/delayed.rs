@@ -9,14 +9,14 @@ use crate::store::StoreResult;
 
 /// Every stream's held messages, and every registry.
 #[derive(Default)]
-pub(super) struct Book {
+pub(super) struct DelayedBook {
     /// Stream → (due ms, token) → fields.
     held: HashMap<String, BTreeMap<(u64, String), Vec<Field>>>,
     /// Registry → stream → earliest due ms (`u64::MAX`: nothing held).
     registries: HashMap<String, HashMap<String, u64>>,
 }
 
-impl Book {
+impl DelayedBook {
     /// Applies `step` to `stream`'s held messages; a move appends to `streams`, with ids from
     /// the store's clock `now`.
     pub(super) fn delay(

@@ -41,7 +41,7 @@ pub struct MemoryStore {
     records: Arc<records::Records>,
     leases: Arc<records::Leases>,
     /// Delayed messages and their registries (locked before `streams` when both are).
-    delayed: Arc<Mutex<delayed::Book>>,
+    delayed: Arc<Mutex<delayed::DelayedBook>>,
     wakeups: Wakeups,
     clock: Clock,
 }
