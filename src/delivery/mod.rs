@@ -56,6 +56,7 @@ pub use produce::{Origin, Produced};
 pub use redelivery::{MAX_DELAY, Redelivery, RedeliveryCounters, RedeliverySettings};
 pub use retention::{RETENTION_REGISTRY, Retention};
 pub use seek::{SeekTarget, Seeked};
+pub use stored::SubscriptionRecord;
 pub use topics::Topics;
 
 use crate::error::BrokerResult;

@@ -2,10 +2,33 @@
 //! Pub/Sub's subscriptions): the policy and the group made together, or neither; a change
 //! that resumes delivery seen at once; a delete that leaves nothing of what it removes.
 
+use std::future::Future;
+
 use super::DeliveryCore;
 use crate::error::{BrokerError, BrokerResult};
 use crate::model::{StartId, Subscription, SubscriptionPolicy};
 use crate::store::{Store, StoreError};
+
+/// A facade's own record of a stored subscription (Pub/Sub keeps its subscription resource
+/// beside the policy): made first, and taken back if the policy or the group cannot be made, so
+/// that all of them exist or none does.
+pub trait SubscriptionRecord: Send + Sync {
+    /// Stores the record; ALREADY_EXISTS when there is one (and then nothing else is touched).
+    fn store(&self) -> impl Future<Output = BrokerResult<()>> + Send;
+    /// Removes the record again.
+    fn remove(&self) -> impl Future<Output = BrokerResult<()>> + Send;
+}
+
+/// No record of the facade's own: Admin's subscriptions are their policy.
+impl SubscriptionRecord for () {
+    async fn store(&self) -> BrokerResult<()> {
+        Ok(())
+    }
+
+    async fn remove(&self) -> BrokerResult<()> {
+        Ok(())
+    }
+}
 
 impl<S: Store> DeliveryCore<S> {
     /// The stream, or a topic's partitions.
@@ -33,10 +56,28 @@ impl<S: Store> DeliveryCore<S> {
         Ok(())
     }
 
-    /// Stores `subscription` and creates its group (on every partition of a topic) from `start`
-    /// where missing. Stored first, so that a subscription stored already is refused
-    /// (ALREADY_EXISTS) before the group is touched; taken back when the group cannot be made.
+    /// Stores `record` (the facade's own, if any), then `subscription`, then creates its group
+    /// (on every partition of a topic) from `start` where missing. Each step is taken back when
+    /// a later one fails. The policy is stored before the group is touched, so that a
+    /// subscription stored already is refused (ALREADY_EXISTS) first.
     pub async fn create_subscription(
+        &self,
+        subscription: &Subscription,
+        start: StartId,
+        record: &impl SubscriptionRecord,
+    ) -> BrokerResult<()> {
+        record.store().await?;
+        if let Err(err) = self.create_policy_and_group(subscription, start).await {
+            let _ = record.remove().await;
+            return Err(err);
+        }
+        let (stream, group) = (&subscription.stream, &subscription.group);
+        tracing::info!(%stream, %group, policy = ?subscription.policy, "subscription created");
+        Ok(())
+    }
+
+    /// [`create_subscription`](Self::create_subscription)'s policy and group.
+    async fn create_policy_and_group(
         &self,
         subscription: &Subscription,
         start: StartId,
@@ -55,7 +96,6 @@ impl<S: Store> DeliveryCore<S> {
             let _ = self.policies().delete(stream, group).await;
             return Err(err);
         }
-        tracing::info!(%stream, %group, policy = ?subscription.policy, "subscription created");
         Ok(())
     }
 

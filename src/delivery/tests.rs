@@ -6,8 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
+use crate::error::BrokerError;
 use crate::model::{DeliveryPolicy, Field, NewMessage, StartId};
-use crate::store::MemoryStore;
+use crate::store::{Inspect, MemoryStore};
 
 const DEADLINE: Duration = Duration::from_secs(1);
 
@@ -280,4 +281,75 @@ async fn an_extended_message_keeps_its_lease_past_the_first_deadline() {
         Batch::AtLimit,
         "the lease runs from the extension"
     );
+}
+
+/// A facade's record that logs what the core asked of it.
+#[derive(Default)]
+struct LoggedRecord {
+    log: std::sync::Mutex<Vec<&'static str>>,
+    refuse: bool,
+}
+
+impl SubscriptionRecord for LoggedRecord {
+    async fn store(&self) -> BrokerResult<()> {
+        self.log.lock().unwrap().push("store");
+        if self.refuse {
+            return Err(BrokerError::AlreadyExists("the record exists".into()));
+        }
+        Ok(())
+    }
+
+    async fn remove(&self) -> BrokerResult<()> {
+        self.log.lock().unwrap().push("remove");
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_is_created_whole_or_not_at_all() {
+    let store = MemoryStore::new();
+    let core = core(&store);
+    let subscription = crate::model::Subscription {
+        stream: "s".into(),
+        group: "g".into(),
+        policy: crate::model::SubscriptionPolicy::default(),
+    };
+    let first = LoggedRecord::default();
+    core.create_subscription(&subscription, StartId::Latest, &first)
+        .await
+        .unwrap();
+    assert_eq!(*first.log.lock().unwrap(), ["store"]);
+    assert_eq!(
+        store.groups("s").await.unwrap().len(),
+        1,
+        "the group is made"
+    );
+    // The policy exists already: the record stored for this attempt is taken back.
+    let again = LoggedRecord::default();
+    let err = core
+        .create_subscription(&subscription, StartId::Latest, &again)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BrokerError::AlreadyExists(_)), "{err}");
+    assert_eq!(*again.log.lock().unwrap(), ["store", "remove"]);
+    // A record that exists stops everything before the policy is touched.
+    let other = crate::model::Subscription {
+        group: "h".into(),
+        ..subscription
+    };
+    let refused = LoggedRecord {
+        refuse: true,
+        ..LoggedRecord::default()
+    };
+    let err = core
+        .create_subscription(&other, StartId::Latest, &refused)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BrokerError::AlreadyExists(_)), "{err}");
+    assert!(core.policies().get("s", "h").await.unwrap().is_none());
+    assert_eq!(store.groups("s").await.unwrap().len(), 1, "no group `h`");
+    // Deleting with the group leaves neither.
+    core.delete_subscription("s", "g", true).await.unwrap();
+    assert!(core.policies().get("s", "g").await.unwrap().is_none());
+    assert!(store.groups("s").await.unwrap().is_empty());
 }

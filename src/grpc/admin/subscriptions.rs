@@ -44,7 +44,9 @@ impl<S: Store> AdminService<S> {
             group,
             policy,
         };
-        self.core.create_subscription(&subscription, start).await?;
+        self.core
+            .create_subscription(&subscription, start, &())
+            .await?;
         Ok(Response::new(subscription.into()))
     }
 

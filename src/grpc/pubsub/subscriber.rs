@@ -10,12 +10,12 @@ use tonic::{Request, Response, Status, Streaming};
 use super::ack_ids;
 use super::messages::from_entry;
 use super::names::{Kind, Name};
-use super::records::page;
+use super::records::{Records, page};
 use super::settings::{normalized, policy, refuse_unsupported_subscription};
 use super::{PubsubService, StreamingPullStream, pb};
 use crate::auth::{Caller, Permission};
 use crate::calls::fetch::{fetch, wait_within};
-use crate::delivery::{GroupMembership, MemberSpec, OwnSettings, SeekTarget};
+use crate::delivery::{GroupMembership, MemberSpec, OwnSettings, SeekTarget, SubscriptionRecord};
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::convert;
 use crate::model::{
@@ -132,6 +132,26 @@ impl<S: Store> PubsubService<S> {
     }
 }
 
+/// A Pub/Sub subscription's resource, stored and (should the rest fail) removed by the core
+/// with its policy and group.
+struct Record<'a, S> {
+    records: &'a Records<S>,
+    target: &'a Target,
+}
+
+impl<S: Store> SubscriptionRecord for Record<'_, S> {
+    async fn store(&self) -> BrokerResult<()> {
+        let target = self.target;
+        self.records
+            .put(&target.name, &target.subscription, true)
+            .await
+    }
+
+    async fn remove(&self) -> BrokerResult<()> {
+        self.records.remove(&self.target.name).await
+    }
+}
+
 /// A delivery as Pub/Sub's received message; `delivery_attempt` only with a dead-letter
 /// policy, as Pub/Sub sets it.
 pub(super) fn received(delivery: Delivery, consumer: &str, attempts: bool) -> pb::ReceivedMessage {
@@ -203,7 +223,6 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             self.topic(&dead).await?;
         }
         let policy = policy(&subscription, self.policy_defaults())?;
-        self.shared.records.put(&name, &subscription, true).await?;
         let target = Target {
             name,
             subscription,
@@ -215,15 +234,14 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             group: target.group().to_owned(),
             policy,
         };
-        if let Err(err) = self
-            .shared
+        let record = Record {
+            records: &self.shared.records,
+            target: &target,
+        };
+        self.shared
             .core
-            .create_subscription(&stored, StartId::Latest)
-            .await
-        {
-            let _ = self.shared.records.remove(&target.name).await;
-            return Err(err.into());
-        }
+            .create_subscription(&stored, StartId::Latest, &record)
+            .await?;
         self.sync_retention(&topic).await?;
         tracing::info!(subscription = %target.name, stream = %target.stream, "Pub/Sub subscription created");
         Ok(Response::new(target.subscription))
