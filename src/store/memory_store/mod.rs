@@ -3,7 +3,7 @@
 //!
 //! Each of the store's roles is implemented in a file of its own (`streams.rs`, `inspect.rs`,
 //! `scripts.rs`, `registry.rs`); the state, the twins of the Lua scripts, and registry records
-//! and leases live in `state.rs`, `pending.rs` and `records.rs`.
+//! and leases live in `state.rs`, `pending.rs` and `registry.rs`.
 //!
 //! It follows Redis 7.0's stream semantics wherever a client can observe them (ids and their
 //! ordering, consumer groups and their pending entries lists, delivery counts and idle times,
@@ -23,7 +23,6 @@ mod inspect;
 mod ordering;
 mod pending;
 mod produce;
-mod records;
 mod registry;
 mod retention;
 mod scripts;
@@ -38,8 +37,8 @@ use super::{StoreResult, Wakeups};
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     streams: Arc<Mutex<HashMap<String, Stream>>>,
-    records: Arc<records::Records>,
-    leases: Arc<records::Leases>,
+    records: Arc<registry::Records>,
+    leases: Arc<registry::Leases>,
     /// Delayed messages and their registries (locked before `streams` when both are).
     delayed: Arc<Mutex<delayed::DelayedBook>>,
     wakeups: Wakeups,

@@ -102,13 +102,13 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
+mod acks;
 mod cluster;
 mod delayed;
 mod errors;
 mod inspect;
 mod ordering;
 mod produce;
-mod records;
 mod registry;
 mod replies;
 mod retention;
