@@ -15,7 +15,7 @@ use crate::auth::{Caller, Permission};
 use crate::calls::Event;
 use crate::calls::frames::Frame;
 use crate::calls::session::{Outgoing, SessionOptions, SessionWire, Step, open_session};
-use crate::calls::settle::{Refusal, SettleKind, SettleOutcome, SettleRequest, Settled};
+use crate::calls::settle::{Refusal, SettleKind, Settled};
 use crate::config::Limits;
 use crate::delivery::Credit;
 use crate::error::BrokerError;
@@ -41,30 +41,6 @@ struct ConsumeWire {
 struct Note {
     request_id: u64,
     ids: Vec<String>,
-}
-
-impl ConsumeWire {
-    /// A settle request from its wire form: ids that parse, a delay only on a nack.
-    fn settle(&self, kind: SettleKind, settle: &pb::Settle) -> Result<SettleRequest, Refusal> {
-        let invalid = |err: BrokerError| Refusal::Invalid(err.to_string());
-        let kind = match (kind, settle.delay_ms) {
-            (SettleKind::Nack { .. }, Some(ms)) => SettleKind::Nack {
-                delay: Some(convert::delay("delay_ms", ms).map_err(invalid)?),
-            },
-            (_, Some(_)) => {
-                return Err(invalid(BrokerError::invalid(
-                    "delay_ms",
-                    "only applies to a nack",
-                )));
-            }
-            (kind, None) => kind,
-        };
-        Ok(SettleRequest {
-            kind,
-            stream: settle.stream.clone(),
-            ids: convert::ids("ids", &settle.ids, &self.limits).map_err(invalid)?,
-        })
-    }
 }
 
 impl SessionWire for ConsumeWire {
@@ -97,7 +73,7 @@ impl SessionWire for ConsumeWire {
                 )));
             }
         };
-        let request = self.settle(kind, &settle);
+        let request = convert::consume::settle_request(kind, &settle, &self.limits);
         let note = Note {
             request_id: settle.request_id,
             ids: settle.ids,
@@ -112,54 +88,10 @@ impl SessionWire for ConsumeWire {
                 let settled = settled
                     .pop()
                     .unwrap_or_else(|| Err(Refusal::Failed("not applied".into())));
-                confirmation(note, settled)
+                convert::consume::confirmation(note.request_id, note.ids, settled)
             })
             .collect()
     }
-}
-
-/// A confirmation: every id of the request, in order, among the succeeded or the failed.
-fn confirmation(note: Note, settled: Settled) -> pb::Confirmation {
-    use pb::SettleFailureReason as Reason;
-    let failure = |id, reason: Reason, message: &str| pb::SettleFailure {
-        id,
-        reason: reason as i32,
-        message: message.to_owned(),
-    };
-    let mut confirmation = pb::Confirmation {
-        request_id: note.request_id,
-        succeeded: Vec::new(),
-        failed: Vec::new(),
-    };
-    match settled {
-        Ok(outcomes) => {
-            for (id, outcome) in note.ids.into_iter().zip(outcomes) {
-                let reason = match outcome {
-                    SettleOutcome::Applied => {
-                        confirmation.succeeded.push(id);
-                        continue;
-                    }
-                    SettleOutcome::NotPending => Reason::NotPending,
-                    SettleOutcome::HeldByAnotherConsumer => Reason::HeldByAnotherConsumer,
-                    SettleOutcome::NotHeld => Reason::NotHeld,
-                };
-                let message = outcome.explanation().unwrap_or_default();
-                confirmation.failed.push(failure(id, reason, message));
-            }
-        }
-        Err(refusal) => {
-            let reason = match refusal {
-                Refusal::Invalid(_) => Reason::Invalid,
-                Refusal::Failed(_) => Reason::Failed,
-            };
-            confirmation.failed = note
-                .ids
-                .into_iter()
-                .map(|id| failure(id, reason, refusal.message()))
-                .collect();
-        }
-    }
-    confirmation
 }
 
 /// The opening request: the first of the stream, within [`OPEN_WAIT`].

@@ -1,9 +1,11 @@
-//! A Consume session's opening request: Subscribe's reading options (group mode only), the
-//! client's opening credit, and how messages are framed.
+//! A Consume session's opening request (Subscribe's reading options, group mode only; the
+//! client's opening credit; how messages are framed), its settle requests, and the
+//! confirmations that answer them.
 
 use super::subscription;
 use crate::calls::SubscribeSpec;
 use crate::calls::frames::{DEFAULT_FRAME_BYTES, DEFAULT_FRAME_MESSAGES, FrameLimits};
+use crate::calls::settle::{Refusal, SettleKind, SettleOutcome, SettleRequest, Settled};
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
 use crate::grpc::pb;
@@ -84,4 +86,74 @@ pub fn consume(
         frames,
         exactly_once,
     })
+}
+
+/// A settle request of a Consume stream (an ack, nack or extend): ids that parse, a delay only
+/// on a nack. What fails is the refusal of the whole request, confirmed as INVALID.
+pub fn settle_request(
+    kind: SettleKind,
+    settle: &pb::Settle,
+    limits: &Limits,
+) -> Result<SettleRequest, Refusal> {
+    let invalid = |err: BrokerError| Refusal::Invalid(err.to_string());
+    let kind = match (kind, settle.delay_ms) {
+        (SettleKind::Nack { .. }, Some(ms)) => SettleKind::Nack {
+            delay: Some(super::delay("delay_ms", ms).map_err(invalid)?),
+        },
+        (_, Some(_)) => {
+            return Err(invalid(BrokerError::invalid(
+                "delay_ms",
+                "only applies to a nack",
+            )));
+        }
+        (kind, None) => kind,
+    };
+    Ok(SettleRequest {
+        kind,
+        stream: settle.stream.clone(),
+        ids: super::ids("ids", &settle.ids, limits).map_err(invalid)?,
+    })
+}
+
+/// A confirmation: every id of the request, in order, among the succeeded or the failed.
+pub fn confirmation(request_id: u64, ids: Vec<String>, settled: Settled) -> pb::Confirmation {
+    use pb::SettleFailureReason as Reason;
+    let failure = |id, reason: Reason, message: &str| pb::SettleFailure {
+        id,
+        reason: reason as i32,
+        message: message.to_owned(),
+    };
+    let mut confirmation = pb::Confirmation {
+        request_id,
+        succeeded: Vec::new(),
+        failed: Vec::new(),
+    };
+    match settled {
+        Ok(outcomes) => {
+            for (id, outcome) in ids.into_iter().zip(outcomes) {
+                let reason = match outcome {
+                    SettleOutcome::Applied => {
+                        confirmation.succeeded.push(id);
+                        continue;
+                    }
+                    SettleOutcome::NotPending => Reason::NotPending,
+                    SettleOutcome::HeldByAnotherConsumer => Reason::HeldByAnotherConsumer,
+                    SettleOutcome::NotHeld => Reason::NotHeld,
+                };
+                let message = outcome.explanation().unwrap_or_default();
+                confirmation.failed.push(failure(id, reason, message));
+            }
+        }
+        Err(refusal) => {
+            let reason = match refusal {
+                Refusal::Invalid(_) => Reason::Invalid,
+                Refusal::Failed(_) => Reason::Failed,
+            };
+            confirmation.failed = ids
+                .into_iter()
+                .map(|id| failure(id, reason, refusal.message()))
+                .collect();
+        }
+    }
+    confirmation
 }
