@@ -15,6 +15,7 @@ mod publisher;
 mod records;
 mod retention;
 mod settings;
+mod settling;
 mod streaming_pull;
 mod subscriber;
 
