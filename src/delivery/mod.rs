@@ -87,16 +87,9 @@ impl ResolvedSpec {
 
 /// The core over one store; a clone is one pointer (every subscription task holds one, so its
 /// size is what ten thousand idle subscriptions pay for it).
+#[derive(Clone)]
 pub struct DeliveryCore<S> {
     parts: Arc<Parts<S>>,
-}
-
-impl<S> Clone for DeliveryCore<S> {
-    fn clone(&self) -> Self {
-        Self {
-            parts: self.parts.clone(),
-        }
-    }
 }
 
 /// What a [`DeliveryCore`] shares between its clones.

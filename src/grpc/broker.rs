@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, Permission};
+use crate::calls::Event;
 use crate::calls::fetch;
 use crate::calls::frames::{Frame, framed};
-use crate::calls::{Event, Pumps};
 use crate::config::Limits;
 use crate::delivery::{DeliveryCore, Origin, Produced, ReadMode, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
+use crate::grpc::Serving;
 use crate::grpc::convert;
 use crate::grpc::pb;
 use crate::model::Append;
@@ -27,27 +28,14 @@ use crate::store::Store;
 
 /// The data-plane service over any [`Store`].
 pub struct BrokerService<S> {
-    core: DeliveryCore<S>,
-    pumps: Pumps<S>,
-    limits: Arc<Limits>,
-    stopping: CancellationToken,
+    serving: Serving<S>,
 }
 
 impl<S: Store> BrokerService<S> {
-    /// Serves through `core`; subscription pumps are started through `pumps`. When
-    /// `stopping` is cancelled (shutdown), waiting Fetch calls return their empty batch at once.
-    pub fn new(
-        core: DeliveryCore<S>,
-        pumps: Pumps<S>,
-        limits: Arc<Limits>,
-        stopping: CancellationToken,
-    ) -> Self {
-        Self {
-            core,
-            pumps,
-            limits,
-            stopping,
-        }
+    /// Serves through `serving`: when its `stopping` is cancelled (shutdown), waiting Fetch
+    /// calls return their empty batch at once and Subscribe and Consume streams end.
+    pub fn new(serving: Serving<S>) -> Self {
+        Self { serving }
     }
 }
 
@@ -84,8 +72,8 @@ impl<S: Store> Producer<S> {
 impl<S: Store> BrokerService<S> {
     fn producer(&self, metadata: &tonic::metadata::MetadataMap) -> Producer<S> {
         Producer {
-            core: self.core.clone(),
-            limits: self.limits.clone(),
+            core: self.serving.core.clone(),
+            limits: self.serving.limits.clone(),
             caller: Caller::current(),
             traceparent: convert::traceparent(metadata),
         }
@@ -272,7 +260,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let producer = self.producer(request.metadata());
         tracing::Span::current().record("stream", request.get_ref().stream.as_str());
         let (append, origin) = producer.check(request.into_inner())?;
-        let response = match self.core.produce(append, &origin).await? {
+        let response = match self.serving.core.produce(append, &origin).await? {
             Produced::Stored(ids) => pb::ProduceResponse {
                 ids: convert::id_strings(&ids),
                 delayed: Vec::new(),
@@ -294,11 +282,11 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let (tx, rx) = mpsc::channel(PRODUCE_STREAM_BATCH);
         // A task of its own, so that a client that stops reading, or leaves, is noticed.
         let producer = self.producer(request.metadata());
-        self.pumps.spawn_call_loop(pump_produce_stream(
+        self.serving.pumps.spawn_call_loop(pump_produce_stream(
             request.into_inner(),
             tx,
             producer,
-            self.stopping.clone(),
+            self.serving.stopping.clone(),
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -311,21 +299,25 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let request = request.into_inner();
         let per_response = request.max_messages_per_response;
-        let spec = convert::subscription(request, &self.limits, self.core.backoff())?;
+        let spec =
+            convert::subscription(request, &self.serving.limits, self.serving.core.backoff())?;
         let caller = Caller::current();
         caller.require(
             Permission::Consume,
             spec.member.streams.iter().map(String::as_str),
         )?;
-        let resolved = self.core.resolve(spec.member).await?;
+        let resolved = self.serving.core.resolve(spec.member).await?;
         record_reader(&resolved);
-        let events = self.pumps.open(resolved, spec.batch_size, caller.name())?;
+        let events = self
+            .serving
+            .pumps
+            .open(resolved, spec.batch_size, caller.name())?;
         if per_response <= 1 {
             return Ok(Response::new(Box::pin(
                 ReceiverStream::new(events).map(to_response),
             )));
         }
-        let frames = convert::consume::frame_limits(per_response, 0, &self.limits)?;
+        let frames = convert::consume::frame_limits(per_response, 0, &self.serving.limits)?;
         Ok(Response::new(Box::pin(
             framed(events, frames).map(frame_to_response),
         )))
@@ -345,11 +337,15 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::AckRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
         let request = request.into_inner();
-        let convert::PendingTarget { stream, group, ids } =
-            convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
+        let convert::PendingTarget { stream, group, ids } = convert::pending_target(
+            &request.stream,
+            &request.group,
+            &request.ids,
+            &self.serving.limits,
+        )?;
         record_target(&stream, &group, "");
         Caller::current().require(Permission::Consume, [stream.as_str()])?;
-        let acknowledged = self.core.ack(&stream, &group, &ids).await?;
+        let acknowledged = self.serving.core.ack(&stream, &group, &ids).await?;
         Ok(Response::new(pb::AckResponse { acknowledged }))
     }
 
@@ -358,19 +354,24 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::NackRequest>,
     ) -> Result<Response<pb::NackResponse>, Status> {
         let request = request.into_inner();
-        let target =
-            convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
+        let target = convert::pending_target(
+            &request.stream,
+            &request.group,
+            &request.ids,
+            &self.serving.limits,
+        )?;
         record_target(&target.stream, &target.group, &request.consumer);
         Caller::current().require(Permission::Consume, [target.stream.as_str()])?;
         let holder = match request.consumer.as_str() {
             "" => None,
-            consumer => Some(convert::name("consumer", consumer, &self.limits)?),
+            consumer => Some(convert::name("consumer", consumer, &self.serving.limits)?),
         };
         let delay = request
             .delay_ms
             .map(|ms| convert::delay("delay_ms", ms))
             .transpose()?;
         let nacked = self
+            .serving
             .core
             .nack(&target.stream, &target.group, holder, &target.ids, delay)
             .await?;
@@ -384,8 +385,12 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::ExtendDeadlineRequest>,
     ) -> Result<Response<pb::ExtendDeadlineResponse>, Status> {
         let request = request.into_inner();
-        let target =
-            convert::pending_target(&request.stream, &request.group, &request.ids, &self.limits)?;
+        let target = convert::pending_target(
+            &request.stream,
+            &request.group,
+            &request.ids,
+            &self.serving.limits,
+        )?;
         if request.consumer.is_empty() {
             return Err(BrokerError::invalid(
                 "consumer",
@@ -393,10 +398,11 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
             )
             .into());
         }
-        let consumer = convert::name("consumer", &request.consumer, &self.limits)?;
+        let consumer = convert::name("consumer", &request.consumer, &self.serving.limits)?;
         record_target(&target.stream, &target.group, &consumer);
         Caller::current().require(Permission::Consume, [target.stream.as_str()])?;
         let extended = self
+            .serving
             .core
             .extend(&target.stream, &target.group, &consumer, &target.ids)
             .await?;
@@ -413,17 +419,23 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         let spec = convert::fetch(
             request.into_inner(),
             deadline,
-            &self.limits,
-            self.core.backoff(),
+            &self.serving.limits,
+            self.serving.core.backoff(),
         )?;
         Caller::current().require(
             Permission::Consume,
             spec.member.streams.iter().map(String::as_str),
         )?;
-        let resolved = self.core.resolve(spec.member).await?;
+        let resolved = self.serving.core.resolve(spec.member).await?;
         record_reader(&resolved);
-        let fetched =
-            fetch::fetch(&self.core, resolved, spec.count, spec.wait, &self.stopping).await?;
+        let fetched = fetch::fetch(
+            &self.serving.core,
+            resolved,
+            spec.count,
+            spec.wait,
+            &self.serving.stopping,
+        )
+        .await?;
         Ok(Response::new(fetched.into()))
     }
 }

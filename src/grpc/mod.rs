@@ -11,6 +11,14 @@ pub mod convert;
 pub mod deadline;
 pub mod pubsub;
 
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::calls::Pumps;
+use crate::config::Limits;
+use crate::delivery::DeliveryCore;
+
 /// Code generated from `proto/streamgate/v1/*.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -19,4 +27,20 @@ pub mod pb {
     /// The encoded descriptors of our protos, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("streamgate_descriptor");
+}
+
+/// What every transport serves through: the core, the pumps its sessions start on, the limits
+/// a call is held to, and the token cancelled at shutdown (waiting calls answer at once,
+/// sessions end). The server builds one and gives each transport a clone, so a new transport
+/// takes the same four things.
+#[derive(Clone)]
+pub struct Serving<S> {
+    /// The delivery core.
+    pub core: DeliveryCore<S>,
+    /// Where subscriptions and sessions start, and what the drain awaits.
+    pub pumps: Pumps<S>,
+    /// The limits every call is held to.
+    pub limits: Arc<Limits>,
+    /// Cancelled at shutdown.
+    pub stopping: CancellationToken,
 }

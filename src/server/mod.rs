@@ -30,6 +30,7 @@ use crate::calls::{PumpLimits, Pumps};
 use crate::config::ServeConfig;
 use crate::console::history::{History, HistoryConfig};
 use crate::delivery::{DeliveryCore, RedeliveryCounters};
+use crate::grpc::Serving;
 use crate::grpc::admin::AdminService;
 use crate::grpc::broker::BrokerService;
 use crate::grpc::pb;
@@ -210,13 +211,14 @@ impl<S: Store> BrokerOn<S> {
             ));
         }
 
+        let serving = Serving {
+            core: self.core.clone(),
+            pumps: self.pumps.clone(),
+            limits: limits.clone(),
+            stopping: self.subscriptions_shutdown.clone(),
+        };
         let broker = size_limited!(
-            pb::broker_server::BrokerServer::new(BrokerService::new(
-                self.core.clone(),
-                self.pumps.clone(),
-                limits.clone(),
-                self.subscriptions_shutdown.clone(),
-            )),
+            pb::broker_server::BrokerServer::new(BrokerService::new(serving.clone())),
             limits.max_request_bytes
         );
         let history = self.config.console_addr.map(|_| {
@@ -250,12 +252,7 @@ impl<S: Store> BrokerOn<S> {
             ),
             None => None,
         };
-        let pubsub = PubsubService::new(
-            self.core.clone(),
-            self.pumps.clone(),
-            limits.clone(),
-            self.subscriptions_shutdown.clone(),
-        );
+        let pubsub = PubsubService::new(serving);
         let publisher = size_limited!(pubsub.publisher(), limits.max_request_bytes);
         let subscriber = size_limited!(pubsub.subscriber(), limits.max_request_bytes);
         let reflection = || {

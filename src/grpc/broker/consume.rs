@@ -150,19 +150,20 @@ impl<S: Store> BrokerService<S> {
     ) -> Result<Response<ConsumeStream>, Status> {
         let mut inbound = request.into_inner();
         let open = receive_open(&mut inbound).await?;
-        let spec = convert::consume::consume(open, &self.limits, self.core.backoff())?;
+        let spec =
+            convert::consume::consume(open, &self.serving.limits, self.serving.core.backoff())?;
         let caller = Caller::current();
         caller.require(
             Permission::Consume,
             spec.subscription.member.streams.iter().map(String::as_str),
         )?;
-        let resolved = self.core.resolve(spec.subscription.member).await?;
+        let resolved = self.serving.core.resolve(spec.subscription.member).await?;
         record_reader(&resolved);
         let credit = spec
             .credit
             .map(|(messages, bytes)| Credit::new(messages, bytes));
         let wire = ConsumeWire {
-            limits: self.limits.clone(),
+            limits: self.serving.limits.clone(),
             credit: credit.clone(),
         };
         let options = SessionOptions {
@@ -170,9 +171,16 @@ impl<S: Store> BrokerService<S> {
             frames: spec.frames,
             credit,
             exactly_once: spec.exactly_once,
-            max_ids: self.limits.max_read_count,
+            max_ids: self.serving.limits.max_read_count,
         };
-        let outgoing = open_session(&self.pumps, resolved, options, caller.name(), wire, inbound)?;
+        let outgoing = open_session(
+            &self.serving.pumps,
+            resolved,
+            options,
+            caller.name(),
+            wire,
+            inbound,
+        )?;
         Ok(Response::new(Box::pin(outgoing.map(consume_response))))
     }
 }

@@ -23,11 +23,7 @@ pub use records::{PUBSUB_SUBSCRIPTION_RECORDS, PUBSUB_TOPIC_RECORDS};
 
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
-use crate::calls::Pumps;
-use crate::config::Limits;
-use crate::delivery::DeliveryCore;
+use crate::grpc::Serving;
 use crate::store::Store;
 use records::Records;
 
@@ -43,42 +39,24 @@ pub mod pb {
 }
 
 /// Both Pub/Sub services over one core; a clone shares everything.
+#[derive(Clone)]
 pub struct PubsubService<S> {
     shared: Arc<Shared<S>>,
 }
 
-impl<S> Clone for PubsubService<S> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
 struct Shared<S> {
-    core: DeliveryCore<S>,
-    pumps: Pumps<S>,
-    limits: Arc<Limits>,
+    serving: Serving<S>,
     records: Records<S>,
-    stopping: CancellationToken,
 }
 
 impl<S: Store> PubsubService<S> {
-    /// Serves Pub/Sub through `core`; StreamingPull sessions start through `pumps` and
-    /// end when `stopping` is cancelled.
-    pub fn new(
-        core: DeliveryCore<S>,
-        pumps: Pumps<S>,
-        limits: Arc<Limits>,
-        stopping: CancellationToken,
-    ) -> Self {
+    /// Serves Pub/Sub through `serving`; StreamingPull sessions end when its `stopping` is
+    /// cancelled.
+    pub fn new(serving: Serving<S>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                records: Records::new(core.store().clone()),
-                core,
-                pumps,
-                limits,
-                stopping,
+                records: Records::new(serving.core.store().clone()),
+                serving,
             }),
         }
     }

@@ -148,7 +148,7 @@ impl<S: Store> pb::publisher_server::Publisher for PubsubService<S> {
             require_existing_stream: false,
             ..Append::default()
         };
-        let ids = match self.shared.core.produce(append, &origin).await? {
+        let ids = match self.shared.serving.core.produce(append, &origin).await? {
             Produced::Stored(ids) => ids,
             Produced::Held(_) => {
                 return Err(BrokerError::Internal("a Publish was held as delayed".into()).into());

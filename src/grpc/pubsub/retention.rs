@@ -94,7 +94,7 @@ impl<S: Store> PubsubService<S> {
             .into_iter()
             .map(|(_, subscription)| subscription)
             .collect();
-        let retention = self.shared.core.retention();
+        let retention = self.shared.serving.core.retention();
         let stream = topic.stream();
         let current = retention.get(&stream).await?.unwrap_or_default();
         let policy = derived(record.as_ref(), &subscriptions, current.clone());

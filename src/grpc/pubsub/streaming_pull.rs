@@ -79,7 +79,7 @@ impl<S: Store> PubsubService<S> {
         let exactly_once = target.subscription.enable_exactly_once_delivery;
         let shared = &self.shared;
         let member = self.member(&target, None, Some(max_outstanding));
-        let resolved = shared.core.resolve(member).await?;
+        let resolved = shared.serving.core.resolve(member).await?;
         let consumer = SessionMember::of(&resolved)?.consumer;
         let wire = PullWire {
             stream: target.stream.clone(),
@@ -87,15 +87,15 @@ impl<S: Store> PubsubService<S> {
             exactly_once,
         };
         let options = SessionOptions {
-            batch_size: shared.limits.default_batch_size,
-            frames: FrameLimits::defaults(shared.limits.max_read_count),
+            batch_size: shared.serving.limits.default_batch_size,
+            frames: FrameLimits::defaults(shared.serving.limits.max_read_count),
             credit: None,
             exactly_once,
-            max_ids: shared.limits.max_read_count,
+            max_ids: shared.serving.limits.max_read_count,
         };
         let inbound = tokio_stream::iter([Ok(first)]).chain(inbound);
         let outgoing = open_session(
-            &shared.pumps,
+            &shared.serving.pumps,
             resolved,
             options,
             Caller::current().name(),

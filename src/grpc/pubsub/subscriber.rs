@@ -58,8 +58,9 @@ impl<S: Store> PubsubService<S> {
     fn policy_defaults(&self) -> SubscriptionPolicy {
         let defaults = self
             .shared
+            .serving
             .limits
-            .default_policy(self.shared.core.backoff());
+            .default_policy(self.shared.serving.core.backoff());
         SubscriptionPolicy {
             max_in_flight: 0,
             ..defaults
@@ -75,11 +76,11 @@ impl<S: Store> PubsubService<S> {
         consumer: Option<&str>,
         max_in_flight: Option<u64>,
     ) -> MemberSpec {
-        let limits = &self.shared.limits;
+        let limits = &self.shared.serving.limits;
         let defaults = OwnSettings {
             delivery: DeliveryPolicy {
                 ack_deadline: limits.default_ack_deadline,
-                backoff: self.shared.core.backoff(),
+                backoff: self.shared.serving.core.backoff(),
                 max_deliveries: u64::from(limits.default_max_deliveries),
                 dead_letter_stream: None,
             },
@@ -239,6 +240,7 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             target: &target,
         };
         self.shared
+            .serving
             .core
             .create_subscription(&stored, StartId::Latest, &record)
             .await?;
@@ -271,6 +273,7 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
         let subscription = normalized(subscription)?;
         let updated = policy(&subscription, self.policy_defaults())?;
         self.shared
+            .serving
             .core
             .update_subscription(&target.stream, target.group(), |stored| {
                 *stored = SubscriptionPolicy {
@@ -336,6 +339,7 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
                 let stream = topic.stream();
                 Caller::current().require(Permission::AdminWrite, [stream.as_str()])?;
                 self.shared
+                    .serving
                     .core
                     .delete_subscription(&stream, &name.id, true)
                     .await?;
@@ -366,7 +370,7 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
             .into());
         }
         let by_consumer = Self::ack_ids_by_consumer("ack_ids", &request.ack_ids)?;
-        let core = &self.shared.core;
+        let core = &self.shared.serving.core;
         // A deadline of N seconds from now: the message counts as delivered (the subscription's
         // deadline − N) ago; longer than the subscription's deadline is its whole deadline.
         let deadline_ms = u64::from(target.subscription.ack_deadline_seconds.max(0) as u32) * 1000;
@@ -409,6 +413,7 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
         for (consumer, ids) in Self::ack_ids_by_consumer("ack_ids", &request.ack_ids)? {
             let outcomes = self
                 .shared
+                .serving
                 .core
                 .ack_confirmed(
                     &target.stream,
@@ -440,22 +445,22 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
         if request.max_messages <= 0 {
             return Err(BrokerError::invalid("max_messages", "must be at least 1").into());
         }
-        let count = (request.max_messages as usize).min(self.shared.limits.max_read_count);
+        let count = (request.max_messages as usize).min(self.shared.serving.limits.max_read_count);
         let member = self.member(&target, Some(PULL_CONSUMER), None);
-        let resolved = self.shared.core.resolve(member).await?;
+        let resolved = self.shared.serving.core.resolve(member).await?;
         // Pub/Sub's Pull waits for messages unless told to return at once; within the call's
         // own deadline, and at most as long as a Fetch may wait.
-        let most = self.shared.limits.max_fetch_wait;
+        let most = self.shared.serving.limits.max_fetch_wait;
         let wait = match request.return_immediately {
             true => Duration::ZERO,
             false => wait_within(most, most, wait),
         };
         let fetched = fetch(
-            &self.shared.core,
+            &self.shared.serving.core,
             resolved,
             count,
             wait,
-            &self.shared.stopping,
+            &self.shared.serving.stopping,
         )
         .await?;
         let attempts = target.subscription.dead_letter_policy.is_some();
@@ -538,6 +543,7 @@ impl<S: Store> pb::subscriber_server::Subscriber for PubsubService<S> {
         // As on Pub/Sub: what was published before the time counts as acknowledged, what
         // came after (acknowledged or not) is delivered again.
         self.shared
+            .serving
             .core
             .seek(
                 &target.stream,

@@ -140,21 +140,18 @@ async fn consume_on_session(
 
 /// The same drain with XREADGROUP COUNT 100 + one XACK per batch, directly.
 pub(crate) async fn consume_raw(bench: &Bench, consumers: usize) -> anyhow::Result<f64> {
-    let stream = format!("bench-raw-consume-{consumers}");
     let n = bench.messages as u64;
-    prefill(bench, &stream, n as usize).await?;
-    create_group(bench, &stream, "g", "0").await?;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..consumers)
-        .map(|i| {
+    drain(
+        bench,
+        "raw-consume",
+        consumers,
+        |i, stream, delivered, stop| {
             let mut conn = bench.redis.clone();
-            let (stream, delivered) = (stream.clone(), delivered.clone());
-            tokio::spawn(async move {
+            async move {
                 let options = StreamReadOptions::default()
                     .group("g", format!("c{i}"))
                     .count(100);
-                while delivered.load(Ordering::Relaxed) < n {
+                while delivered.load(Ordering::Relaxed) < n && !stop.is_cancelled() {
                     let reply: StreamReadReply = redis::AsyncCommands::xread_options(
                         &mut conn,
                         &[&stream],
@@ -175,15 +172,10 @@ pub(crate) async fn consume_raw(bench: &Bench, consumers: usize) -> anyhow::Resu
                     delivered.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 }
                 anyhow::Ok(())
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await??;
-    }
-    let elapsed = started.elapsed();
-    bench.del(&stream).await?;
-    Ok(n as f64 / elapsed.as_secs_f64())
+            }
+        },
+    )
+    .await
 }
 
 /// One stream, `subscribers` tail Subscribe streams; deliveries per second across all of them.

@@ -26,16 +26,9 @@ pub(crate) async fn produce_broker(
     let stream = format!("bench-produce-{batch}-{size}");
     let value = payload(size);
     let result = rate(bench.producers, bench.duration, |i, deadline| {
-        let mut client = bench.broker(i);
+        let client = bench.broker(i);
         let request = request(&stream, batch, &value);
-        async move {
-            let mut moved = 0;
-            while Instant::now() < deadline {
-                client.produce(request.clone()).await?;
-                moved += batch as u64;
-            }
-            Ok(moved)
-        }
+        produce_until(client, request, deadline)
     })
     .await;
     bench.del(&stream).await?;
@@ -63,16 +56,9 @@ pub(crate) async fn topic_produce(
         .await?;
     let value = payload(100);
     rate(producers, duration, |i, deadline| {
-        let mut client = BrokerClient::new(channels[i % channels.len()].clone());
+        let client = BrokerClient::new(channels[i % channels.len()].clone());
         let request = request("bench-topic", batch, &value);
-        async move {
-            let mut moved = 0;
-            while Instant::now() < deadline {
-                client.produce(request.clone()).await?;
-                moved += batch as u64;
-            }
-            Ok(moved)
-        }
+        produce_until(client, request, deadline)
     })
     .await
 }
@@ -214,4 +200,19 @@ pub(crate) async fn stream_produce_raw(bench: &Bench) -> anyhow::Result<f64> {
     .await;
     bench.del(stream).await?;
     result
+}
+
+/// One producer's loop: the same request, one call after another, until `deadline`; the
+/// messages it moved.
+async fn produce_until(
+    mut client: BrokerClient<tonic::transport::Channel>,
+    request: pb::ProduceRequest,
+    deadline: Instant,
+) -> anyhow::Result<u64> {
+    let mut moved = 0;
+    while Instant::now() < deadline {
+        client.produce(request.clone()).await?;
+        moved += request.messages.len() as u64;
+    }
+    Ok(moved)
 }
