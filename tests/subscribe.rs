@@ -257,6 +257,38 @@ async fn writes_from_outside_the_broker_wake_subscribers() {
 }
 
 #[tokio::test]
+async fn the_watcher_re_reads_no_stream_for_appends_this_broker_made() {
+    let redis = RedisServer::start();
+    let mut broker = TestBroker::start(&redis).await;
+    let mut group = Subscription::open(&mut broker.broker, group_request(&["own"], "g", "c")).await;
+    eventually("subscription registered", || async {
+        broker.stats.waiting_registrations() == 1
+    })
+    .await;
+    // The watcher reads the stream's top once when it starts watching it.
+    eventually("the watcher watches the stream", || async {
+        calls_of(&redis, "xrevrange").await >= 1
+    })
+    .await;
+    let re_reads = calls_of(&redis, "xrevrange").await;
+    // Each append ends the watcher's blocked read; the append woke the reader already, so the
+    // watcher only moves past it.
+    for n in 0..20 {
+        produce_numbered(&mut broker.broker, "own", n..n + 1).await;
+        assert_eq!(number(&group.next().await), n);
+    }
+    assert_eq!(
+        calls_of(&redis, "xrevrange").await,
+        re_reads,
+        "the watcher re-read the stream after the broker's own appends"
+    );
+    // A write from outside is still news, and still wakes the reader.
+    let _: String = redis.cmd(&["XADD", "own", "*", "n", "99"]).await;
+    assert_eq!(number(&group.next().await), 99);
+    assert_eq!(calls_of(&redis, "xrevrange").await, re_reads + 1);
+}
+
+#[tokio::test]
 async fn idle_for_longer_than_the_redis_timeout_and_still_delivers() {
     // redis-rs 1.x cuts replies after 500 ms by default, BLOCK included. Our subscriptions never
     // block on a pooled connection, and the watcher's connection has its own deadline.

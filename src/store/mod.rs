@@ -24,7 +24,7 @@ pub use memory_store::MemoryStore;
 pub use namespaced::Namespaced;
 pub use redis_store::{RedisStore, RedisStoreConfig, SentinelConfig, key_slot};
 pub use roles::{Inspect, Registry, Scripts, Store, Streams};
-pub use wakeups::{StreamWatch, Wakeups};
+pub use wakeups::{Appending, Coverage, StreamWatch, Wakeups};
 
 use crate::model::{EntryId, Field};
 

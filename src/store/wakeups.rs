@@ -9,10 +9,13 @@
 //! it reads, so a notification that lands between its read and its wait still wakes it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures_util::future::select_all;
 use tokio::sync::{Notify, watch};
+
+use crate::model::EntryId;
 
 /// The registry of watched streams, shared by the store, its watcher task and subscriptions.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +28,12 @@ struct Inner {
     slots: Mutex<HashMap<String, Slot>>,
     /// Bumped whenever a stream becomes watched, so the store's watcher can widen its read.
     added: watch::Sender<u64>,
+    /// Bumped whenever an append of this broker's ends, for a watcher waiting to know whether
+    /// an entry it saw was this broker's (see [`Wakeups::coverage`]).
+    appends_ended: watch::Sender<u64>,
+    /// Numbers the slots, so that an append counted in a slot since removed does not uncount
+    /// itself from a new slot of the same stream.
+    generations: AtomicU64,
 }
 
 impl Default for Inner {
@@ -32,6 +41,8 @@ impl Default for Inner {
         Self {
             slots: Mutex::default(),
             added: watch::Sender::new(0),
+            appends_ended: watch::Sender::new(0),
+            generations: AtomicU64::new(0),
         }
     }
 }
@@ -45,6 +56,13 @@ struct Slot {
     groups: HashMap<String, GroupSlot>,
     /// Registrations of both kinds.
     watchers: usize,
+    /// The newest entry this broker appended to the stream while it was watched: the store's
+    /// watcher of outside writes need not wake anybody for it (the append already did).
+    own_top: Option<EntryId>,
+    /// Appends of this broker to the stream under way (sent, not yet answered).
+    appending: usize,
+    /// Which slot of the stream this is (see [`Inner::generations`]).
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -78,6 +96,9 @@ impl Wakeups {
                     version: watch::Sender::new(0),
                     groups: HashMap::new(),
                     watchers: 0,
+                    own_top: None,
+                    appending: 0,
+                    generation: self.inner.generations.fetch_add(1, Ordering::Relaxed),
                 }
             });
             slot.watchers += 1;
@@ -115,12 +136,64 @@ impl Wakeups {
     /// `stream` may have new entries: wakes every tail reader of it and one member of each group
     /// waiting on it. A no-op when nobody waits.
     pub fn notify(&self, stream: &str) {
-        if let Some(slot) = self.slots().get(stream) {
-            slot.version.send_modify(|v| *v = v.wrapping_add(1));
-            for member in slot.groups.values() {
-                member.notify.notify_one();
+        if let Some(slot) = self.slots().get_mut(stream) {
+            slot.wake();
+        }
+    }
+
+    /// This broker appended `ids` to `stream`: wakes its readers as [`notify`](Self::notify)
+    /// does, and remembers the newest id, so the watcher of outside writes, whose blocked read
+    /// the append also ends, knows there is nobody left to wake (see [`own_top`](Self::own_top)).
+    pub fn appended(&self, stream: &str, ids: &[EntryId]) {
+        if let Some(slot) = self.slots().get_mut(stream) {
+            if let Some(&newest) = ids.iter().max() {
+                slot.own_top = slot.own_top.max(Some(newest));
+            }
+            slot.wake();
+        }
+    }
+
+    /// The newest entry this broker appended to `stream` since it became watched. Every entry
+    /// up to it was there when the append woke the stream's readers (ids only grow), so they
+    /// read it: an outside write at or below it needs no wake-up of its own.
+    pub fn own_top(&self, stream: &str) -> Option<EntryId> {
+        self.slots().get(stream).and_then(|slot| slot.own_top)
+    }
+
+    /// Counts appends to `streams` as under way until the returned guard is dropped (after
+    /// [`appended`](Self::appended)): the watcher of outside writes, whose blocked read such an
+    /// append ends, may get the entry before the append hears back, and waits for it rather
+    /// than take it for an outside write.
+    pub fn appending<'a>(&self, streams: impl IntoIterator<Item = &'a str>) -> Appending {
+        let mut slots = self.slots();
+        let mut counted = Vec::new();
+        for stream in streams {
+            if let Some(slot) = slots.get_mut(stream) {
+                slot.appending += 1;
+                counted.push((stream.to_owned(), slot.generation));
             }
         }
+        Appending {
+            wakeups: self.clone(),
+            counted,
+        }
+    }
+
+    /// Whether readers of `stream` were woken for its entry `id` by an append of this broker.
+    pub fn coverage(&self, stream: &str, id: EntryId) -> Coverage {
+        match self.slots().get(stream) {
+            Some(slot) => match slot.own_top {
+                Some(top) if id <= top => Coverage::Covered(top),
+                _ if slot.appending > 0 => Coverage::Unknown,
+                _ => Coverage::Outside,
+            },
+            None => Coverage::Outside,
+        }
+    }
+
+    /// A receiver that changes whenever an append of this broker ends.
+    pub fn appends_ended(&self) -> watch::Receiver<u64> {
+        self.inner.appends_ended.subscribe()
     }
 
     /// The streams somebody waits on right now.
@@ -158,6 +231,55 @@ impl Wakeups {
             }
         }
     }
+}
+
+impl Slot {
+    fn wake(&mut self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+        for member in self.groups.values() {
+            member.notify.notify_one();
+        }
+    }
+}
+
+/// Appends under way, as counted by [`Wakeups::appending`]; dropping it ends them.
+#[derive(Debug)]
+pub struct Appending {
+    wakeups: Wakeups,
+    counted: Vec<(String, u64)>,
+}
+
+impl Drop for Appending {
+    fn drop(&mut self) {
+        if self.counted.is_empty() {
+            return;
+        }
+        {
+            let mut slots = self.wakeups.slots();
+            for (stream, generation) in &self.counted {
+                if let Some(slot) = slots.get_mut(stream)
+                    && slot.generation == *generation
+                {
+                    slot.appending -= 1;
+                }
+            }
+        }
+        let ended = &self.wakeups.inner.appends_ended;
+        ended.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// What [`Wakeups::coverage`] knows of an entry the watcher saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// An append of this broker up to this id woke the stream's readers after the entry
+    /// existed: nobody needs waking for it.
+    Covered(EntryId),
+    /// Not covered yet, but an append of this broker to the stream is under way: its answer
+    /// may cover it.
+    Unknown,
+    /// Written by somebody else: its readers need waking.
+    Outside,
 }
 
 /// How one registration waits.
@@ -252,6 +374,62 @@ mod tests {
         wakeups.notify("zzz");
         let woke = tokio::time::timeout(Duration::from_millis(50), watch.changed()).await;
         assert!(woke.is_err(), "woken without a notification");
+    }
+
+    #[tokio::test]
+    async fn an_append_wakes_and_is_remembered_only_while_watched() {
+        let wakeups = Wakeups::default();
+        let early = EntryId { ms: 5, seq: 0 };
+        wakeups.appended("s", &[early]);
+        assert_eq!(
+            wakeups.own_top("s"),
+            None,
+            "not watched: nothing to remember"
+        );
+        let mut watch = wakeups.watch(&["s".into()], None);
+        watch.mark_seen();
+        let (one, two) = (EntryId { ms: 7, seq: 1 }, EntryId { ms: 7, seq: 0 });
+        wakeups.appended("s", &[one, two]);
+        assert_eq!(wakeups.own_top("s"), Some(one));
+        wakeups.appended("s", &[early]);
+        assert_eq!(wakeups.own_top("s"), Some(one), "the newest stays");
+        tokio::time::timeout(Duration::from_secs(1), watch.changed())
+            .await
+            .expect("woken");
+        drop(watch);
+        let _again = wakeups.watch(&["s".into()], None);
+        assert_eq!(
+            wakeups.own_top("s"),
+            None,
+            "forgotten with the last watcher"
+        );
+    }
+
+    #[test]
+    fn an_entry_is_unknown_while_an_append_is_under_way_then_covered_or_outside() {
+        let wakeups = Wakeups::default();
+        let watch = wakeups.watch(&["s".into()], None);
+        let (ours, theirs) = (EntryId { ms: 9, seq: 0 }, EntryId { ms: 10, seq: 0 });
+        assert_eq!(wakeups.coverage("s", ours), Coverage::Outside);
+        let mut ended = wakeups.appends_ended();
+        let appending = wakeups.appending(["s", "unwatched"]);
+        assert_eq!(wakeups.coverage("s", ours), Coverage::Unknown);
+        wakeups.appended("s", &[ours]);
+        assert_eq!(wakeups.coverage("s", ours), Coverage::Covered(ours));
+        assert_eq!(wakeups.coverage("s", theirs), Coverage::Unknown);
+        drop(appending);
+        assert!(ended.has_changed().unwrap());
+        ended.borrow_and_update();
+        assert_eq!(wakeups.coverage("s", theirs), Coverage::Outside);
+        // A slot made again after the append began is not uncounted by its end.
+        let appending = wakeups.appending(["s"]);
+        drop(watch);
+        let _watch = wakeups.watch(&["s".into()], None);
+        let again = wakeups.appending(["s"]);
+        drop(appending);
+        assert_eq!(wakeups.coverage("s", theirs), Coverage::Unknown);
+        drop(again);
+        assert_eq!(wakeups.coverage("s", theirs), Coverage::Outside);
     }
 
     #[test]

@@ -198,8 +198,8 @@ impl RedisStore {
                     other => to_id(&other),
                 })
                 .collect::<StoreResult<Vec<_>>>();
-            if answer.is_ok() {
-                self.wakeups.notify(&request.stream);
+            if let Ok(ids) = &answer {
+                self.wakeups.appended(&request.stream, ids);
             }
             answers.push(answer);
         }

@@ -29,8 +29,8 @@ impl RedisStore {
         for run in requests.chunk_by(|a, b| !a.is_scripted() && !b.is_scripted()) {
             if run[0].is_scripted() {
                 let answer = self.append_scripted(&run[0]).await;
-                if answer.is_ok() {
-                    self.wakeups.notify(&run[0].stream);
+                if let Ok(ids) = &answer {
+                    self.wakeups.appended(&run[0].stream, ids);
                 }
                 answers.push(answer);
             } else {

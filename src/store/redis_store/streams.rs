@@ -16,6 +16,10 @@ use crate::store::{
 
 impl Streams for RedisStore {
     async fn append(&self, requests: &[Append]) -> StoreResult<Vec<StoreResult<Vec<EntryId>>>> {
+        // Until every answer is in (and recorded by `Wakeups::appended`): see `appending`.
+        let _appending = self
+            .wakeups
+            .appending(requests.iter().map(|r| r.stream.as_str()));
         if !self.is_cluster() {
             return self.append_in_order(requests).await;
         }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, RedisError, Value, cmd};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::RedisStore;
@@ -13,7 +14,7 @@ use super::cluster::{CLUSTER_WATCH_INTERVAL, by_slot};
 use super::errors::{Ctx, classify, is_connection_failure};
 use super::replies::{parse_entries, parse_stream_batches};
 use crate::model::EntryId;
-use crate::store::{StoreError, StoreResult, Streams};
+use crate::store::{Coverage, StoreError, StoreResult, Streams};
 
 impl RedisStore {
     /// Forgets the positions of streams nobody waits on any more, and returns the streams
@@ -104,6 +105,7 @@ impl RedisStore {
     /// subscribers at once.
     async fn poll_cluster(&self, shutdown: &CancellationToken) -> StoreResult<()> {
         let mut positions: HashMap<String, EntryId> = HashMap::new();
+        let mut appends_ended = self.wakeups.appends_ended();
         loop {
             let fresh = self.newly_watched(&mut positions);
             for stream in &fresh {
@@ -111,13 +113,18 @@ impl RedisStore {
                 positions.insert(stream.clone(), top.unwrap_or(EntryId::ZERO));
                 self.wakeups.notify(stream);
             }
+            self.skip_own_appends(&mut positions);
             let cursors: Vec<(String, EntryId)> =
                 positions.iter().map(|(s, id)| (s.clone(), *id)).collect();
             for group in by_slot(cursors, |(s, _)| s.as_str()) {
-                for (stream, _) in self.read_one_slot(&group, 1).await? {
-                    // Re-read the stream's top next turn; that also wakes its subscribers.
-                    positions.remove(&stream);
-                }
+                let seen = self
+                    .read_one_slot(&group, 1)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(stream, entries)| Some((stream, entries.first()?.id)))
+                    .collect();
+                self.attribute(&mut positions, seen, &mut appends_ended)
+                    .await;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -147,6 +154,7 @@ impl RedisStore {
         // Where each watched stream was when we last looked; entries after it wake the stream.
         let mut positions: HashMap<String, EntryId> = HashMap::new();
         let mut additions = self.wakeups.additions();
+        let mut appends_ended = self.wakeups.appends_ended();
         let mut may_unblock = true;
         // A silent network would leave XREAD waiting forever; this bounds it.
         let deadline =
@@ -198,6 +206,7 @@ impl RedisStore {
                     _ = additions.changed() => continue,
                 }
             }
+            self.skip_own_appends(&mut positions);
             let (streams, ids): (Vec<&String>, Vec<String>) =
                 positions.iter().map(|(s, id)| (s, id.to_string())).unzip();
             let mut xread = cmd("XREAD");
@@ -228,9 +237,64 @@ impl RedisStore {
             let reply = reply
                 .map_err(|_| StoreError::unavailable("stream watcher read timed out"))?
                 .map_err(watcher_failed)?;
-            for (stream, _) in parse_stream_batches(reply)? {
-                // Re-read the stream's top on the next turn; that also wakes its subscribers.
-                positions.remove(&stream);
+            let seen = parse_stream_batches(reply)?
+                .into_iter()
+                .filter_map(|(stream, entries)| Some((stream, entries.first()?.id)))
+                .collect();
+            self.attribute(&mut positions, seen, &mut appends_ended)
+                .await;
+        }
+    }
+
+    /// Moves each position past what this broker appended itself: its readers were woken by
+    /// the append, so only entries after it are news (see
+    /// [`Wakeups::own_top`](crate::store::Wakeups::own_top)).
+    fn skip_own_appends(&self, positions: &mut HashMap<String, EntryId>) {
+        for (stream, position) in positions.iter_mut() {
+            if let Some(top) = self.wakeups.own_top(stream) {
+                *position = (*position).max(top);
+            }
+        }
+    }
+
+    /// The watcher's read saw, for each stream, the oldest entry after its position. One
+    /// covered by an append of this broker (see
+    /// [`Wakeups::coverage`](crate::store::Wakeups::coverage)) ended the read but needs nobody
+    /// woken: the position moves past it. One whose append is still waiting for its
+    /// answer (the watcher often hears of an entry first) is looked at again when an append
+    /// ends. Anything else is an outside write: the stream's top is re-read on the next turn,
+    /// and that wakes its subscribers. Waits at most a response timeout for appends to end.
+    async fn attribute(
+        &self,
+        positions: &mut HashMap<String, EntryId>,
+        mut seen: Vec<(String, EntryId)>,
+        appends_ended: &mut watch::Receiver<u64>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.config.response_timeout;
+        loop {
+            appends_ended.borrow_and_update();
+            seen.retain(
+                |(stream, first)| match self.wakeups.coverage(stream, *first) {
+                    Coverage::Covered(top) => {
+                        positions.insert(stream.clone(), top);
+                        false
+                    }
+                    Coverage::Unknown => true,
+                    Coverage::Outside => {
+                        positions.remove(stream);
+                        false
+                    }
+                },
+            );
+            if seen.is_empty() {
+                return;
+            }
+            let ended = tokio::time::timeout_at(deadline, appends_ended.changed()).await;
+            if !matches!(ended, Ok(Ok(()))) {
+                for (stream, _) in seen {
+                    positions.remove(&stream);
+                }
+                return;
             }
         }
     }
