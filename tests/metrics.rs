@@ -116,3 +116,57 @@ async fn a_scrape_shows_messages_rpcs_subscriptions_and_groups() {
     );
     assert_eq!(not_found, Some(1.0), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_message_s_hops_through_the_broker_are_timed() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let broker = BrokerProcess::start(&redis, &["--metrics-addr", &addr]);
+    let mut client = BrokerClient::new(broker.channel());
+    let mut session = ConsumeSession::open(
+        &mut client,
+        pb::ConsumeOpen {
+            streams: vec![pb::StreamStart {
+                stream: "hops".into(),
+                after_id: String::new(),
+            }],
+            group: "g".into(),
+            create_group: true,
+            group_start_id: "$".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // One at a time, each while the session waits for it: every hop is taken once per message.
+    for n in 0..5 {
+        produce_numbered(&mut client, "hops", n..n + 1).await;
+        let got = session.take(1).await;
+        let request = session.settle(ack, &[got[0].id.clone()], None).await;
+        assert!(session.confirmation(request).await.failed.is_empty());
+    }
+    let metrics = scrape(port);
+    // A wake-up is timed when the session was waiting as the message came; one that came while
+    // it was still reading (it reads again after each delivery) finds it awake.
+    for (hop, at_least) in [
+        ("append", 5.0),
+        ("wake", 1.0),
+        ("read", 5.0),
+        ("deliver", 5.0),
+        ("settle", 5.0),
+    ] {
+        let count = sample(
+            &metrics,
+            &format!(r#"streamgate_hop_seconds_count{{hop="{hop}"}}"#),
+        );
+        assert!(
+            count.is_some_and(|n| n >= at_least),
+            "hop {hop} taken {count:?} times in\n{metrics}"
+        );
+    }
+    // The hop buckets are finer than the RPC ones: a hop of a few microseconds is told apart.
+    assert!(
+        metrics.contains(r#"streamgate_hop_seconds_bucket{hop="append",le="0.000025"}"#),
+        "{metrics}"
+    );
+}

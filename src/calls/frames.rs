@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::subscribe::{Event, EventReceiver};
 use crate::error::BrokerResult;
 use crate::model::Delivery;
+use crate::ops::metrics::{self, Hop};
 
 /// Messages per frame when the client does not say.
 pub const DEFAULT_FRAME_MESSAGES: usize = 100;
@@ -65,7 +66,7 @@ fn frames_of(chunk: Vec<BrokerResult<Event>>, limits: FrameLimits) -> Vec<Frame>
                 if !batch.is_empty()
                     && (batch.len() >= limits.messages || bytes + size > limits.bytes)
                 {
-                    frames.push(Frame::Messages(std::mem::take(&mut batch)));
+                    frames.push(messages(std::mem::take(&mut batch)));
                     bytes = 0;
                 }
                 bytes += size;
@@ -73,7 +74,7 @@ fn frames_of(chunk: Vec<BrokerResult<Event>>, limits: FrameLimits) -> Vec<Frame>
             }
             other => {
                 if !batch.is_empty() {
-                    frames.push(Frame::Messages(std::mem::take(&mut batch)));
+                    frames.push(messages(std::mem::take(&mut batch)));
                     bytes = 0;
                 }
                 frames.push(Frame::Event(other));
@@ -81,9 +82,18 @@ fn frames_of(chunk: Vec<BrokerResult<Event>>, limits: FrameLimits) -> Vec<Frame>
         }
     }
     if !batch.is_empty() {
-        frames.push(Frame::Messages(batch));
+        frames.push(messages(batch));
     }
     frames
+}
+
+/// A frame of messages, taken by the transport to write now: the end of their `deliver` hop,
+/// counted from the oldest read among them.
+fn messages(batch: Vec<Delivery>) -> Frame {
+    if let Some(read_at) = batch.iter().map(|d| d.read_at).min() {
+        metrics::hop(Hop::Deliver, read_at);
+    }
+    Frame::Messages(batch)
 }
 
 #[cfg(test)]
@@ -102,6 +112,7 @@ mod tests {
                 }],
             },
             delivery_count: 1,
+            read_at: std::time::Instant::now(),
         }))
     }
 

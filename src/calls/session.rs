@@ -11,6 +11,7 @@
 //! the member holds is handed back.
 
 use std::fmt::Display;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
@@ -23,6 +24,7 @@ use super::settle::{Refusal, SettleRequest, Settled, Settler};
 use super::subscribe::{Pumps, Session};
 use crate::delivery::{Credit, ReadMode, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
+use crate::ops::metrics::{self, Hop};
 use crate::store::Store;
 
 /// Most requests already received that are taken together: consecutive acks among them are
@@ -180,6 +182,7 @@ async fn settle_loop<S, W, In, E>(
             _ = out.closed() => break,
             request = inbound.next() => request,
         };
+        let arrived = Instant::now();
         let mut received = vec![first];
         while received.len() < SETTLE_BATCH {
             match inbound.next().now_or_never() {
@@ -214,7 +217,11 @@ async fn settle_loop<S, W, In, E>(
             }
         }
         // What came before a request that ended the session is applied and answered first.
+        let any = !requests.is_empty();
         let mut settled = settler.apply(requests).await.into_iter();
+        if any {
+            metrics::hop(Hop::Settle, arrived);
+        }
         let settled = notes
             .into_iter()
             .map(|(note, n)| (note, settled.by_ref().take(n).collect()))

@@ -27,6 +27,7 @@ use super::guards::{AtLimit, OpenGuard, Outage, PerPrincipal};
 use crate::delivery::{Batch, Credit, DeliveryCore, Member, ResolvedSpec};
 use crate::error::{BrokerError, BrokerResult};
 use crate::model::{Delivery, EntryId};
+use crate::ops::metrics::{self, Hop};
 use crate::store::Store;
 
 /// What a subscription emits, in order: `Started` once, then messages.
@@ -268,6 +269,7 @@ impl<S: Store> Pump<S> {
             };
             // Before the read, so that a wake-up arriving during it is not lost.
             watch.mark_seen();
+            let read_started = Instant::now();
             let batch = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
@@ -303,7 +305,12 @@ impl<S: Store> Pump<S> {
                     let (until, sweep_due) = member.next_look(self.idle_recheck);
                     let woken = async {
                         tokio::select! {
-                            _ = watch.changed() => false,
+                            notified = watch.changed() => {
+                                if let Some(notified) = notified {
+                                    metrics::hop(Hop::Wake, notified);
+                                }
+                                false
+                            }
                             _ = tokio::time::sleep_until(until) => true,
                         }
                     };
@@ -325,6 +332,7 @@ impl<S: Store> Pump<S> {
                     }
                 }
                 Batch::Messages(batch) => {
+                    metrics::hop(Hop::Read, read_started.into_std());
                     // There may be more: let another idle member of the group read too.
                     watch.pass_on();
                     if let Some(credit) = &self.session.credit {

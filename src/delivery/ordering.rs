@@ -89,6 +89,7 @@ pub async fn read_new<S: Store>(
             stream: stream.clone(),
             entry,
             delivery_count: 1,
+            read_at: std::time::Instant::now(),
         }));
     }
     Ok(admitted)

@@ -4,9 +4,12 @@
 //! either held until it is due (a delayed produce) or appended in the group commit. Dedupe
 //! keys are resolved on the way in ([`DeliveryCore::append`]).
 
+use std::time::Instant;
+
 use super::DeliveryCore;
 use crate::error::BrokerResult;
 use crate::model::{Append, EntryId, Field};
+use crate::ops::metrics::{self, Hop};
 use crate::ops::telemetry::TRACEPARENT;
 use crate::store::Store;
 
@@ -50,6 +53,7 @@ impl<S: Store> DeliveryCore<S> {
     /// One produce, prepared, then held or appended (sharing a round trip with the other
     /// produces waiting at that moment).
     pub async fn produce(&self, append: Append, origin: &Origin) -> BrokerResult<Produced> {
+        let received = Instant::now();
         let append = self.prepare(append, origin).await?;
         match append.deliver_at_ms {
             Some(due_ms) => {
@@ -60,7 +64,11 @@ impl<S: Store> DeliveryCore<S> {
                     .await?;
                 Ok(Produced::Held(held))
             }
-            None => Ok(Produced::Stored(self.append_one(append).await?)),
+            None => {
+                let ids = self.append_one(append).await?;
+                metrics::hop(Hop::Append, received);
+                Ok(Produced::Stored(ids))
+            }
         }
     }
 }

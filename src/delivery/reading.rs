@@ -70,6 +70,7 @@ pub async fn read_tail<S: Store>(
             stream: stream.clone(),
             entry,
             delivery_count: 0,
+            read_at: std::time::Instant::now(),
         }));
     }
     Ok(deliveries)
@@ -127,6 +128,7 @@ pub async fn read_group<S: Store>(
                 Some(fields) => batch.deliveries.push(Delivery {
                     stream: stream.clone(),
                     delivery_count: counts.get(&entry.id).copied().unwrap_or(first_delivery),
+                    read_at: std::time::Instant::now(),
                     entry: Entry {
                         id: entry.id,
                         fields,

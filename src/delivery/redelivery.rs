@@ -352,6 +352,7 @@ impl<S: Store> Redelivery<S> {
                         stream: stream.clone(),
                         entry,
                         delivery_count,
+                        read_at: std::time::Instant::now(),
                     }),
             );
         }

@@ -5,6 +5,7 @@
 mod consume;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
@@ -24,6 +25,7 @@ use crate::grpc::Serving;
 use crate::grpc::convert;
 use crate::grpc::pb;
 use crate::model::Append;
+use crate::ops::metrics::{self, Hop};
 use crate::store::Store;
 
 /// The data-plane service over any [`Store`].
@@ -172,6 +174,7 @@ async fn pump_produce_stream<S: Store>(
             _ = tx.closed() => return,
             request = requests.message() => request,
         };
+        let taken = Instant::now();
         let mut batch = Vec::new();
         // Set when the client half-closed (Ok) or the transport failed (Err).
         let mut end: Option<Result<(), Status>> = None;
@@ -192,7 +195,9 @@ async fn pump_produce_stream<S: Store>(
         }
         // Appends already started finish even during shutdown, and are answered: no request is
         // left in doubt.
-        for answer in append_stream_batch(&core, batch).await {
+        let answers = append_stream_batch(&core, batch).await;
+        metrics::hop(Hop::Append, taken);
+        for answer in answers {
             if tx.send(Ok(stream_answer(answer))).await.is_err() {
                 return;
             }
@@ -231,6 +236,9 @@ fn record_target(stream: &str, group: &str, consumer: &str) {
 }
 
 fn to_response(item: BrokerResult<Event>) -> Result<pb::SubscribeResponse, Status> {
+    if let Ok(Event::Message(delivery)) = &item {
+        metrics::hop(Hop::Deliver, delivery.read_at);
+    }
     item.map(Into::into).map_err(Into::into)
 }
 

@@ -154,6 +154,9 @@ pub struct Delivery {
     pub entry: Entry,
     /// Group mode: deliveries so far, this one included; 0 in tail mode.
     pub delivery_count: u64,
+    /// When the broker's read returned it: the start of its `deliver` hop
+    /// (`streamgate_hop_seconds`), which ends when the transport takes its frame to write.
+    pub read_at: std::time::Instant,
 }
 
 /// XINFO STREAM, minus what we do not expose.

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use futures_util::future::select_all;
 use tokio::sync::{Notify, watch};
@@ -63,6 +64,8 @@ struct Slot {
     appending: usize,
     /// Which slot of the stream this is (see [`Inner::generations`]).
     generation: u64,
+    /// When it was last notified: where a woken reader's `wake` hop starts.
+    notified_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -99,6 +102,7 @@ impl Wakeups {
                     own_top: None,
                     appending: 0,
                     generation: self.inner.generations.fetch_add(1, Ordering::Relaxed),
+                    notified_at: None,
                 }
             });
             slot.watchers += 1;
@@ -206,6 +210,15 @@ impl Wakeups {
         self.slots().values().map(|slot| slot.watchers).sum()
     }
 
+    /// The latest notification of any of `streams`.
+    fn notified_at(&self, streams: &[String]) -> Option<Instant> {
+        let slots = self.slots();
+        streams
+            .iter()
+            .filter_map(|stream| slots.get(stream).and_then(|slot| slot.notified_at))
+            .max()
+    }
+
     /// A receiver that changes whenever a stream becomes watched.
     pub fn additions(&self) -> watch::Receiver<u64> {
         self.inner.added.subscribe()
@@ -235,6 +248,7 @@ impl Wakeups {
 
 impl Slot {
     fn wake(&mut self) {
+        self.notified_at = Some(Instant::now());
         self.version.send_modify(|v| *v = v.wrapping_add(1));
         for member in self.groups.values() {
             member.notify.notify_one();
@@ -316,7 +330,18 @@ impl StreamWatch {
     ///
     /// Cancel-safe: a tail reader sees the same notification on the next call; a group
     /// member's turn, if it was given one, passes to another member when this future is dropped.
-    pub async fn changed(&mut self) {
+    ///
+    /// Returns when the notification that ended the wait was sent, if it came during it (not
+    /// one kept from before): how long the wake-up took, for the `wake` hop.
+    pub async fn changed(&mut self) -> Option<Instant> {
+        let began = Instant::now();
+        self.wait().await;
+        self.wakeups
+            .notified_at(&self.streams)
+            .filter(|&notified| notified >= began)
+    }
+
+    async fn wait(&mut self) {
         match &mut self.waits {
             Waits::Broadcast(receivers) => {
                 let waits = receivers.iter_mut().map(|r| Box::pin(r.changed()));

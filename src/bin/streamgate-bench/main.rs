@@ -8,6 +8,7 @@
 //! Figures move with whatever else the machine does: compare ratios from one run, and take the
 //! median of several runs (`--runs`).
 
+mod hops;
 mod setup;
 mod soak;
 mod workloads;
@@ -77,6 +78,11 @@ struct Args {
     /// The soak's subscriptions (a tenth reconnect every minute).
     #[arg(long, default_value_t = 1000)]
     soak_subscriptions: usize,
+    /// Start the broker with its metrics endpoint and print, for each latency row, where the
+    /// time went inside the broker (`streamgate_hop_seconds`). Recording costs a little, so
+    /// the throughput rows of such a run are not comparable with one without it.
+    #[arg(long, conflicts_with = "broker")]
+    hops: bool,
     /// Run only these workload groups (for profiling one thing at a time).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Group>,
@@ -153,7 +159,8 @@ fn median_latencies(runs: &[Vec<workloads::Latency>]) -> Vec<workloads::Latency>
             p50_ms: of(i, |l| l.p50_ms),
             p99_ms: of(i, |l| l.p99_ms),
             p999_ms: of(i, |l| l.p999_ms),
-            ..first[i]
+            redis_commands_per_message: of(i, |l| l.redis_commands_per_message),
+            ..first[i].clone()
         })
         .collect()
 }
@@ -193,10 +200,17 @@ async fn main() -> anyhow::Result<()> {
             (url, Some(guard))
         }
     };
+    let mut metrics_addr = None;
     let (addr, broker) = match &args.broker {
         Some(addr) => {
             setup::wait_serving(addr).await?;
             (addr.clone(), None)
+        }
+        None if args.hops => {
+            let (addr, metrics, guard) =
+                setup::start_broker_with_metrics(&redis_url, args.pool_size, "1h").await?;
+            metrics_addr = Some(metrics);
+            (addr, Some(guard))
         }
         None => {
             let (addr, guard) = setup::start_broker(&redis_url, args.pool_size).await?;
@@ -220,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         duration: args.duration,
         messages: args.messages,
         window: args.window,
+        metrics: metrics_addr,
     };
 
     let mut runs: Vec<Vec<Row>> = Vec::new();
@@ -260,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
 /// The soak run, on a Redis and broker of its own.
 async fn soak_run(args: &Args, duration: Duration, dir: &std::path::Path) -> anyhow::Result<()> {
     let (redis_url, _redis) = setup::start_redis(dir)?;
-    let (addr, metrics, broker) = setup::start_broker_with_metrics(&redis_url).await?;
+    let (addr, metrics, broker) = setup::start_broker_with_metrics(&redis_url, 8, "2s").await?;
     let redis = redis::Client::open(redis_url.as_str())?
         .get_multiplexed_async_connection()
         .await
@@ -439,19 +454,45 @@ fn print_report(
         );
     }
     println!(
-        "\n| end-to-end latency (send → delivery, group Subscribe + Ack), one message per send | achieved rate | p50 | p99 | p99.9 |"
+        "\n| end-to-end latency (send → delivery, group Subscribe + Ack), one message per send | achieved rate | p50 | p99 | p99.9 | Redis commands / message |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---|");
     for l in latencies {
+        let top: Vec<String> = l
+            .top_commands
+            .iter()
+            .map(|(name, n)| format!("{name} {n:.2}"))
+            .collect();
         println!(
-            "| {}, {} msg/s | {:.0} msg/s | {:.2} ms | {:.2} ms | {:.2} ms |",
+            "| {}, {} msg/s | {:.0} msg/s | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ({}) |",
             l.via.label(),
             l.target_rate,
             l.achieved_rate,
             l.p50_ms,
             l.p99_ms,
-            l.p999_ms
+            l.p999_ms,
+            l.redis_commands_per_message,
+            top.join(", ")
         );
+    }
+    if latencies.iter().any(|l| !l.hops.is_empty()) {
+        println!(
+            "\n| where the time went inside the broker (`streamgate_hop_seconds`, bucket bounds) | hop | taken | p50 ≤ | p99 ≤ |"
+        );
+        println!("|---|---|---:|---:|---:|");
+        for l in latencies {
+            for hop in &l.hops {
+                println!(
+                    "| {}, {} msg/s | {} | {} | {} ms | {} ms |",
+                    l.via.label(),
+                    l.target_rate,
+                    hop.hop,
+                    hop.count,
+                    hop.p50_ms,
+                    hop.p99_ms
+                );
+            }
+        }
     }
     println!(
         "\n| idle Subscribe streams (half tail, half group) | broker RSS | RSS per subscription | Redis connections | Produce p99 before | Produce p99 with them open |"
@@ -495,6 +536,10 @@ fn to_json(
         "latency": latencies.iter().map(|l| json!({
             "via": l.via.label(), "rate": l.target_rate, "achieved_rate": l.achieved_rate,
             "p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "p999_ms": l.p999_ms,
+            "redis_commands_per_message": l.redis_commands_per_message,
+            "hops": l.hops.iter().map(|h| json!({
+                "hop": h.hop, "count": h.count, "p50_ms": h.p50_ms, "p99_ms": h.p99_ms,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "idle": idles.iter().map(|i| json!({
             "subscriptions": i.subscriptions, "rss_bytes": i.rss,

@@ -178,8 +178,11 @@ pub(crate) async fn start_broker(
 
 /// Starts the broker binary on `redis_url` with its metrics endpoint on a free port: the
 /// broker's address, the metrics address, and the guard.
+/// `gauges_every` is its `--metrics-interval` (the gauges' sampling costs Redis commands).
 pub(crate) async fn start_broker_with_metrics(
     redis_url: &str,
+    pool_size: u32,
+    gauges_every: &str,
 ) -> anyhow::Result<(String, String, Guard)> {
     let metrics = format!("127.0.0.1:{}", free_port()?);
     let args = [
@@ -188,9 +191,9 @@ pub(crate) async fn start_broker_with_metrics(
         "--metrics-addr",
         metrics.as_str(),
         "--metrics-interval",
-        "2s",
+        gauges_every,
     ];
-    let (addr, guard) = start_broker_with(&args, 8).await?;
+    let (addr, guard) = start_broker_with(&args, pool_size).await?;
     Ok((addr, metrics, guard))
 }
 

@@ -6,7 +6,6 @@
 //! the end-to-end p99; at the end, what was sent, delivered, lost (must be 0) and left pending.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -170,7 +169,7 @@ pub(crate) async fn run(
                 .unwrap()
                 .replace(Histogram::new_with_bounds(1, 60_000_000, 3)?)
                 .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
-            let metrics = scrape(&metrics_addr).unwrap_or_default();
+            let metrics = crate::hops::scrape(&metrics_addr).unwrap_or_default();
             let gauge = |name: &str| {
                 metrics
                     .lines()
@@ -432,16 +431,4 @@ fn rss_mib(pid: Option<u32>) -> f64 {
                 .ok()
         })
         .map_or(-1.0, |kib| kib / 1024.0)
-}
-
-/// The broker's Prometheus text.
-fn scrape(addr: &str) -> std::io::Result<String> {
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map_or(body.clone(), |(_, b)| b.to_owned()))
 }

@@ -1,6 +1,7 @@
 //! End-to-end latency at fixed rates: Produce call (unary, or a request on one ProduceStream)
 //! to group delivery.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::hops::Reading;
 
 /// How the producer of a latency measurement sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +37,7 @@ impl Via {
 }
 
 /// Latency percentiles, in milliseconds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Latency {
     /// How messages were sent.
     pub(crate) via: Via,
@@ -49,6 +51,12 @@ pub(crate) struct Latency {
     pub(crate) p99_ms: f64,
     /// 99.9th percentile.
     pub(crate) p999_ms: f64,
+    /// Redis commands per message sent, all of them (the run's `INFO commandstats`).
+    pub(crate) redis_commands_per_message: f64,
+    /// The commands that made most of them, with their count per message.
+    pub(crate) top_commands: Vec<(String, f64)>,
+    /// Where the time went inside the broker (with `--hops`).
+    pub(crate) hops: Vec<crate::hops::HopFigures>,
 }
 
 /// Produce at a fixed rate (one message per unary call or per ProduceStream request), consume
@@ -61,6 +69,8 @@ pub(crate) async fn latency(
 ) -> anyhow::Result<Latency> {
     let stream = format!("bench-latency-{rate}-{via:?}");
     create_group(bench, &stream, "g", "$").await?;
+    let hops_before = bench.metrics.as_deref().map(Reading::take).transpose()?;
+    let commands_before = command_calls(bench).await?;
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
     let histogram = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -137,7 +147,26 @@ pub(crate) async fn latency(
     wait_for(&delivered, sent, Duration::from_secs(60)).await?;
     stop.cancel();
     consumer.await??;
+    let commands = command_calls(bench).await?;
+    let hops = match (&bench.metrics, hops_before) {
+        (Some(addr), Some(before)) => Reading::take(addr)?.since(&before),
+        _ => Vec::new(),
+    };
     bench.del(&stream).await?;
+    let mut per_message: Vec<(String, f64)> = commands
+        .iter()
+        .map(|(name, calls)| {
+            let was = commands_before.get(name).copied().unwrap_or(0);
+            (
+                name.clone(),
+                calls.saturating_sub(was) as f64 / sent.max(1) as f64,
+            )
+        })
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    per_message.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let redis_commands_per_message = per_message.iter().map(|(_, n)| n).sum();
+    per_message.truncate(6);
     let histogram = histogram
         .lock()
         .map_err(|_| anyhow::anyhow!("histogram lock"))?;
@@ -148,7 +177,31 @@ pub(crate) async fn latency(
         p50_ms: ms(&histogram, 0.5),
         p99_ms: ms(&histogram, 0.99),
         p999_ms: ms(&histogram, 0.999),
+        redis_commands_per_message,
+        top_commands: per_message,
+        hops,
     })
+}
+
+/// Calls so far per Redis command (`INFO commandstats`), without INFO itself.
+async fn command_calls(bench: &Bench) -> anyhow::Result<HashMap<String, u64>> {
+    let mut conn = bench.redis.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            (name != "info").then(|| (name.to_uppercase(), calls))
+        })
+        .collect())
 }
 
 /// The producer side of a latency measurement.

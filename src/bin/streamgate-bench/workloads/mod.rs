@@ -42,6 +42,8 @@ pub(crate) struct Bench {
     pub(crate) messages: usize,
     /// Requests each streaming producer keeps outstanding.
     pub(crate) window: usize,
+    /// The broker's metrics endpoint, with `--hops`.
+    pub(crate) metrics: Option<String>,
 }
 
 impl Bench {
