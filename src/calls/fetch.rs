@@ -69,7 +69,7 @@ pub async fn fetch<S: Store>(
             watch.mark_seen();
         }
         let deliveries = match member.next_batch(count, false).await? {
-            Batch::Messages(deliveries) => deliveries,
+            Batch::Messages(deliveries) | Batch::Last(deliveries) => deliveries,
             // A fetch has no in-flight limit; an empty batch may wait.
             Batch::Empty | Batch::AtLimit => Vec::new(),
         };

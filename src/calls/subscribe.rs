@@ -300,49 +300,58 @@ impl<S: Store> Pump<S> {
             if !matches!(batch, Batch::AtLimit) {
                 at_limit = None;
             }
-            match batch {
-                Batch::Empty => {
-                    let (until, sweep_due) = member.next_look(self.idle_recheck);
-                    let woken = async {
-                        tokio::select! {
-                            notified = watch.changed() => {
-                                if let Some(notified) = notified {
-                                    metrics::hop(Hop::Wake, notified);
-                                }
-                                false
-                            }
-                            _ = tokio::time::sleep_until(until) => true,
-                        }
-                    };
-                    match self.pause_for(woken).await? {
-                        None => return Ok(()),
-                        // Woken only because a sweep is due: sweep, but do not read new
-                        // entries (nothing announced any), so that every idle member of a
-                        // group waking for the shared sweep costs Redis nothing.
-                        Some(timer) => {
-                            sweep_only =
-                                timer && sweep_due && last_read.elapsed() < self.idle_recheck;
-                        }
-                    }
-                }
+            let (deliveries, all_there_was) = match batch {
                 Batch::AtLimit => {
                     at_limit.get_or_insert_with(AtLimit::enter);
                     if !self.pause(member.wait_for_room()).await? {
                         return Ok(());
                     }
+                    continue;
                 }
-                Batch::Messages(batch) => {
-                    metrics::hop(Hop::Read, read_started.into_std());
+                Batch::Empty => (Vec::new(), true),
+                Batch::Messages(deliveries) => (deliveries, false),
+                Batch::Last(deliveries) => (deliveries, true),
+            };
+            if !deliveries.is_empty() {
+                metrics::hop(Hop::Read, read_started.into_std());
+                if !all_there_was {
                     // There may be more: let another idle member of the group read too.
                     watch.pass_on();
-                    if let Some(credit) = &self.session.credit {
-                        let bytes = batch.iter().map(|d| d.entry.field_bytes()).sum::<usize>();
-                        credit.take(batch.len() as u64, bytes as u64);
+                }
+                if let Some(credit) = &self.session.credit {
+                    let bytes = deliveries
+                        .iter()
+                        .map(|d| d.entry.field_bytes())
+                        .sum::<usize>();
+                    credit.take(deliveries.len() as u64, bytes as u64);
+                }
+                for delivery in deliveries {
+                    if !self.send_delivery(member, delivery, &mut sent).await? {
+                        return Ok(());
                     }
-                    for delivery in batch {
-                        if !self.send_delivery(member, delivery, &mut sent).await? {
-                            return Ok(());
+                }
+            }
+            // Nothing more was there when the read ran: wait for news (kept if it came since).
+            if all_there_was {
+                let (until, sweep_due) = member.next_look(self.idle_recheck);
+                let woken = async {
+                    tokio::select! {
+                        notified = watch.changed() => {
+                            if let Some(notified) = notified {
+                                metrics::hop(Hop::Wake, notified);
+                            }
+                            false
                         }
+                        _ = tokio::time::sleep_until(until) => true,
+                    }
+                };
+                match self.pause_for(woken).await? {
+                    None => return Ok(()),
+                    // Woken only because a sweep is due: sweep, but do not read new
+                    // entries (nothing announced any), so that every idle member of a
+                    // group waking for the shared sweep costs Redis nothing.
+                    Some(timer) => {
+                        sweep_only = timer && sweep_due && last_read.elapsed() < self.idle_recheck;
                     }
                 }
             }

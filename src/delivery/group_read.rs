@@ -10,7 +10,7 @@ use rand::Rng;
 use super::DeliveryCore;
 use super::leases::Leases;
 use super::membership::{GroupMembership, OwnSettings};
-use super::reading;
+use super::reading::{self, Read};
 use crate::error::BrokerResult;
 use crate::model::{Delivery, EntryId, SubscriptionPolicy, millis};
 use crate::store::{GroupCursor, Store};
@@ -42,7 +42,7 @@ impl<S: Store> GroupRead<'_, S> {
         cursors: &mut [(String, GroupCursor)],
         mut room: usize,
         sweep_only: bool,
-    ) -> BrokerResult<Option<Vec<Delivery>>> {
+    ) -> BrokerResult<Option<Read>> {
         let Self {
             core,
             membership,
@@ -81,7 +81,10 @@ impl<S: Store> GroupRead<'_, S> {
                             .map(|d| (d.stream.as_str(), d.entry.id)),
                     );
                 }
-                return Ok(Some(page.deliveries));
+                return Ok(Some(Read {
+                    deliveries: page.deliveries,
+                    short: false,
+                }));
             }
         }
         // 2. Flow control.
@@ -100,42 +103,58 @@ impl<S: Store> GroupRead<'_, S> {
             room = room.min(usize::try_from(free).unwrap_or(usize::MAX));
         }
         let reading_new: Vec<String> = cursors.iter().map(|(s, _)| s.clone()).collect();
+        let streams = reading_new.len();
         // 3. Redeliveries before new messages (never during the replay above: its entries would come
         // back twice, once swept and once replayed).
-        let mut deliveries = if membership.no_ack {
+        let redelivered = if membership.no_ack {
             Vec::new()
         } else {
             core.redelivery()
                 .sweep_due(membership, &reading_new, room)
                 .await?
         };
+        // Redeliveries are never all there is: new entries were not read.
+        let mut read = Read {
+            deliveries: redelivered,
+            short: false,
+        };
         // 4. New entries.
-        if deliveries.is_empty() && !sweep_only {
-            let (streams, count) = within_room(reading_new, room, leases.is_some());
+        if read.deliveries.is_empty() && !sweep_only {
+            let (chosen, count) = within_room(reading_new, room, leases.is_some());
             room = count;
-            let new: Vec<_> = streams.into_iter().map(|s| (s, GroupCursor::New)).collect();
-            deliveries = read_new(core, membership, &new, room).await?;
+            let every_stream = chosen.len() == streams;
+            let new: Vec<_> = chosen.into_iter().map(|s| (s, GroupCursor::New)).collect();
+            read = read_new(core, membership, &new, room).await?;
+            // Short only if no stream was left out of the read.
+            read.short &= every_stream;
         }
         if let Some(leases) = leases {
-            leases.add(deliveries.iter().map(|d| (d.stream.as_str(), d.entry.id)));
+            leases.add(
+                read.deliveries
+                    .iter()
+                    .map(|d| (d.stream.as_str(), d.entry.id)),
+            );
         }
-        Ok(Some(deliveries))
+        Ok(Some(read))
     }
 }
 
 /// Step 4: new entries; for an ordered subscription, those that must wait behind an earlier
 /// message of their ordering key are held back (see [`ordering`](super::ordering)), and while a
-/// whole read was held back, the next one is read at once (more may be waiting behind it).
+/// whole read was held back, the next one is read at once (more may be waiting behind it). An
+/// ordered read is never called short: what it held back may be released by an ack.
 async fn read_new<S: Store>(
     core: &DeliveryCore<S>,
     membership: &GroupMembership,
     new: &[(String, GroupCursor)],
     room: usize,
-) -> BrokerResult<Vec<Delivery>> {
+) -> BrokerResult<Read> {
     if !membership.ordered || membership.no_ack {
-        return Ok(reading::read_group(core.store(), membership, new, room)
-            .await?
-            .deliveries);
+        let batch = reading::read_group(core.store(), membership, new, room).await?;
+        return Ok(Read {
+            deliveries: batch.deliveries,
+            short: batch.short,
+        });
     }
     let streams: Vec<String> = new.iter().map(|(s, _)| s.clone()).collect();
     loop {
@@ -145,7 +164,10 @@ async fn read_new<S: Store>(
             .await?;
         // Held back entirely: read on, more may be waiting behind them.
         if !kept.is_empty() || held == 0 {
-            return Ok(kept);
+            return Ok(Read {
+                deliveries: kept,
+                short: false,
+            });
         }
     }
 }

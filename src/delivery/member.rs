@@ -67,8 +67,12 @@ impl MemberSpec {
 /// What one [`Member::next_batch`] produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Batch {
-    /// Messages to hand over, in order.
+    /// Messages to hand over, in order; there may be more behind them.
     Messages(Vec<Delivery>),
+    /// Messages to hand over, and all there was: the read came back short. The caller may wait
+    /// for a wake-up before reading again (one sent during the read is kept for it) instead of
+    /// a read that would find nothing, which is what a trickle of messages would cost otherwise.
+    Last(Vec<Delivery>),
     /// Nothing to deliver now: wait for a wake-up.
     Empty,
     /// The member holds its `max_in_flight` messages: wait for acks ([`Member::wait_for_room`]).
@@ -203,7 +207,7 @@ impl<S: Store> Member<S> {
     /// `sweep_only`, only redeliveries: the member woke for the group's sweep, not because
     /// anything announced new entries, so reading new ones would cost Redis for nothing.
     pub async fn next_batch(&mut self, room: usize, sweep_only: bool) -> BrokerResult<Batch> {
-        let deliveries = match &mut self.position {
+        let (deliveries, short) = match &mut self.position {
             Position::Tail(cursors) => {
                 if sweep_only {
                     return Ok(Batch::Empty);
@@ -211,8 +215,8 @@ impl<S: Store> Member<S> {
                 loop {
                     let read = reading::read_tail(self.core.store(), cursors, room).await?;
                     // All expired: there may be more behind them; read on.
-                    if let Some(kept) = expire_out(&self.core, None, read).await? {
-                        break kept;
+                    if let Some(kept) = expire_out(&self.core, None, read.deliveries).await? {
+                        break (kept, read.short);
                     }
                 }
             }
@@ -245,16 +249,16 @@ impl<S: Store> Member<S> {
                     replay: self.replay,
                 };
                 loop {
-                    let Some(deliveries) = read.next_batch(cursors, room, sweep_only).await? else {
+                    let Some(batch) = read.next_batch(cursors, room, sweep_only).await? else {
                         return Ok(Batch::AtLimit);
                     };
-                    let kept = match filter_out(&self.core, membership, deliveries).await? {
+                    let kept = match filter_out(&self.core, membership, batch.deliveries).await? {
                         Some(kept) => expire_out(&self.core, Some(membership), kept).await?,
                         None => None,
                     };
                     // All filtered out or expired: there may be more behind them; read on.
                     if let Some(kept) = kept {
-                        break kept;
+                        break (kept, batch.short);
                     }
                 }
             }
@@ -274,7 +278,11 @@ impl<S: Store> Member<S> {
         for delivery in &deliveries {
             crate::ops::telemetry::record_delivery(delivery);
         }
-        Ok(Batch::Messages(deliveries))
+        Ok(if short {
+            Batch::Last(deliveries)
+        } else {
+            Batch::Messages(deliveries)
+        })
     }
 
     /// Waits, after [`Batch::AtLimit`], until acks or nacks through this broker freed a quarter

@@ -51,13 +51,23 @@ pub async fn resolve_starts<S: Store>(
     Ok(cursors)
 }
 
+/// What a read returned, and whether it came back short.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Messages to hand over.
+    pub deliveries: Vec<Delivery>,
+    /// No stream gave as many entries as asked: there was nothing more behind them when it ran.
+    pub short: bool,
+}
+
 /// One XREAD after each cursor; advances the cursors past what it returns.
 pub async fn read_tail<S: Store>(
     store: &S,
     cursors: &mut [(String, EntryId)],
     count: usize,
-) -> BrokerResult<Vec<Delivery>> {
+) -> BrokerResult<Read> {
     let batches = store.read(cursors, count).await?;
+    let short = batches.iter().all(|(_, entries)| entries.len() < count);
     let mut deliveries = Vec::new();
     for (stream, entries) in batches {
         if let (Some(last), Some(cursor)) = (
@@ -73,7 +83,7 @@ pub async fn read_tail<S: Store>(
             read_at: std::time::Instant::now(),
         }));
     }
-    Ok(deliveries)
+    Ok(Read { deliveries, short })
 }
 
 /// What one group read returned.
@@ -84,6 +94,8 @@ pub struct GroupBatch {
     /// For each stream that returned anything (deleted entries included), the last id: where a
     /// pending replay continues.
     pub last_ids: HashMap<String, EntryId>,
+    /// No stream gave as many entries as asked (deleted ones included).
+    pub short: bool,
 }
 
 /// One XREADGROUP with a cursor per stream: `New` reads entries never delivered to the group,
@@ -107,7 +119,10 @@ pub async fn read_group<S: Store>(
             membership.no_ack,
         )
         .await?;
-    let mut batch = GroupBatch::default();
+    let mut batch = GroupBatch {
+        short: replies.iter().all(|(_, entries)| entries.len() < count),
+        ..GroupBatch::default()
+    };
     for (stream, entries) in replies {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             continue;

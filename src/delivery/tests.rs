@@ -91,7 +91,7 @@ async fn member(
 /// The numbers and delivery counts of the next batch; empty for `Empty`, panics on `AtLimit`.
 async fn next(member: &mut Member<MemoryStore>, room: usize) -> Vec<(usize, u64)> {
     match member.next_batch(room, false).await.unwrap() {
-        Batch::Messages(batch) => batch
+        Batch::Messages(batch) | Batch::Last(batch) => batch
             .iter()
             .map(|d| {
                 let n = std::str::from_utf8(&d.entry.fields[0].value).unwrap();
@@ -130,7 +130,7 @@ async fn the_in_flight_limit_holds_until_an_ack_frees_room() {
     produce(&core, 0..10).await;
     let mut m = member(&core, "m", 3).await;
     let first = match m.next_batch(10, false).await.unwrap() {
-        Batch::Messages(batch) => batch,
+        Batch::Messages(batch) | Batch::Last(batch) => batch,
         other => panic!("{other:?}"),
     };
     assert_eq!(first.len(), 3, "the limit caps the batch");
@@ -159,7 +159,7 @@ async fn a_member_at_its_limit_reads_again_once_a_quarter_of_its_window_is_free(
     produce(&core, 0..20).await;
     let mut m = member(&core, "m", 8).await;
     let first = match m.next_batch(10, false).await.unwrap() {
-        Batch::Messages(batch) => batch,
+        Batch::Messages(batch) | Batch::Last(batch) => batch,
         other => panic!("{other:?}"),
     };
     assert_eq!(first.len(), 8);
@@ -205,7 +205,7 @@ async fn a_nacked_message_comes_back_after_its_delay_and_not_before() {
     produce(&core, 0..1).await;
     let mut m = member(&core, "m", 0).await;
     let id = match m.next_batch(10, false).await.unwrap() {
-        Batch::Messages(batch) => batch[0].entry.id,
+        Batch::Messages(batch) | Batch::Last(batch) => batch[0].entry.id,
         other => panic!("{other:?}"),
     };
     let nacked = core
@@ -251,7 +251,7 @@ async fn acks_through_another_instance_are_seen_once_the_member_waited_at_its_li
     produce(&here, 0..4).await;
     let mut m = member(&here, "m", 2).await;
     let batch = match m.next_batch(10, false).await.unwrap() {
-        Batch::Messages(batch) => batch,
+        Batch::Messages(batch) | Batch::Last(batch) => batch,
         other => panic!("{other:?}"),
     };
     let ids: Vec<EntryId> = batch.iter().map(|d| d.entry.id).collect();
@@ -270,7 +270,7 @@ async fn an_extended_message_keeps_its_lease_past_the_first_deadline() {
     produce(&core, 0..1).await;
     let mut m = member(&core, "m", 1).await;
     let id = match m.next_batch(10, false).await.unwrap() {
-        Batch::Messages(batch) => batch[0].entry.id,
+        Batch::Messages(batch) | Batch::Last(batch) => batch[0].entry.id,
         other => panic!("{other:?}"),
     };
     tokio::time::advance(DEADLINE * 3 / 4).await;

@@ -231,7 +231,7 @@ impl Driver for CoreDriver {
     async fn poll(&mut self, member: usize, room: usize) -> Vec<(Id, u64, u64)> {
         let m = self.members[member].as_mut().expect("a live member");
         match m.next_batch(room, false).await.expect("next batch") {
-            Batch::Messages(batch) => batch
+            Batch::Messages(batch) | Batch::Last(batch) => batch
                 .iter()
                 .map(|d| {
                     (
