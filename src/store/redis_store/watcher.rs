@@ -16,6 +16,12 @@ use super::replies::{parse_entries, parse_stream_batches};
 use crate::model::EntryId;
 use crate::store::{Coverage, StoreError, StoreResult, Streams};
 
+/// How long the watcher waits before reading again after a read that only this broker's own
+/// appends ended. An outside write to a stream this broker also appends to is seen this much
+/// later at most, and only while such appends go on (each of which wakes the stream's readers,
+/// who then read the outside write too).
+const OWN_APPENDS_PAUSE: Duration = Duration::from_millis(2);
+
 impl RedisStore {
     /// Forgets the positions of streams nobody waits on any more, and returns the streams
     /// waited on that have no position yet.
@@ -241,8 +247,18 @@ impl RedisStore {
                 .into_iter()
                 .filter_map(|(stream, entries)| Some((stream, entries.first()?.id)))
                 .collect();
-            self.attribute(&mut positions, seen, &mut appends_ended)
+            let only_own = self
+                .attribute(&mut positions, seen, &mut appends_ended)
                 .await;
+            if only_own {
+                // Ended by this broker's own appends: under a steady trickle of them the next
+                // read would end at the next one. A short pause lets several pass at once, so
+                // the watcher costs Redis one read per few appends rather than one per append.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(OWN_APPENDS_PAUSE) => {}
+                }
+            }
         }
     }
 
@@ -264,13 +280,15 @@ impl RedisStore {
     /// answer (the watcher often hears of an entry first) is looked at again when an append
     /// ends. Anything else is an outside write: the stream's top is re-read on the next turn,
     /// and that wakes its subscribers. Waits at most a response timeout for appends to end.
+    /// `true` when everything seen was this broker's own.
     async fn attribute(
         &self,
         positions: &mut HashMap<String, EntryId>,
         mut seen: Vec<(String, EntryId)>,
         appends_ended: &mut watch::Receiver<u64>,
-    ) {
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + self.config.response_timeout;
+        let mut only_own = true;
         loop {
             appends_ended.borrow_and_update();
             seen.retain(
@@ -282,19 +300,20 @@ impl RedisStore {
                     Coverage::Unknown => true,
                     Coverage::Outside => {
                         positions.remove(stream);
+                        only_own = false;
                         false
                     }
                 },
             );
             if seen.is_empty() {
-                return;
+                return only_own;
             }
             let ended = tokio::time::timeout_at(deadline, appends_ended.changed()).await;
             if !matches!(ended, Ok(Ok(()))) {
                 for (stream, _) in seen {
                     positions.remove(&stream);
                 }
-                return;
+                return false;
             }
         }
     }
