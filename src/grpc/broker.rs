@@ -362,17 +362,14 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::NackRequest>,
     ) -> Result<Response<pb::NackResponse>, Status> {
         let request = request.into_inner();
-        let target = convert::pending_target(
-            &request.stream,
-            &request.group,
-            &request.ids,
-            &self.serving.limits,
-        )?;
+        let limits = &self.serving.limits;
+        let target =
+            convert::pending_target(&request.stream, &request.group, &request.ids, limits)?;
         record_target(&target.stream, &target.group, &request.consumer);
         Caller::current().require(Permission::Consume, [target.stream.as_str()])?;
         let holder = match request.consumer.as_str() {
             "" => None,
-            consumer => Some(convert::name("consumer", consumer, &self.serving.limits)?),
+            consumer => Some(convert::name("consumer", consumer, limits)?),
         };
         let delay = request
             .delay_ms
@@ -393,12 +390,9 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
         request: Request<pb::ExtendDeadlineRequest>,
     ) -> Result<Response<pb::ExtendDeadlineResponse>, Status> {
         let request = request.into_inner();
-        let target = convert::pending_target(
-            &request.stream,
-            &request.group,
-            &request.ids,
-            &self.serving.limits,
-        )?;
+        let limits = &self.serving.limits;
+        let target =
+            convert::pending_target(&request.stream, &request.group, &request.ids, limits)?;
         if request.consumer.is_empty() {
             return Err(BrokerError::invalid(
                 "consumer",
@@ -406,7 +400,7 @@ impl<S: Store> pb::broker_server::Broker for BrokerService<S> {
             )
             .into());
         }
-        let consumer = convert::name("consumer", &request.consumer, &self.serving.limits)?;
+        let consumer = convert::name("consumer", &request.consumer, limits)?;
         record_target(&target.stream, &target.group, &consumer);
         Caller::current().require(Permission::Consume, [target.stream.as_str()])?;
         let extended = self
