@@ -164,6 +164,17 @@ impl Wakeups {
         self.slots().get(stream).and_then(|slot| slot.own_top)
     }
 
+    /// Moves each of the watcher's `positions` past the stream's [`own_top`](Self::own_top),
+    /// under one lock for all of them.
+    pub fn skip_own_appends(&self, positions: &mut HashMap<String, EntryId>) {
+        let slots = self.slots();
+        for (stream, position) in positions.iter_mut() {
+            if let Some(top) = slots.get(stream).and_then(|slot| slot.own_top) {
+                *position = (*position).max(top);
+            }
+        }
+    }
+
     /// Counts appends to `streams` as under way until the returned guard is dropped (after
     /// [`appended`](Self::appended)): the watcher of outside writes, whose blocked read such an
     /// append ends, may get the entry before the append hears back, and waits for it rather

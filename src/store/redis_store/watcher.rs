@@ -119,7 +119,9 @@ impl RedisStore {
                 positions.insert(stream.clone(), top.unwrap_or(EntryId::ZERO));
                 self.wakeups.notify(stream);
             }
-            self.skip_own_appends(&mut positions);
+            // What this broker appended itself woke its readers already: only what comes after
+            // it is news.
+            self.wakeups.skip_own_appends(&mut positions);
             let cursors: Vec<(String, EntryId)> =
                 positions.iter().map(|(s, id)| (s.clone(), *id)).collect();
             for group in by_slot(cursors, |(s, _)| s.as_str()) {
@@ -212,7 +214,9 @@ impl RedisStore {
                     _ = additions.changed() => continue,
                 }
             }
-            self.skip_own_appends(&mut positions);
+            // What this broker appended itself woke its readers already: only what comes after
+            // it is news.
+            self.wakeups.skip_own_appends(&mut positions);
             let (streams, ids): (Vec<&String>, Vec<String>) =
                 positions.iter().map(|(s, id)| (s, id.to_string())).unzip();
             let mut xread = cmd("XREAD");
@@ -258,17 +262,6 @@ impl RedisStore {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(OWN_APPENDS_PAUSE) => {}
                 }
-            }
-        }
-    }
-
-    /// Moves each position past what this broker appended itself: its readers were woken by
-    /// the append, so only entries after it are news (see
-    /// [`Wakeups::own_top`](crate::store::Wakeups::own_top)).
-    fn skip_own_appends(&self, positions: &mut HashMap<String, EntryId>) {
-        for (stream, position) in positions.iter_mut() {
-            if let Some(top) = self.wakeups.own_top(stream) {
-                *position = (*position).max(top);
             }
         }
     }
